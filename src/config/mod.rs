@@ -1,0 +1,679 @@
+//! Configuration: the TOML file is parsed once, at start-up, into typed
+//! values. Unknown keys are refused; every problem names its key path and all
+//! problems are reported together, so one `samlgate config check` run shows
+//! everything to fix.
+
+#[allow(missing_docs)] // field-by-field docs live in docs/config.md
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use openssl::pkey::{PKey, Private};
+use regex::Regex;
+
+use crate::mapping::{FieldRule, License, Mapping, Matcher, Rule, Source, Transform};
+use crate::saml::metadata::IdpMetadata;
+use raw::{RawConfig, RawField, RawTransform};
+
+/// One problem in the config, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Key path, e.g. `sp.acs_url` or `mapping.rules[1].regex`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The path.
+        path: PathBuf,
+        /// The parser's message (names the line and the key).
+        message: String,
+    },
+    /// One or more values are invalid.
+    #[error("config {}: {} problem(s):\n{}", path.display(), problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+impl ConfigError {
+    /// Stable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "config_unreadable",
+            Self::Syntax { .. } => "config_syntax",
+            Self::Invalid { .. } => "config_invalid",
+        }
+    }
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Public listener.
+    pub public: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// TLS certificate chain (PEM), if TLS is on.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS key (PEM), if TLS is on.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// This service provider.
+#[derive(Debug, Clone)]
+pub struct Sp {
+    /// SP entity id (the expected Audience).
+    pub entity_id: String,
+    /// Assertion Consumer Service URL (expected Destination and Recipient).
+    pub acs_url: String,
+    /// Private key for decrypting assertions.
+    pub key: Option<PKey<Private>>,
+    /// Certificate (PEM) published in SP metadata.
+    pub cert_pem: Option<String>,
+}
+
+/// The identity provider.
+#[derive(Debug, Clone)]
+pub struct Idp {
+    /// Parsed metadata.
+    pub metadata: IdpMetadata,
+    /// Where it came from.
+    pub metadata_source: String,
+    /// Accept unsolicited responses (no InResponseTo).
+    pub allow_idp_initiated: bool,
+}
+
+/// Security knobs, all with safe defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Security {
+    /// Allowed clock difference with the IdP, seconds (default 180).
+    pub clock_skew_secs: i64,
+    /// Oldest IssueInstant accepted, seconds before now (default 90), on top of the skew.
+    pub max_issue_delay_secs: i64,
+    /// Largest decoded XML accepted, bytes (default 512 KiB).
+    pub max_response_bytes: usize,
+    /// Accept SHA-1 signatures and digests (default false).
+    pub insecure_allow_sha1: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            clock_skew_secs: 180,
+            max_issue_delay_secs: 90,
+            max_response_bytes: 512 * 1024,
+            insecure_allow_sha1: false,
+        }
+    }
+}
+
+/// Provisioning mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisioningMode {
+    /// Create or update users at login.
+    Jit,
+    /// Only users created ahead of time may sign in.
+    PriorToSignIn,
+}
+
+/// Provisioning settings.
+#[derive(Debug, Clone)]
+pub struct Provisioning {
+    /// Mode.
+    pub mode: ProvisioningMode,
+    /// Email domains whose new users are active at once (lowercase).
+    pub associated_domains: Vec<String>,
+}
+
+/// Which store backs users, sessions and caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// Embedded on-disk store.
+    Embedded {
+        /// Database file.
+        path: PathBuf,
+    },
+    /// Redis standalone or cluster.
+    Redis {
+        /// Standalone URL.
+        url: Option<String>,
+        /// Cluster node URLs.
+        nodes: Vec<String>,
+    },
+}
+
+/// The typed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners.
+    pub listen: Listen,
+    /// This SP.
+    pub sp: Sp,
+    /// The IdP.
+    pub idp: Idp,
+    /// Security knobs.
+    pub security: Security,
+    /// Attribute mapping.
+    pub mapping: Mapping,
+    /// Provisioning.
+    pub provisioning: Provisioning,
+    /// Store.
+    pub store: StoreConfig,
+    /// Upstream base URL.
+    pub upstream: String,
+    /// Admin bearer tokens (config plus `SAMLGATE_ADMIN_TOKENS`).
+    pub admin_tokens: Vec<String>,
+}
+
+/// Collects problems while converting.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn required<T>(&mut self, v: Option<T>, key: &str) -> Option<T> {
+        if v.is_none() {
+            self.add(key, "is required");
+        }
+        v
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_toml(&text, &base, &|k| std::env::var(k).ok()).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses config text. Relative file paths are tried against the working
+    /// directory first, then `base` (the config file's folder). `env` reads
+    /// environment variables (injected so tests need not touch the process).
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let mut p = Problems::default();
+        let cfg = Self::from_raw(raw, base, env, &mut p);
+        match cfg {
+            Some(c) if p.0.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid {
+                path: PathBuf::new(),
+                problems: p.0,
+            }),
+        }
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        p: &mut Problems,
+    ) -> Option<Self> {
+        let resolve = |s: &str| -> PathBuf {
+            let direct = PathBuf::from(s);
+            if direct.is_absolute() || direct.exists() {
+                direct
+            } else {
+                base.join(s)
+            }
+        };
+
+        // [listen]
+        let l = raw.listen.unwrap_or_default();
+        let addr = |p: &mut Problems, v: Option<String>, key: &str, default: &str| {
+            let s = v.unwrap_or_else(|| default.to_owned());
+            match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    p.add(key, format!("{s:?} is not an address:port ({e})"));
+                    None
+                }
+            }
+        };
+        let public = addr(p, l.public, "listen.public", "0.0.0.0:8080");
+        let admin = addr(p, l.admin, "listen.admin", "127.0.0.1:9090");
+        if l.tls_cert.is_some() != l.tls_key.is_some() {
+            p.add(
+                "listen.tls_cert",
+                "tls_cert and tls_key must be set together",
+            );
+        }
+        if let (Some(a), Some(b)) = (public, admin)
+            && a == b
+        {
+            p.add(
+                "listen.admin",
+                "must differ from listen.public: the admin API is never public",
+            );
+        }
+
+        // [sp]
+        let sp = raw.sp.unwrap_or_default();
+        let entity_id = p.required(sp.entity_id.filter(|s| !s.is_empty()), "sp.entity_id");
+        let acs_url = p.required(sp.acs_url.filter(|s| !s.is_empty()), "sp.acs_url");
+        if let Some(a) = &acs_url
+            && !(a.starts_with("https://") || a.starts_with("http://"))
+        {
+            p.add("sp.acs_url", format!("{a:?} is not an http(s) URL"));
+        }
+        let key = sp.key_file.as_deref().and_then(|f| {
+            let path = resolve(f);
+            match std::fs::read(&path) {
+                Ok(pem) => match PKey::private_key_from_pem(&pem) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        p.add(
+                            "sp.key_file",
+                            format!("{}: not a PEM private key ({e})", path.display()),
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    p.add("sp.key_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+        let cert_pem = sp.cert_file.as_deref().and_then(|f| {
+            let path = resolve(f);
+            match std::fs::read_to_string(&path) {
+                Ok(pem) => match openssl::x509::X509::from_pem(pem.as_bytes()) {
+                    Ok(_) => Some(pem),
+                    Err(e) => {
+                        p.add(
+                            "sp.cert_file",
+                            format!("{}: not a PEM certificate ({e})", path.display()),
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    p.add("sp.cert_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+
+        // [idp]
+        let idp = raw.idp.unwrap_or_default();
+        let metadata = match (&idp.metadata_file, &idp.metadata_url) {
+            (Some(f), _) => {
+                let path = resolve(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
+                        Ok(m) => Some((m, path.display().to_string())),
+                        Err(e) => {
+                            p.add("idp.metadata_file", format!("{}: {e}", path.display()));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        p.add("idp.metadata_file", format!("{}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+            (None, Some(_)) => {
+                p.add(
+                    "idp.metadata_url",
+                    "fetching metadata from a URL is not available in this build yet; download it and set idp.metadata_file",
+                );
+                None
+            }
+            (None, None) => {
+                p.add("idp.metadata_file", "is required (or idp.metadata_url)");
+                None
+            }
+        };
+
+        // [security]
+        let s = raw.security.unwrap_or_default();
+        let d = Security::default();
+        let security = Security {
+            clock_skew_secs: s.clock_skew_secs.unwrap_or(d.clock_skew_secs),
+            max_issue_delay_secs: s.max_issue_delay_secs.unwrap_or(d.max_issue_delay_secs),
+            max_response_bytes: s.max_response_bytes.unwrap_or(d.max_response_bytes),
+            insecure_allow_sha1: s.insecure_allow_sha1.unwrap_or(false),
+        };
+        if !(0..=3600).contains(&security.clock_skew_secs) {
+            p.add("security.clock_skew_secs", "must be between 0 and 3600");
+        }
+        if !(1..=86_400).contains(&security.max_issue_delay_secs) {
+            p.add(
+                "security.max_issue_delay_secs",
+                "must be between 1 and 86400",
+            );
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&security.max_response_bytes) {
+            p.add(
+                "security.max_response_bytes",
+                "must be between 1024 and 16777216",
+            );
+        }
+
+        // [mapping]
+        let mapping = mapping_from_raw(raw.mapping.unwrap_or_default(), p);
+
+        // [provisioning]
+        let pr = raw.provisioning.unwrap_or_default();
+        let mode = match pr.mode.as_deref().unwrap_or("jit") {
+            "jit" => ProvisioningMode::Jit,
+            "prior_to_sign_in" => ProvisioningMode::PriorToSignIn,
+            other => {
+                p.add(
+                    "provisioning.mode",
+                    format!("{other:?} is not \"jit\" or \"prior_to_sign_in\""),
+                );
+                ProvisioningMode::Jit
+            }
+        };
+        let mut associated_domains = Vec::new();
+        for (i, dom) in pr
+            .associated_domains
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let dom = dom.trim().trim_start_matches('@').to_lowercase();
+            if dom.is_empty() || dom.contains('@') || !dom.contains('.') {
+                p.add(
+                    format!("provisioning.associated_domains[{i}]"),
+                    format!("{dom:?} is not a domain"),
+                );
+            } else {
+                associated_domains.push(dom);
+            }
+        }
+
+        // [store]
+        let st = raw.store.unwrap_or_default();
+        let store = match st.kind.as_deref().unwrap_or("embedded") {
+            "embedded" => StoreConfig::Embedded {
+                path: PathBuf::from(st.path.unwrap_or_else(|| "data/samlgate.db".into())),
+            },
+            "redis" => {
+                let nodes = st.nodes.unwrap_or_default();
+                if st.url.is_none() && nodes.is_empty() {
+                    p.add(
+                        "store.url",
+                        "store.kind = \"redis\" needs store.url or store.nodes",
+                    );
+                }
+                StoreConfig::Redis { url: st.url, nodes }
+            }
+            other => {
+                p.add(
+                    "store.kind",
+                    format!("{other:?} is not \"embedded\" or \"redis\""),
+                );
+                StoreConfig::Embedded {
+                    path: PathBuf::from("data/samlgate.db"),
+                }
+            }
+        };
+
+        // [upstream]
+        let upstream = raw
+            .upstream
+            .and_then(|u| u.url)
+            .unwrap_or_else(|| "http://127.0.0.1:3000".into());
+        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+            p.add(
+                "upstream.url",
+                format!("{upstream:?} is not an http(s) URL"),
+            );
+        }
+
+        // [admin]
+        let mut admin_tokens: Vec<String> = raw.admin.and_then(|a| a.tokens).unwrap_or_default();
+        if let Some(envt) = env("SAMLGATE_ADMIN_TOKENS") {
+            admin_tokens.extend(
+                envt.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from),
+            );
+        }
+        for (i, t) in admin_tokens.iter().enumerate() {
+            if t.len() < 16 {
+                p.add(
+                    format!("admin.tokens[{i}]"),
+                    "tokens must be at least 16 characters",
+                );
+            }
+        }
+
+        let (metadata, metadata_source) = metadata?;
+        Some(Self {
+            listen: Listen {
+                public: public?,
+                admin: admin?,
+                tls_cert: l.tls_cert.map(|s| resolve(&s)),
+                tls_key: l.tls_key.map(|s| resolve(&s)),
+            },
+            sp: Sp {
+                entity_id: entity_id?,
+                acs_url: acs_url?,
+                key,
+                cert_pem,
+            },
+            idp: Idp {
+                metadata,
+                metadata_source,
+                allow_idp_initiated: idp.allow_idp_initiated.unwrap_or(true),
+            },
+            security,
+            mapping,
+            provisioning: Provisioning {
+                mode,
+                associated_domains,
+            },
+            store,
+            upstream,
+            admin_tokens,
+        })
+    }
+}
+
+fn field_from_raw(
+    raw: Option<RawField>,
+    key: &str,
+    default: FieldRule,
+    p: &mut Problems,
+) -> FieldRule {
+    let Some(raw) = raw else { return default };
+    let from = match raw.from {
+        Some(v) if v.is_empty() => {
+            p.add(
+                format!("{key}.from"),
+                "must name at least one attribute (or \"nameid\")",
+            );
+            default.from.clone()
+        }
+        Some(v) => v.iter().map(|s| Source::parse(s)).collect(),
+        None => default.from.clone(),
+    };
+    let transforms = match raw.transforms {
+        None => default.transforms.clone(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, t) in list.into_iter().enumerate() {
+                let k = format!("{key}.transforms[{i}]");
+                match t {
+                    RawTransform::Named(n) => match n.as_str() {
+                        "trim" => out.push(Transform::Trim),
+                        "lowercase" => out.push(Transform::Lowercase),
+                        "uppercase" => out.push(Transform::Uppercase),
+                        other => p.add(k, format!("unknown transform {other:?} (trim, lowercase, uppercase, {{ split = \",\" }}, {{ regex = \"...\" }})")),
+                    },
+                    RawTransform::Table(t) => match (t.split, t.regex) {
+                        (Some(s), None) if !s.is_empty() => out.push(Transform::Split(s)),
+                        (None, Some(r)) => match Regex::new(&r) {
+                            Ok(re) => out.push(Transform::Regex(re)),
+                            Err(e) => p.add(format!("{k}.regex"), format!("invalid regex: {e}")),
+                        },
+                        _ => p.add(k, "a transform table holds exactly one of split (non-empty) or regex"),
+                    },
+                }
+            }
+            out
+        }
+    };
+    FieldRule {
+        from,
+        transforms,
+        default: raw.default,
+    }
+}
+
+fn mapping_from_raw(raw: raw::RawMapping, p: &mut Problems) -> Mapping {
+    let d = Mapping::default();
+    let default_license = match raw.default_license.as_deref() {
+        None => License::Basic,
+        Some(s) => License::parse(s).unwrap_or_else(|| {
+            p.add(
+                "mapping.default_license",
+                format!("{s:?} is not basic, licensed or on_prem"),
+            );
+            License::Basic
+        }),
+    };
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("mapping.rules[{i}]");
+        let name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
+        let Some(attribute) = r.attribute.filter(|a| !a.is_empty()) else {
+            p.add(format!("{key}.attribute"), "is required");
+            continue;
+        };
+        let given = [
+            r.equals.is_some(),
+            r.contains.is_some(),
+            r.regex.is_some(),
+            r.present.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            p.add(
+                key.clone(),
+                "exactly one of equals, contains, regex, present is required",
+            );
+            continue;
+        }
+        let matcher = if let Some(x) = r.equals {
+            Matcher::Equals(x)
+        } else if let Some(x) = r.contains {
+            Matcher::Contains(x)
+        } else if let Some(x) = r.regex {
+            let pattern = if r.ignore_case == Some(true) {
+                format!("(?i){x}")
+            } else {
+                x
+            };
+            match Regex::new(&pattern) {
+                Ok(re) => Matcher::Regex(re),
+                Err(e) => {
+                    p.add(format!("{key}.regex"), format!("invalid regex: {e}"));
+                    continue;
+                }
+            }
+        } else if r.present == Some(true) {
+            Matcher::Present
+        } else {
+            p.add(format!("{key}.present"), "must be true when given");
+            continue;
+        };
+        let license = match r.license.as_deref() {
+            None => None,
+            Some(s) => match License::parse(s) {
+                Some(l) => Some(l),
+                None => {
+                    p.add(
+                        format!("{key}.license"),
+                        format!("{s:?} is not basic, licensed or on_prem"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let groups = r.groups.unwrap_or_default();
+        let features = r.features.unwrap_or_default();
+        if license.is_none() && groups.is_empty() && features.is_empty() {
+            p.add(key.clone(), "does nothing: set license, groups or features");
+        }
+        rules.push(Rule {
+            name,
+            source: Source::parse(&attribute),
+            matcher,
+            negate: r.negate.unwrap_or(false),
+            ignore_case: r.ignore_case.unwrap_or(false),
+            license,
+            groups,
+            features,
+        });
+    }
+    Mapping {
+        email: field_from_raw(raw.email, "mapping.email", d.email, p),
+        first_name: field_from_raw(raw.first_name, "mapping.first_name", d.first_name, p),
+        last_name: field_from_raw(raw.last_name, "mapping.last_name", d.last_name, p),
+        department: field_from_raw(raw.department, "mapping.department", d.department, p),
+        groups: field_from_raw(raw.groups, "mapping.groups", d.groups, p),
+        default_license,
+        default_features: raw.default_features.unwrap_or_default(),
+        rules,
+    }
+}

@@ -1,0 +1,137 @@
+//! The config file as written: serde structs that refuse unknown keys.
+//! [`super::Config::from_raw`] turns them into typed values.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<RawListen>,
+    pub sp: Option<RawSp>,
+    pub idp: Option<RawIdp>,
+    pub security: Option<RawSecurity>,
+    pub mapping: Option<RawMapping>,
+    pub provisioning: Option<RawProvisioning>,
+    pub store: Option<RawStore>,
+    pub upstream: Option<RawUpstream>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub public: Option<String>,
+    pub admin: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSp {
+    pub entity_id: Option<String>,
+    pub acs_url: Option<String>,
+    /// PEM private key: decrypts EncryptedAssertion (and signs AuthnRequests).
+    pub key_file: Option<String>,
+    /// PEM certificate matching `key_file`, published in SP metadata.
+    pub cert_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdp {
+    pub metadata_file: Option<String>,
+    pub metadata_url: Option<String>,
+    /// Selects one IdP when the metadata holds several.
+    pub entity_id: Option<String>,
+    pub allow_idp_initiated: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub clock_skew_secs: Option<i64>,
+    pub max_issue_delay_secs: Option<i64>,
+    pub max_response_bytes: Option<usize>,
+    pub insecure_allow_sha1: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    pub email: Option<RawField>,
+    pub first_name: Option<RawField>,
+    pub last_name: Option<RawField>,
+    pub department: Option<RawField>,
+    pub groups: Option<RawField>,
+    pub default_license: Option<String>,
+    pub default_features: Option<Vec<String>>,
+    pub rules: Option<Vec<RawRule>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    pub from: Option<Vec<String>>,
+    pub transforms: Option<Vec<RawTransform>>,
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTransform {
+    Named(String),
+    Table(RawTransformTable),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransformTable {
+    pub split: Option<String>,
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub attribute: Option<String>,
+    pub equals: Option<String>,
+    pub contains: Option<String>,
+    pub regex: Option<String>,
+    pub present: Option<bool>,
+    pub negate: Option<bool>,
+    pub ignore_case: Option<bool>,
+    pub license: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub features: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvisioning {
+    pub mode: Option<String>,
+    pub associated_domains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub nodes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub tokens: Option<Vec<String>>,
+}

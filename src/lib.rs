@@ -1,0 +1,12 @@
+//! samlgate: a SAML 2.0 single-sign-on gateway.
+//!
+//! The library holds everything; `src/main.rs` is a thin command line.
+//! See `docs/` and the README for how the pieces fit.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod mapping;
+pub mod saml;

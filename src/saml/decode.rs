@@ -1,0 +1,136 @@
+//! Step 1: turn what arrived into bounded UTF-8 XML text.
+
+use base64::Engine;
+
+use super::error::SamlError;
+
+/// Decodes a POSTed `SAMLResponse` value (base64, line breaks and spaces
+/// tolerated) into UTF-8 XML, refusing anything over `max_xml_bytes`.
+pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlError> {
+    // base64 is 4/3 of the payload; allow for line breaks too.
+    let max_encoded = max_xml_bytes.saturating_mul(4) / 3 + 4 + max_xml_bytes / 32;
+    if input.len() > max_encoded {
+        return Err(SamlError::TooLarge {
+            what: "SAMLResponse parameter",
+            size: input.len(),
+            limit: max_encoded,
+        });
+    }
+    let clean: Vec<u8> = input
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&clean)
+        .map_err(|e| SamlError::Base64(e.to_string()))?;
+    bytes_to_xml(bytes, max_xml_bytes)
+}
+
+/// Checks size and UTF-8 of decoded bytes; strips a UTF-8 byte-order mark.
+pub fn bytes_to_xml(bytes: Vec<u8>, max_xml_bytes: usize) -> Result<String, SamlError> {
+    if bytes.len() > max_xml_bytes {
+        return Err(SamlError::TooLarge {
+            what: "decoded XML",
+            size: bytes.len(),
+            limit: max_xml_bytes,
+        });
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|e| SamlError::NotUtf8(e.utf8_error().valid_up_to()))?;
+    Ok(match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
+/// For the command line: accepts raw XML (first non-blank byte `<`) or the
+/// base64 value as POSTed (optionally URL-encoded form `SAMLResponse=...`).
+pub fn decode_any(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlError> {
+    let start = input
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(input.len());
+    let trimmed = input.get(start..).unwrap_or_default();
+    if trimmed.starts_with(b"<") || trimmed.starts_with("\u{FEFF}".as_bytes()) {
+        return bytes_to_xml(trimmed.to_vec(), max_xml_bytes);
+    }
+    if let Some(rest) = trimmed.strip_prefix(b"SAMLResponse=") {
+        let end = rest.iter().position(|b| *b == b'&').unwrap_or(rest.len());
+        let value = percent_decode(rest.get(..end).unwrap_or_default());
+        return decode_base64(&value, max_xml_bytes);
+    }
+    decode_base64(trimmed, max_xml_bytes)
+}
+
+/// Decodes `application/x-www-form-urlencoded` bytes (`+` is a space).
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = input
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) if input.get(i + 1).is_some_and(u8::is_ascii_hexdigit) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_with_line_breaks() {
+        let xml = decode_base64(b"PGEv\r\nPg==", 1024).unwrap();
+        assert_eq!(xml, "<a/>");
+    }
+
+    #[test]
+    fn bad_base64() {
+        assert_eq!(
+            decode_base64(b"!!!", 1024).unwrap_err().code(),
+            "malformed_base64"
+        );
+    }
+
+    #[test]
+    fn oversized() {
+        let big = vec![b'A'; 10_000];
+        assert_eq!(
+            decode_base64(&big, 1024).unwrap_err().code(),
+            "response_too_large"
+        );
+        let xml = vec![b'<'; 2000];
+        assert_eq!(
+            decode_any(&xml, 1024).unwrap_err().code(),
+            "response_too_large"
+        );
+    }
+
+    #[test]
+    fn not_utf8() {
+        let e = bytes_to_xml(vec![b'<', 0xff, b'>'], 1024).unwrap_err();
+        assert_eq!(e, SamlError::NotUtf8(1));
+    }
+
+    #[test]
+    fn form_encoded() {
+        let xml = decode_any(b"SAMLResponse=PGEv%0APg%3D%3D&RelayState=x", 1024).unwrap();
+        assert_eq!(xml, "<a/>");
+    }
+}

@@ -1,0 +1,188 @@
+//! EncryptedAssertion: XML Encryption with the SP's private key.
+//!
+//! Key transport RSA-OAEP (`xmlenc#rsa-oaep-mgf1p` and `xmlenc11#rsa-oaep`,
+//! SHA-1/256/384/512 digests and MGF1 digests); content AES-128/192/256 in
+//! GCM or CBC. RSA PKCS#1 v1.5 key transport is refused (Bleichenbacher's
+//! oracle). Every length is checked before slicing: malformed ciphertext is a
+//! `decryption_failed` refusal, never a panic. Every failure gives the same
+//! code, so the refusal is no padding oracle.
+
+use base64::Engine;
+use openssl::encrypt::Decrypter;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Padding;
+use openssl::symm::{Cipher, Crypter, Mode};
+
+use super::error::SamlError;
+use super::xml::{Element, NS_DSIG, NS_XENC};
+
+const NS_XENC11: &str = "http://www.w3.org/2009/xmlenc11#";
+
+fn fail(msg: impl Into<String>) -> SamlError {
+    SamlError::Decryption(msg.into())
+}
+
+fn cipher_value(el: &Element) -> Result<Vec<u8>, SamlError> {
+    let text = el
+        .child(NS_XENC, "CipherData")
+        .and_then(|c| c.child(NS_XENC, "CipherValue"))
+        .map(Element::text)
+        .ok_or_else(|| fail("CipherData/CipherValue missing (CipherReference is not supported)"))?;
+    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(clean.as_bytes())
+        .map_err(|e| fail(format!("CipherValue is not base64: {e}")))
+}
+
+fn digest_by_uri(uri: &str) -> Option<MessageDigest> {
+    match uri {
+        "http://www.w3.org/2000/09/xmldsig#sha1" => Some(MessageDigest::sha1()),
+        "http://www.w3.org/2001/04/xmlenc#sha256" => Some(MessageDigest::sha256()),
+        "http://www.w3.org/2001/04/xmldsig-more#sha384" => Some(MessageDigest::sha384()),
+        "http://www.w3.org/2001/04/xmlenc#sha512" => Some(MessageDigest::sha512()),
+        _ => None,
+    }
+}
+
+fn mgf_by_uri(uri: &str) -> Option<MessageDigest> {
+    match uri {
+        "http://www.w3.org/2009/xmlenc11#mgf1sha1" => Some(MessageDigest::sha1()),
+        "http://www.w3.org/2009/xmlenc11#mgf1sha256" => Some(MessageDigest::sha256()),
+        "http://www.w3.org/2009/xmlenc11#mgf1sha384" => Some(MessageDigest::sha384()),
+        "http://www.w3.org/2009/xmlenc11#mgf1sha512" => Some(MessageDigest::sha512()),
+        _ => None,
+    }
+}
+
+/// Unwraps the content-encryption key.
+fn unwrap_key(ek: &Element, key: &PKey<Private>) -> Result<Vec<u8>, SamlError> {
+    let method = ek
+        .child(NS_XENC, "EncryptionMethod")
+        .ok_or_else(|| fail("EncryptedKey has no EncryptionMethod"))?;
+    let alg = method.attr("Algorithm").unwrap_or("");
+    let (oaep_md, mgf_md) = match alg {
+        "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p" => {
+            let md = match method
+                .child(NS_DSIG, "DigestMethod")
+                .and_then(|d| d.attr("Algorithm"))
+            {
+                Some(u) => {
+                    digest_by_uri(u).ok_or_else(|| fail(format!("OAEP digest {u} unsupported")))?
+                }
+                None => MessageDigest::sha1(),
+            };
+            (md, MessageDigest::sha1())
+        }
+        "http://www.w3.org/2009/xmlenc11#rsa-oaep" => {
+            let md = match method
+                .child(NS_DSIG, "DigestMethod")
+                .and_then(|d| d.attr("Algorithm"))
+            {
+                Some(u) => {
+                    digest_by_uri(u).ok_or_else(|| fail(format!("OAEP digest {u} unsupported")))?
+                }
+                None => MessageDigest::sha1(),
+            };
+            let mgf = match method
+                .child(NS_XENC11, "MGF")
+                .and_then(|d| d.attr("Algorithm"))
+            {
+                Some(u) => mgf_by_uri(u).ok_or_else(|| fail(format!("MGF {u} unsupported")))?,
+                None => MessageDigest::sha1(),
+            };
+            (md, mgf)
+        }
+        "http://www.w3.org/2001/04/xmlenc#rsa-1_5" => {
+            return Err(fail(
+                "RSA PKCS#1 v1.5 key transport is refused (padding-oracle risk); configure the IdP for RSA-OAEP",
+            ));
+        }
+        other => return Err(fail(format!("key transport {other:?} unsupported"))),
+    };
+    let wrapped = cipher_value(ek)?;
+    let ossl = |e: openssl::error::ErrorStack| fail(format!("key transport: {e}"));
+    let mut d = Decrypter::new(key).map_err(ossl)?;
+    d.set_rsa_padding(Padding::PKCS1_OAEP).map_err(ossl)?;
+    d.set_rsa_oaep_md(oaep_md).map_err(ossl)?;
+    d.set_rsa_mgf1_md(mgf_md).map_err(ossl)?;
+    let len = d.decrypt_len(&wrapped).map_err(ossl)?;
+    let mut out = vec![0u8; len];
+    let n = d
+        .decrypt(&wrapped, &mut out)
+        .map_err(|_| fail("the key could not be unwrapped with the SP key"))?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Decrypts an `EncryptedAssertion` element, returning the plaintext XML.
+pub fn decrypt_assertion(ea: &Element, key: &PKey<Private>) -> Result<String, SamlError> {
+    let data = ea
+        .child(NS_XENC, "EncryptedData")
+        .ok_or_else(|| fail("EncryptedAssertion has no EncryptedData"))?;
+    let alg = data
+        .child(NS_XENC, "EncryptionMethod")
+        .and_then(|m| m.attr("Algorithm"))
+        .ok_or_else(|| fail("EncryptedData has no EncryptionMethod"))?;
+    // The EncryptedKey sits in EncryptedData/KeyInfo, or beside EncryptedData.
+    let mut keys: Vec<&Element> = Vec::new();
+    if let Some(ki) = data.child(NS_DSIG, "KeyInfo") {
+        keys.extend(ki.children_named(NS_XENC, "EncryptedKey"));
+    }
+    keys.extend(ea.children_named(NS_XENC, "EncryptedKey"));
+    let [ek] = keys.as_slice() else {
+        return Err(fail(format!(
+            "exactly one EncryptedKey expected, found {}",
+            keys.len()
+        )));
+    };
+    let cek = unwrap_key(ek, key)?;
+    let body = cipher_value(data)?;
+    let (cipher, gcm) = match alg {
+        "http://www.w3.org/2001/04/xmlenc#aes128-cbc" => (Cipher::aes_128_cbc(), false),
+        "http://www.w3.org/2001/04/xmlenc#aes192-cbc" => (Cipher::aes_192_cbc(), false),
+        "http://www.w3.org/2001/04/xmlenc#aes256-cbc" => (Cipher::aes_256_cbc(), false),
+        "http://www.w3.org/2009/xmlenc11#aes128-gcm" => (Cipher::aes_128_gcm(), true),
+        "http://www.w3.org/2009/xmlenc11#aes192-gcm" => (Cipher::aes_192_gcm(), true),
+        "http://www.w3.org/2009/xmlenc11#aes256-gcm" => (Cipher::aes_256_gcm(), true),
+        other => return Err(fail(format!("content encryption {other:?} unsupported"))),
+    };
+    if cek.len() != cipher.key_len() {
+        return Err(fail("content key length does not match the algorithm"));
+    }
+    let plain = if gcm {
+        const IV: usize = 12;
+        const TAG: usize = 16;
+        if body.len() < IV + TAG {
+            return Err(fail("ciphertext too short"));
+        }
+        let (iv, rest) = body.split_at(IV);
+        let (ct, tag) = rest.split_at(rest.len() - TAG);
+        openssl::symm::decrypt_aead(cipher, &cek, Some(iv), &[], ct, tag)
+            .map_err(|_| fail("authenticated decryption failed"))?
+    } else {
+        const IV: usize = 16;
+        if body.len() < IV + 16 || !(body.len() - IV).is_multiple_of(16) {
+            return Err(fail("ciphertext length is not a whole number of blocks"));
+        }
+        let (iv, ct) = body.split_at(IV);
+        let ossl = |_| fail("decryption failed");
+        let mut c = Crypter::new(cipher, Mode::Decrypt, &cek, Some(iv)).map_err(ossl)?;
+        c.pad(false);
+        let mut out = vec![0u8; ct.len() + 16];
+        let mut n = c.update(ct, &mut out).map_err(ossl)?;
+        n += c
+            .finalize(out.get_mut(n..).unwrap_or_default())
+            .map_err(ossl)?;
+        out.truncate(n);
+        // XML Encryption padding: the last byte gives the pad length (1..=16);
+        // the other pad bytes are arbitrary.
+        let pad = usize::from(out.last().copied().unwrap_or(0));
+        if pad == 0 || pad > 16 || pad > out.len() {
+            return Err(fail("decryption failed"));
+        }
+        out.truncate(out.len() - pad);
+        out
+    };
+    String::from_utf8(plain).map_err(|_| fail("decrypted content is not UTF-8"))
+}

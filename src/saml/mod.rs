@@ -1,0 +1,381 @@
+//! The verification core: `decode → pre-check → verify → checks`, producing a
+//! [`VerifiedAssertion`] that only this module can build.
+//!
+//! * decode: base64, size cap, UTF-8 ([`decode`]).
+//! * pre-check: one bounded parse refusing DTDs, PIs and deep nesting
+//!   ([`xml`]), then the strict signature profile and message shape
+//!   ([`precheck`]), before any cryptography.
+//! * verify: libxmlsec1 verify-then-reduce ([`signature`]); the assertion
+//!   read afterwards comes from the signed content only.
+//! * checks: one function per rule ([`checks`]).
+
+pub mod checks;
+pub mod decode;
+pub mod decrypt;
+pub mod error;
+pub mod metadata;
+pub mod precheck;
+pub mod signature;
+pub mod xml;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::mapping::{MappedUser, MappingInput, SamlAttribute, TraceLine};
+use checks::TimeWindow;
+pub use error::SamlError;
+use precheck::AlgorithmPolicy;
+use xml::{Element, NS_ASSERTION};
+
+/// The Subject's NameID.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NameId {
+    /// Full text (comments never truncate it).
+    pub value: String,
+    /// Format, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// Which signature covered the assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignedBy {
+    /// The enclosing Response's signature.
+    Response,
+    /// The Assertion's own signature.
+    Assertion,
+    /// Both.
+    Both,
+}
+
+/// An assertion that passed every check. Private fields: only
+/// [`verify_response`] builds one.
+#[derive(Debug, Clone)]
+pub struct VerifiedAssertion {
+    assertion_id: String,
+    issuer: String,
+    name_id: Option<NameId>,
+    session_index: Option<String>,
+    session_not_on_or_after: Option<DateTime<Utc>>,
+    not_on_or_after: DateTime<Utc>,
+    in_response_to: Option<String>,
+    attributes: Vec<SamlAttribute>,
+    signed_by: SignedBy,
+}
+
+impl VerifiedAssertion {
+    /// Assertion ID (the replay-cache key).
+    pub fn assertion_id(&self) -> &str {
+        &self.assertion_id
+    }
+    /// The IdP entity id that issued it.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    /// The NameID, if any.
+    pub fn name_id(&self) -> Option<&NameId> {
+        self.name_id.as_ref()
+    }
+    /// AuthnStatement SessionIndex.
+    pub fn session_index(&self) -> Option<&str> {
+        self.session_index.as_deref()
+    }
+    /// AuthnStatement SessionNotOnOrAfter (caps the local session).
+    pub fn session_not_on_or_after(&self) -> Option<DateTime<Utc>> {
+        self.session_not_on_or_after
+    }
+    /// When the assertion stops being usable (how long a replay cache must remember it).
+    pub fn not_on_or_after(&self) -> DateTime<Utc> {
+        self.not_on_or_after
+    }
+    /// The request answered, `None` for IdP-initiated.
+    pub fn in_response_to(&self) -> Option<&str> {
+        self.in_response_to.as_deref()
+    }
+    /// All attributes.
+    pub fn attributes(&self) -> &[SamlAttribute] {
+        &self.attributes
+    }
+    /// Which signature covered the assertion.
+    pub fn signed_by(&self) -> SignedBy {
+        self.signed_by
+    }
+    /// What the mapping reads.
+    pub fn mapping_input(&self) -> MappingInput<'_> {
+        MappingInput {
+            name_id: self.name_id.as_ref().map(|n| n.value.as_str()),
+            attributes: &self.attributes,
+        }
+    }
+}
+
+/// What a verification needs from the config (borrowed, so one gateway can
+/// later serve several accounts).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyContext<'a> {
+    /// The account's config.
+    pub config: &'a Config,
+    /// Request ids outstanding for this browser / login.
+    pub outstanding: &'a [String],
+}
+
+/// Verifies decoded response XML. `trace` receives one line per step.
+pub fn verify_response(
+    xml_text: &str,
+    ctx: &VerifyContext<'_>,
+    clock: &dyn Clock,
+    trace: &mut Vec<TraceLine>,
+) -> Result<VerifiedAssertion, SamlError> {
+    let cfg = ctx.config;
+    let sec = &cfg.security;
+    if xml_text.len() > sec.max_response_bytes {
+        return Err(SamlError::TooLarge {
+            what: "decoded XML",
+            size: xml_text.len(),
+            limit: sec.max_response_bytes,
+        });
+    }
+    let policy = AlgorithmPolicy {
+        insecure_allow_sha1: sec.insecure_allow_sha1,
+    };
+    let doc = xml::parse(xml_text)?;
+    let shape = precheck::precheck_response(&doc, policy)?;
+    trace.push(TraceLine::new(
+        "precheck",
+        format!(
+            "Response {:?}: response signed {}, assertion signed {}, encrypted {}, algorithms {:?}",
+            doc.attr("ID").unwrap_or(""),
+            shape.response_signed,
+            shape.assertion_signed,
+            shape.encrypted,
+            shape.signature_algorithms
+        ),
+    ));
+    checks::check_status(&doc)?;
+    let raw_assertion = doc
+        .elements()
+        .find(|e| e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion"))
+        .ok_or(SamlError::NoAssertion)?;
+
+    let certs = &cfg.idp.metadata.signing_certs;
+    let allow_sha1 = sec.insecure_allow_sha1;
+
+    // Signature: obtain the signed Response (if signed) and the signed assertion.
+    let signed_doc = if shape.response_signed || shape.assertion_signed {
+        let v = signature::verify_and_reduce(xml_text, certs, allow_sha1)?;
+        trace.push(TraceLine::new(
+            "signature",
+            format!(
+                "verified against {} metadata certificate(s); signed content rooted at {}",
+                certs.len(),
+                v.signed.name
+            ),
+        ));
+        Some(v.signed)
+    } else if !shape.encrypted {
+        return Err(SamlError::SignatureMissing);
+    } else {
+        None
+    };
+
+    let signed_response: Option<&Element> = match &signed_doc {
+        Some(d) if shape.response_signed => {
+            if !d.is(xml::NS_PROTOCOL, "Response") {
+                return Err(SamlError::SignatureInvalid(
+                    "the signed content is not the Response".into(),
+                ));
+            }
+            Some(d)
+        }
+        _ => None,
+    };
+    let decrypted_doc: Option<Element>;
+    let mut signed_by = match (shape.response_signed, shape.assertion_signed) {
+        (true, true) => SignedBy::Both,
+        (true, false) => SignedBy::Response,
+        _ => SignedBy::Assertion,
+    };
+    let assertion: &Element = if shape.encrypted {
+        let key = cfg.sp.key.as_ref().ok_or_else(|| {
+            SamlError::Decryption(
+                "the assertion is encrypted but no [sp] key_file is configured".into(),
+            )
+        })?;
+        // Take the ciphertext from the signed content when the Response is signed.
+        let ea = match signed_response {
+            Some(r) => r
+                .child(NS_ASSERTION, "EncryptedAssertion")
+                .ok_or(SamlError::AssertionNotSigned)?,
+            None => raw_assertion,
+        };
+        let plain = decrypt::decrypt_assertion(ea, key)?;
+        if plain.len() > sec.max_response_bytes {
+            return Err(SamlError::TooLarge {
+                what: "decrypted assertion",
+                size: plain.len(),
+                limit: sec.max_response_bytes,
+            });
+        }
+        let parsed = xml::parse(&plain)?;
+        let inner_sig = precheck::precheck_assertion(&parsed, policy)?;
+        trace.push(TraceLine::new(
+            "decrypt",
+            format!(
+                "EncryptedAssertion decrypted; inner signature: {}",
+                inner_sig.as_deref().unwrap_or("none")
+            ),
+        ));
+        decrypted_doc = match inner_sig {
+            Some(_) => {
+                let v = signature::verify_and_reduce(&plain, certs, allow_sha1)?;
+                if !v.signed.is(NS_ASSERTION, "Assertion") {
+                    return Err(SamlError::AssertionNotSigned);
+                }
+                signed_by = if signed_response.is_some() {
+                    SignedBy::Both
+                } else {
+                    SignedBy::Assertion
+                };
+                Some(v.signed)
+            }
+            None if signed_response.is_some() => {
+                signed_by = SignedBy::Response;
+                Some(parsed)
+            }
+            None => return Err(SamlError::AssertionNotSigned),
+        };
+        decrypted_doc
+            .as_ref()
+            .ok_or(SamlError::AssertionNotSigned)?
+    } else {
+        match &signed_doc {
+            Some(d) if d.is(xml::NS_PROTOCOL, "Response") => {
+                let mut found = d.children_named(NS_ASSERTION, "Assertion");
+                let a = found.next().ok_or(SamlError::AssertionNotSigned)?;
+                if found.next().is_some() {
+                    return Err(SamlError::MultipleAssertions(2));
+                }
+                a
+            }
+            Some(d) if d.is(NS_ASSERTION, "Assertion") && !shape.response_signed => d,
+            _ => return Err(SamlError::AssertionNotSigned),
+        }
+    };
+    // The assertion read must be the one the message carried.
+    if !shape.encrypted && raw_assertion.attr("ID") != assertion.attr("ID") {
+        return Err(SamlError::AssertionNotSigned);
+    }
+    let assertion_id = assertion
+        .attr("ID")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| SamlError::MalformedXml("Assertion has no ID".into()))?
+        .to_owned();
+    trace.push(TraceLine::new(
+        "signature",
+        format!("assertion {assertion_id:?} covered by the {signed_by:?} signature"),
+    ));
+
+    // Checks. Response-level values come from the signed Response when it is
+    // signed; otherwise from the message (those checks can only refuse).
+    let envelope = signed_response.unwrap_or(&doc);
+    let window = TimeWindow {
+        now: clock.now(),
+        skew: Duration::seconds(sec.clock_skew_secs),
+        max_issue_delay: Duration::seconds(sec.max_issue_delay_secs),
+    };
+    let idp_id = &cfg.idp.metadata.entity_id;
+    checks::check_issuer(envelope, "Response", idp_id, false)?;
+    checks::check_issuer(assertion, "Assertion", idp_id, true)?;
+    checks::check_destination(envelope, &cfg.sp.acs_url)?;
+    checks::check_issue_instant(envelope, "Response IssueInstant", &window)?;
+    checks::check_issue_instant(assertion, "Assertion IssueInstant", &window)?;
+    checks::check_conditions(assertion, &cfg.sp.entity_id, &window)?;
+    let subject = assertion
+        .child(NS_ASSERTION, "Subject")
+        .ok_or(SamlError::SubjectMissing)?;
+    let confirmed = checks::check_subject_confirmation(subject, &cfg.sp.acs_url, &window)?;
+    let in_response_to = checks::check_in_response_to(
+        envelope.attr("InResponseTo"),
+        confirmed.in_response_to.as_deref(),
+        ctx.outstanding,
+        cfg.idp.allow_idp_initiated,
+    )?;
+    trace.push(TraceLine::new(
+        "checks",
+        format!(
+            "issuer, destination, audience, time window and bearer confirmation OK; {}",
+            match &in_response_to {
+                Some(id) => format!("answers outstanding request {id:?}"),
+                None => "unsolicited (IdP-initiated)".into(),
+            }
+        ),
+    ));
+
+    let name_id = subject.child(NS_ASSERTION, "NameID").map(|n| NameId {
+        value: n.text().trim().to_owned(),
+        format: n.attr("Format").map(str::to_owned),
+    });
+    let mut session_index = None;
+    let mut session_not_on_or_after = None;
+    if let Some(authn) = assertion.child(NS_ASSERTION, "AuthnStatement") {
+        session_index = authn.attr("SessionIndex").map(str::to_owned);
+        if let Some(s) = authn.attr("SessionNotOnOrAfter") {
+            let t = checks::parse_time("AuthnStatement SessionNotOnOrAfter", s)?;
+            if t + window.skew <= window.now {
+                return Err(SamlError::Expired {
+                    element: "AuthnStatement SessionNotOnOrAfter",
+                    at: s.to_owned(),
+                    now: window.now.to_rfc3339(),
+                    skew_secs: sec.clock_skew_secs,
+                });
+            }
+            session_not_on_or_after = Some(t);
+        }
+    }
+    let mut attributes = Vec::new();
+    for st in assertion.children_named(NS_ASSERTION, "AttributeStatement") {
+        for a in st.children_named(NS_ASSERTION, "Attribute") {
+            attributes.push(SamlAttribute {
+                name: a.attr("Name").unwrap_or("").to_owned(),
+                friendly_name: a.attr("FriendlyName").map(str::to_owned),
+                name_format: a.attr("NameFormat").map(str::to_owned),
+                values: a
+                    .children_named(NS_ASSERTION, "AttributeValue")
+                    .map(Element::text)
+                    .collect(),
+            });
+        }
+    }
+    let conditions_end = assertion
+        .child(NS_ASSERTION, "Conditions")
+        .and_then(|c| c.attr("NotOnOrAfter"))
+        .and_then(|s| checks::parse_time("Conditions", s).ok());
+    let not_on_or_after = conditions_end.map_or(confirmed.not_on_or_after, |c| {
+        c.max(confirmed.not_on_or_after)
+    });
+    Ok(VerifiedAssertion {
+        assertion_id,
+        issuer: idp_id.clone(),
+        name_id,
+        session_index,
+        session_not_on_or_after,
+        not_on_or_after,
+        in_response_to,
+        attributes,
+        signed_by,
+    })
+}
+
+/// Applies the configured mapping; a mapping failure is a refusal.
+pub fn map_user(
+    verified: &VerifiedAssertion,
+    config: &Config,
+    trace: &mut Vec<TraceLine>,
+) -> Result<MappedUser, SamlError> {
+    config
+        .mapping
+        .apply(&verified.mapping_input(), trace)
+        .map_err(SamlError::Mapping)
+}

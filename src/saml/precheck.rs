@@ -1,0 +1,438 @@
+//! Structural pre-check of a parsed message, before any cryptography runs.
+//!
+//! libxmlsec1 implements the whole of XML-DSig: XSLT and XPath transforms,
+//! arbitrary Reference URIs, Manifests, RetrievalMethod, several signatures
+//! per element. SAML needs a small, strict subset of it, and everything
+//! outside that subset is either an attack or a denial of service (an XSLT
+//! transform costs seconds and hundreds of megabytes before the signature is
+//! even found wrong). This module refuses every document outside the strict
+//! profile so that libxmlsec1 only ever sees a signature shaped like the ones
+//! real IdPs send:
+//!
+//! * the root is a SAML 2.0 `samlp:Response`, Version 2.0, with an ID;
+//! * exactly one `Assertion` or `EncryptedAssertion` in the whole document,
+//!   a direct child of the Response;
+//! * no two elements share an ID;
+//! * a `ds:Signature` only as a direct child of the Response or of the
+//!   Assertion, at most one each, with exactly one `Reference` whose URI is
+//!   `#` + its parent's ID;
+//! * transforms exactly enveloped-signature then exclusive c14n (an
+//!   `InclusiveNamespaces` PrefixList is allowed), c14n exclusive without
+//!   comments, algorithms from the allow-list;
+//! * no `Object`, `Manifest` or `RetrievalMethod` inside a signature.
+
+use std::collections::HashSet;
+
+use super::error::SamlError;
+use super::xml::{Element, NS_ASSERTION, NS_DSIG, NS_EXC_C14N, NS_PROTOCOL};
+
+/// Exclusive canonicalisation without comments.
+pub const ALG_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+/// The enveloped-signature transform.
+pub const ALG_ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+
+/// Signature algorithms always accepted.
+const SIG_STRONG: &[&str] = &[
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+];
+/// SHA-1 signature algorithms, accepted only with `insecure_allow_sha1`.
+const SIG_SHA1: &[&str] = &[
+    "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha1",
+];
+/// Digest algorithms always accepted.
+const DIGEST_STRONG: &[&str] = &[
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+];
+/// SHA-1 digest, accepted only with `insecure_allow_sha1`.
+const DIGEST_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
+
+/// What the pre-check learnt about the message's shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// The Response carries a signature (not yet verified).
+    pub response_signed: bool,
+    /// The Assertion carries a signature (not yet verified).
+    pub assertion_signed: bool,
+    /// The assertion is an EncryptedAssertion.
+    pub encrypted: bool,
+    /// SignatureMethod URIs seen, for the trace.
+    pub signature_algorithms: Vec<String>,
+}
+
+/// Algorithm policy for the pre-check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlgorithmPolicy {
+    /// Accept RSA-SHA1/ECDSA-SHA1 signatures and SHA-1 digests.
+    pub insecure_allow_sha1: bool,
+}
+
+/// Checks a whole `samlp:Response` document.
+pub fn precheck_response(root: &Element, policy: AlgorithmPolicy) -> Result<Shape, SamlError> {
+    if !root.is(NS_PROTOCOL, "Response") {
+        return Err(SamlError::NotAResponse(root.display_name()));
+    }
+    match root.attr("Version") {
+        Some("2.0") => {}
+        other => {
+            return Err(SamlError::UnsupportedVersion(
+                other.unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    if root.attr("ID").is_none_or(str::is_empty) {
+        return Err(SamlError::MalformedXml("Response has no ID".into()));
+    }
+    check_unique_ids(root)?;
+
+    // Exactly one assertion in the whole document, a direct child of the root.
+    let mut count = 0usize;
+    root.walk(&mut |e, _| {
+        if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
+            count += 1;
+        }
+    });
+    if count > 1 {
+        return Err(SamlError::MultipleAssertions(count));
+    }
+    let direct = root
+        .elements()
+        .find(|e| e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion"));
+    let Some(assertion) = direct else {
+        if count == 1 {
+            return Err(SamlError::MalformedXml(
+                "the Assertion is not a direct child of the Response".into(),
+            ));
+        }
+        // A non-Success status usually comes without an assertion; let the
+        // status check report it.
+        return Ok(Shape {
+            response_signed: check_signatures(root, root, policy)?.is_some(),
+            ..Shape::default()
+        });
+    };
+    let mut shape = Shape {
+        encrypted: assertion.name == "EncryptedAssertion",
+        ..Shape::default()
+    };
+    if let Some(alg) = check_signatures(root, root, policy)? {
+        shape.response_signed = true;
+        shape.signature_algorithms.push(alg);
+    }
+    if !shape.encrypted
+        && let Some(alg) = signature_of(assertion, policy)?
+    {
+        shape.assertion_signed = true;
+        shape.signature_algorithms.push(alg);
+    }
+    Ok(shape)
+}
+
+/// Checks a standalone `saml:Assertion` document (a decrypted assertion).
+/// Returns the signature algorithm if the assertion is signed.
+pub fn precheck_assertion(
+    root: &Element,
+    policy: AlgorithmPolicy,
+) -> Result<Option<String>, SamlError> {
+    if !root.is(NS_ASSERTION, "Assertion") {
+        return Err(SamlError::Decryption(format!(
+            "decrypted content is {}, expected a saml:Assertion",
+            root.display_name()
+        )));
+    }
+    check_unique_ids(root)?;
+    let mut nested = 0usize;
+    root.walk(&mut |e, _| {
+        if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
+            nested += 1;
+        }
+    });
+    if nested > 1 {
+        return Err(SamlError::MultipleAssertions(nested));
+    }
+    check_signatures(root, root, policy)
+}
+
+/// The signature directly on `assertion`, after checking every signature in
+/// the document is placed legally (called for the assertion inside a Response,
+/// whose placement `check_signatures` on the root has already verified).
+fn signature_of(assertion: &Element, policy: AlgorithmPolicy) -> Result<Option<String>, SamlError> {
+    match assertion.child(NS_DSIG, "Signature") {
+        Some(sig) => check_one_signature(assertion, sig, policy).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Walks the whole document: every `ds:Signature` must sit directly under
+/// `root` or under the assertion (a direct child of root / root itself).
+/// Returns the algorithm of the signature directly under `root`, if any.
+fn check_signatures(
+    doc: &Element,
+    root: &Element,
+    policy: AlgorithmPolicy,
+) -> Result<Option<String>, SamlError> {
+    let mut problem: Option<SamlError> = None;
+    let mut per_parent: Vec<(*const Element, usize)> = Vec::new();
+    doc.walk(&mut |e, parent| {
+        if problem.is_some() || !e.is(NS_DSIG, "Signature") {
+            return;
+        }
+        let Some(parent) = parent else {
+            problem = Some(SamlError::SignatureProfile {
+                element: "document".into(),
+                reason: "a Signature cannot be the root element".into(),
+            });
+            return;
+        };
+        let parent_is_root = std::ptr::eq(parent, root);
+        let parent_is_assertion = parent.is(NS_ASSERTION, "Assertion")
+            && (parent_is_root || root.elements().any(|c| std::ptr::eq(c, parent)));
+        if !(parent_is_root || parent_is_assertion) {
+            problem = Some(SamlError::SignatureProfile {
+                element: parent.display_name(),
+                reason:
+                    "a Signature may only sign the Response or the Assertion, as their direct child"
+                        .into(),
+            });
+            return;
+        }
+        let key = parent as *const Element;
+        match per_parent.iter_mut().find(|(p, _)| *p == key) {
+            Some((_, n)) => *n += 1,
+            None => per_parent.push((key, 1)),
+        }
+    });
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    if per_parent.iter().any(|(_, n)| *n > 1) {
+        return Err(SamlError::SignatureProfile {
+            element: root.display_name(),
+            reason: "more than one Signature on one element".into(),
+        });
+    }
+    match root.child(NS_DSIG, "Signature") {
+        Some(sig) => check_one_signature(root, sig, policy).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn profile(parent: &Element, reason: impl Into<String>) -> SamlError {
+    SamlError::SignatureProfile {
+        element: parent.name.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one signature against the strict profile; returns its algorithm.
+fn check_one_signature(
+    parent: &Element,
+    sig: &Element,
+    policy: AlgorithmPolicy,
+) -> Result<String, SamlError> {
+    // Nothing that can dereference other content anywhere in the signature.
+    let mut forbidden: Option<String> = None;
+    sig.walk(&mut |e, p| {
+        if forbidden.is_none()
+            && e.ns.as_deref() == Some(NS_DSIG)
+            && matches!(e.name.as_str(), "Object" | "Manifest" | "RetrievalMethod")
+        {
+            forbidden = Some(e.name.clone());
+        }
+        if forbidden.is_none() && p.is_some() && e.is(NS_DSIG, "Signature") {
+            forbidden = Some("nested Signature".into());
+        }
+    });
+    if let Some(name) = forbidden {
+        return Err(profile(parent, format!("{name} is not allowed")));
+    }
+    let parent_id = parent
+        .attr("ID")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| profile(parent, "the signed element has no ID"))?;
+
+    let mut children = sig.elements();
+    let signed_info = children
+        .next()
+        .filter(|e| e.is(NS_DSIG, "SignedInfo"))
+        .ok_or_else(|| profile(parent, "SignedInfo must be the first child of Signature"))?;
+    let value = children
+        .next()
+        .filter(|e| e.is(NS_DSIG, "SignatureValue"))
+        .ok_or_else(|| profile(parent, "SignatureValue must follow SignedInfo"))?;
+    let _ = value;
+    for rest in children {
+        if !rest.is(NS_DSIG, "KeyInfo") {
+            return Err(profile(
+                parent,
+                format!("unexpected {} in Signature", rest.display_name()),
+            ));
+        }
+    }
+
+    let mut si = signed_info.elements();
+    let c14n = si
+        .next()
+        .filter(|e| e.is(NS_DSIG, "CanonicalizationMethod"))
+        .ok_or_else(|| profile(parent, "CanonicalizationMethod missing"))?;
+    let c14n_alg = c14n.attr("Algorithm").unwrap_or("");
+    if c14n_alg != ALG_EXC_C14N {
+        return Err(SamlError::AlgorithmForbidden {
+            kind: "canonicalization",
+            uri: c14n_alg.to_owned(),
+        });
+    }
+    check_c14n_children(parent, c14n)?;
+    let method = si
+        .next()
+        .filter(|e| e.is(NS_DSIG, "SignatureMethod"))
+        .ok_or_else(|| profile(parent, "SignatureMethod missing"))?;
+    let sig_alg = method.attr("Algorithm").unwrap_or("").to_owned();
+    let sig_ok = SIG_STRONG.contains(&sig_alg.as_str())
+        || (policy.insecure_allow_sha1 && SIG_SHA1.contains(&sig_alg.as_str()));
+    if !sig_ok {
+        return Err(SamlError::AlgorithmForbidden {
+            kind: "signature",
+            uri: sig_alg,
+        });
+    }
+    if method.elements().next().is_some() {
+        // HMACOutputLength and friends: only meaningful for HMAC, refused.
+        return Err(profile(parent, "SignatureMethod must be empty"));
+    }
+    let references: Vec<&Element> = si.collect();
+    let [reference] = references.as_slice() else {
+        return Err(profile(
+            parent,
+            format!("exactly one Reference required, found {}", references.len()),
+        ));
+    };
+    if !reference.is(NS_DSIG, "Reference") {
+        return Err(profile(
+            parent,
+            format!("unexpected {} in SignedInfo", reference.display_name()),
+        ));
+    }
+    let uri = reference.attr("URI").unwrap_or("");
+    let expected = format!("#{parent_id}");
+    if uri != expected {
+        return Err(profile(
+            parent,
+            format!(
+                "Reference URI is {uri:?}, expected {expected:?} (the signed element's own ID)"
+            ),
+        ));
+    }
+    if reference
+        .attr("Type")
+        .is_some_and(|t| t.contains("Manifest"))
+    {
+        return Err(profile(parent, "Manifest references are not allowed"));
+    }
+    let mut rc = reference.elements();
+    let transforms = rc
+        .next()
+        .filter(|e| e.is(NS_DSIG, "Transforms"))
+        .ok_or_else(|| profile(parent, "Transforms missing"))?;
+    let algs: Vec<&Element> = transforms.elements().collect();
+    let [t1, t2] = algs.as_slice() else {
+        return Err(profile(
+            parent,
+            "transforms must be exactly enveloped-signature then exclusive c14n",
+        ));
+    };
+    for t in [t1, t2] {
+        if !t.is(NS_DSIG, "Transform") {
+            return Err(profile(
+                parent,
+                format!("unexpected {} in Transforms", t.display_name()),
+            ));
+        }
+    }
+    if t1.attr("Algorithm") != Some(ALG_ENVELOPED) || t1.elements().next().is_some() {
+        return Err(profile(
+            parent,
+            format!(
+                "first transform is {:?}, only enveloped-signature is allowed",
+                t1.attr("Algorithm").unwrap_or("")
+            ),
+        ));
+    }
+    if t2.attr("Algorithm") != Some(ALG_EXC_C14N) {
+        return Err(profile(
+            parent,
+            format!(
+                "second transform is {:?}, only exclusive c14n is allowed",
+                t2.attr("Algorithm").unwrap_or("")
+            ),
+        ));
+    }
+    check_c14n_children(parent, t2)?;
+    let digest = rc
+        .next()
+        .filter(|e| e.is(NS_DSIG, "DigestMethod"))
+        .ok_or_else(|| profile(parent, "DigestMethod missing"))?;
+    let digest_alg = digest.attr("Algorithm").unwrap_or("");
+    let digest_ok = DIGEST_STRONG.contains(&digest_alg)
+        || (policy.insecure_allow_sha1 && digest_alg == DIGEST_SHA1);
+    if !digest_ok {
+        return Err(SamlError::AlgorithmForbidden {
+            kind: "digest",
+            uri: digest_alg.to_owned(),
+        });
+    }
+    rc.next()
+        .filter(|e| e.is(NS_DSIG, "DigestValue"))
+        .ok_or_else(|| profile(parent, "DigestValue missing"))?;
+    if let Some(extra) = rc.next() {
+        return Err(profile(
+            parent,
+            format!("unexpected {} in Reference", extra.display_name()),
+        ));
+    }
+    Ok(sig_alg)
+}
+
+/// A c14n method may carry only `ec:InclusiveNamespaces`.
+fn check_c14n_children(parent: &Element, method: &Element) -> Result<(), SamlError> {
+    for c in method.elements() {
+        if !c.is(NS_EXC_C14N, "InclusiveNamespaces") || c.elements().next().is_some() {
+            return Err(profile(
+                parent,
+                format!(
+                    "unexpected {} inside a canonicalization method",
+                    c.display_name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// No two elements may share an ID (`ID`, `Id` or `AssertionID`).
+fn check_unique_ids(root: &Element) -> Result<(), SamlError> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut dup: Option<String> = None;
+    root.walk(&mut |e, _| {
+        for a in &e.attrs {
+            if a.ns.is_none()
+                && matches!(a.name.as_str(), "ID" | "Id" | "AssertionID")
+                && !seen.insert(a.value.as_str())
+                && dup.is_none()
+            {
+                dup = Some(a.value.clone());
+            }
+        }
+    });
+    match dup {
+        Some(id) => Err(SamlError::DuplicateId(id)),
+        None => Ok(()),
+    }
+}
