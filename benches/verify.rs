@@ -1,1 +1,63 @@
-fn main() {}
+//! `cargo bench --bench verify`: full checks per second on one core
+//! (decode → pre-check → libxmlsec1 verify-then-reduce → checks → mapping),
+//! per fixture shape, plus how fast the pre-check refuses a transform bomb.
+//! A plain timing loop (no criterion: fewer dependencies on a 2-core box);
+//! each case runs for about two seconds after a warm-up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use samlgate::check::check_response;
+use samlgate::clock::FixedClock;
+use samlgate::config::Config;
+
+fn main() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let config = Config::load(&dir.join("config.toml")).unwrap();
+    let clock = FixedClock(
+        chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    let req = vec!["_4f1c3b9e2a7d4e6f8a9b0c1d2e3f4a5b".to_string()];
+    let filter: Option<String> = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    println!("{:<44} {:>8} {:>12} {:>10}", "case", "bytes", "checks/s", "µs/check");
+    for (name, expect_accept) in [
+        ("valid_okta_assertion_signed.xml", true),
+        ("valid_entra_default_ns_prefixlist.b64", true),
+        ("valid_simplesaml_both_signed_pretty.xml", true),
+        ("valid_many_attributes_response_signed.xml", true),
+        ("valid_encrypted_gcm_response_signed.xml", true),
+        ("valid_ecdsa_p256.xml", true),
+        ("foreign_key_attacker_cert_in_keyinfo.xml", false),
+        ("xslt_transform_bomb.xml", false),
+        ("billion_laughs.xml", false),
+    ] {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let bytes = std::fs::read(dir.join("responses").join(name)).unwrap();
+        let run = || {
+            let r = check_response(&bytes, &config, &req, &clock);
+            assert_eq!(r.code.is_none(), expect_accept, "{name}: {:?}", r.reason);
+        };
+        for _ in 0..20 {
+            run();
+        }
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(2) {
+            run();
+            n += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{:<44} {:>8} {:>12.0} {:>10.1}",
+            name.trim_end_matches(".xml"),
+            bytes.len(),
+            n as f64 / secs,
+            secs * 1e6 / n as f64
+        );
+    }
+}

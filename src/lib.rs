@@ -8,5 +8,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mapping;
 pub mod saml;

@@ -6,4 +6,5 @@ mod attacks;
 mod cli;
 mod config;
 mod corpus;
+mod fuzz_replay;
 mod support;

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Seeds the fuzz corpora from the generated fixtures.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p corpus/saml_response corpus/metadata corpus/mapping
+cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/saml_response/
+cp ../tests/fixtures/idp-metadata.xml ../config/idp-metadata.xml corpus/metadata/
+printf 'alice@example.com\nemail=Alice@Example.com\ngroups=a|b|Meetings-Licensed\n' > corpus/mapping/basic

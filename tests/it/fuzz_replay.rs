@@ -1,0 +1,23 @@
+//! Replays the fixtures and every saved fuzz regression through the fuzz
+//! entry points, so a past crasher stays fixed.
+
+use super::support::fixtures;
+
+#[test]
+fn fuzz_entry_points_survive_fixtures_and_regressions() {
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for dir in [
+        fixtures().join("responses"),
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions"),
+    ] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            inputs.push(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+    }
+    assert!(inputs.len() > 50);
+    for data in &inputs {
+        samlgate::fuzzing::saml_response(data);
+        samlgate::fuzzing::metadata(data);
+        samlgate::fuzzing::mapping(data);
+    }
+}
