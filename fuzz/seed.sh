@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/saml_response corpus/metadata corpus/mapping
 cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/saml_response/
-cp ../tests/fixtures/idp-metadata.xml ../config/idp-metadata.xml corpus/metadata/
+cp ../tests/fixtures/idp-metadata.xml corpus/metadata/fixtures-idp.xml
+cp ../config/idp-metadata.xml corpus/metadata/demo-idp.xml
 printf 'alice@example.com\nemail=Alice@Example.com\ngroups=a|b|Meetings-Licensed\n' > corpus/mapping/basic
