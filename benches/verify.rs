@@ -22,7 +22,10 @@ fn main() {
     );
     let req = vec!["_4f1c3b9e2a7d4e6f8a9b0c1d2e3f4a5b".to_string()];
     let filter: Option<String> = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    println!("{:<44} {:>8} {:>12} {:>10}", "case", "bytes", "checks/s", "µs/check");
+    println!(
+        "{:<44} {:>8} {:>12} {:>10}",
+        "case", "bytes", "checks/s", "µs/check"
+    );
     for (name, expect_accept) in [
         ("valid_okta_assertion_signed.xml", true),
         ("valid_entra_default_ns_prefixlist.b64", true),

@@ -26,7 +26,12 @@ pub fn saml_response(data: &[u8]) {
     let at = chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:30Z")
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_default();
-    let _ = check_response(data, cfg, &["_4f1c3b9e2a7d4e6f8a9b0c1d2e3f4a5b".into()], &FixedClock(at));
+    let _ = check_response(
+        data,
+        cfg,
+        &["_4f1c3b9e2a7d4e6f8a9b0c1d2e3f4a5b".into()],
+        &FixedClock(at),
+    );
 }
 
 /// Parses metadata text.

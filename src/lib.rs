@@ -12,3 +12,4 @@ pub mod config;
 pub mod fuzzing;
 pub mod mapping;
 pub mod saml;
+pub mod store;

@@ -18,7 +18,7 @@ use regex::Regex;
 use serde::Serialize;
 
 /// A license type (DESIGN.md: basic | licensed | on_prem).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum License {
     /// Type 1.

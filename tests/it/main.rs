@@ -1,10 +1,17 @@
 //! The one integration-test binary (one link instead of many). Topic files
 //! below are modules; fixtures come from `tests/fixtures/gen.py`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod attacks;
 mod cli;
 mod config;
 mod corpus;
 mod fuzz_replay;
+mod redis_support;
+mod store_conformance;
 mod support;

@@ -1,0 +1,369 @@
+//! The embedded store: one redb file. Every write is a durable transaction
+//! (fsync on commit): an acknowledged write survives a crash or restart.
+//! redb is synchronous, so each operation runs on tokio's blocking pool and
+//! never stalls the request threads.
+//!
+//! Tables: `users` (email → JSON), `vanity` (name → email), `ephemeral`
+//! (`kind:key` → 8-byte big-endian expiry in Unix milliseconds + value).
+//! Expired short-lived keys read as absent and are purged lazily.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Ephemeral, Store, StoreError, StoreFuture, UserRecord, decode_user, encode_user};
+use crate::clock::Clock;
+
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const VANITY: TableDefinition<&str, &str> = TableDefinition::new("vanity");
+const EPHEMERAL: TableDefinition<&str, &[u8]> = TableDefinition::new("ephemeral");
+
+/// The embedded redb store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    clock: Arc<dyn Clock>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {e}"))
+}
+
+fn eph_key(kind: Ephemeral, key: &str) -> String {
+    format!("{}:{key}", kind.as_str())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file, creating its folder.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+        // Create the tables once so readers never meet a missing table.
+        let txn = db
+            .begin_write()
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        {
+            txn.open_table(USERS)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(VANITY)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(EPHEMERAL)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+        }
+        txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(Self {
+            db: Arc::new(db),
+            clock,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// Runs `f` on the blocking pool.
+    fn blocking<'a, T: Send + 'static>(
+        &'a self,
+        f: impl FnOnce(&Database, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        let db = Arc::clone(&self.db);
+        let now = self.now_ms();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&db, now))
+                .await
+                .map_err(|e| err(format!("worker failed: {e}")))?
+        })
+    }
+}
+
+fn expiry_value(now: u64, ttl: Duration, value: &[u8]) -> Vec<u8> {
+    let exp = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    let mut v = exp.to_be_bytes().to_vec();
+    v.extend_from_slice(value);
+    v
+}
+
+/// Splits a stored ephemeral value; None when expired or malformed.
+fn live_value(stored: &[u8], now: u64) -> Option<Vec<u8>> {
+    let (exp, value) = stored.split_at_checked(8)?;
+    let exp = u64::from_be_bytes(exp.try_into().ok()?);
+    (exp > now).then(|| value.to_vec())
+}
+
+impl Store for EmbeddedStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.blocking(|db, _| {
+            db.begin_read().map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get_user<'a>(&'a self, email: &'a str) -> StoreFuture<'a, Option<UserRecord>> {
+        let email = email.to_owned();
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(USERS).map_err(err)?;
+            match t.get(email.as_str()).map_err(err)? {
+                Some(v) => Ok(Some(decode_user(&email, v.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn get_users<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, Vec<Option<UserRecord>>> {
+        let emails = emails.to_vec();
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(USERS).map_err(err)?;
+            emails
+                .iter()
+                .map(|e| match t.get(e.as_str()).map_err(err)? {
+                    Some(v) => Ok(Some(decode_user(e, v.value())?)),
+                    None => Ok(None),
+                })
+                .collect()
+        })
+    }
+
+    fn insert_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, Vec<bool>> {
+        let users = users.to_vec();
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            let mut out = Vec::with_capacity(users.len());
+            {
+                let mut t = txn.open_table(USERS).map_err(err)?;
+                for u in &users {
+                    if t.get(u.email.as_str()).map_err(err)?.is_some() {
+                        out.push(false);
+                    } else {
+                        t.insert(u.email.as_str(), encode_user(u).as_slice())
+                            .map_err(err)?;
+                        out.push(true);
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(out)
+        })
+    }
+
+    fn put_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, ()> {
+        let users = users.to_vec();
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(USERS).map_err(err)?;
+                for u in &users {
+                    t.insert(u.email.as_str(), encode_user(u).as_slice())
+                        .map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)
+        })
+    }
+
+    fn delete_user<'a>(&'a self, email: &'a str) -> StoreFuture<'a, bool> {
+        let email = email.to_owned();
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            let existed;
+            {
+                let mut t = txn.open_table(USERS).map_err(err)?;
+                let old = t
+                    .remove(email.as_str())
+                    .map_err(err)?
+                    .map(|v| decode_user(&email, v.value()));
+                existed = old.is_some();
+                if let Some(Ok(UserRecord {
+                    vanity: Some(name), ..
+                })) = old
+                {
+                    let mut v = txn.open_table(VANITY).map_err(err)?;
+                    let owned = v
+                        .get(name.as_str())
+                        .map_err(err)?
+                        .is_some_and(|o| o.value() == email);
+                    if owned {
+                        v.remove(name.as_str()).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(existed)
+        })
+    }
+
+    fn list_users<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<UserRecord>> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(USERS).map_err(err)?;
+            let mut out = Vec::new();
+            let iter = match &after {
+                Some(a) => t.range::<&str>(a.as_str()..).map_err(err)?,
+                None => t.iter().map_err(err)?,
+            };
+            for item in iter {
+                let (k, v) = item.map_err(err)?;
+                if after.as_deref() == Some(k.value()) {
+                    continue;
+                }
+                out.push(decode_user(k.value(), v.value())?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn claim_vanities<'a>(&'a self, claims: &'a [(String, String)]) -> StoreFuture<'a, Vec<bool>> {
+        let claims = claims.to_vec();
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            let mut out = Vec::with_capacity(claims.len());
+            {
+                let mut t = txn.open_table(VANITY).map_err(err)?;
+                for (name, email) in &claims {
+                    let owner = t
+                        .get(name.as_str())
+                        .map_err(err)?
+                        .map(|o| o.value().to_owned());
+                    match owner {
+                        Some(o) => out.push(o == *email),
+                        None => {
+                            t.insert(name.as_str(), email.as_str()).map_err(err)?;
+                            out.push(true);
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(out)
+        })
+    }
+
+    fn release_vanity<'a>(&'a self, name: &'a str, email: &'a str) -> StoreFuture<'a, ()> {
+        let (name, email) = (name.to_owned(), email.to_owned());
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(VANITY).map_err(err)?;
+                let owned = t
+                    .get(name.as_str())
+                    .map_err(err)?
+                    .is_some_and(|o| o.value() == email);
+                if owned {
+                    t.remove(name.as_str()).map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)
+        })
+    }
+
+    fn put_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let (k, value) = (eph_key(kind, key), value.to_vec());
+        self.blocking(move |db, now| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+                t.insert(k.as_str(), expiry_value(now, ttl, &value).as_slice())
+                    .map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+    }
+
+    fn insert_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let (k, value) = (eph_key(kind, key), value.to_vec());
+        self.blocking(move |db, now| {
+            let txn = db.begin_write().map_err(err)?;
+            let inserted;
+            {
+                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+                let live = t
+                    .get(k.as_str())
+                    .map_err(err)?
+                    .and_then(|v| live_value(v.value(), now))
+                    .is_some();
+                inserted = !live;
+                if inserted {
+                    t.insert(k.as_str(), expiry_value(now, ttl, &value).as_slice())
+                        .map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(inserted)
+        })
+    }
+
+    fn get_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let k = eph_key(kind, key);
+        self.blocking(move |db, now| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(EPHEMERAL).map_err(err)?;
+            Ok(t.get(k.as_str())
+                .map_err(err)?
+                .and_then(|v| live_value(v.value(), now)))
+        })
+    }
+
+    fn take_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let k = eph_key(kind, key);
+        self.blocking(move |db, now| {
+            let txn = db.begin_write().map_err(err)?;
+            let value;
+            {
+                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+                value = t
+                    .remove(k.as_str())
+                    .map_err(err)?
+                    .and_then(|v| live_value(v.value(), now));
+            }
+            txn.commit().map_err(err)?;
+            Ok(value)
+        })
+    }
+
+    fn delete_ephemeral<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, ()> {
+        let k = eph_key(kind, key);
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+                t.remove(k.as_str()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! The store: users, the vanity-name index, and short-lived keys (sessions,
+//! outstanding request ids, the replay cache, verification tokens).
+//!
+//! One [`Store`] trait, two implementations: [`embedded::EmbeddedStore`]
+//! (redb on disk, the default: durable, a restart loses nothing) and
+//! [`redis::RedisStore`] (standalone or Redis Cluster, shared by replicas).
+//! `tests/it/store_conformance.rs` runs one suite against both, on a real
+//! `redis-server` and a real 3-master cluster.
+//!
+//! Every method fails with [`StoreError::Unavailable`] when the backend
+//! cannot be reached in time; callers fail closed on it (`store_unavailable`).
+
+pub mod embedded;
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+use crate::mapping::License;
+
+/// A boxed future returned by store methods (keeps [`Store`] object-safe).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back.
+    #[error("store holds an unreadable value at {key}: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Open(String),
+}
+
+impl StoreError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "store_unavailable",
+            Self::Corrupt { .. } => "store_corrupt",
+            Self::Open(_) => "store_unavailable",
+        }
+    }
+}
+
+/// Account status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    /// May sign in.
+    Active,
+    /// Email domain not associated: waits for the verification link.
+    PendingVerification,
+    /// Turned off by an administrator.
+    Deactivated,
+}
+
+/// How the user entered the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSource {
+    /// Just in time, at first login.
+    Jit,
+    /// REST ssoCreate.
+    Api,
+    /// CSV import.
+    Csv,
+    /// SCIM.
+    Scim,
+}
+
+/// A platform user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Lowercased email: the key.
+    pub email: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Department.
+    #[serde(default)]
+    pub department: String,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// License type.
+    pub license: License,
+    /// Features.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// May sign in only through SSO (no password exists).
+    pub sso_only: bool,
+    /// Status.
+    pub status: UserStatus,
+    /// Vanity name (licensed users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vanity: Option<String>,
+    /// Source.
+    pub source: UserSource,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last update time, RFC 3339.
+    pub updated_at: String,
+}
+
+/// Kinds of short-lived keys; each has its own key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// Session id → session data.
+    Session,
+    /// Outstanding AuthnRequest id → RelayState target.
+    RequestId,
+    /// Assertion id seen (replay cache).
+    Replay,
+    /// Hashed email-verification token → email.
+    VerificationToken,
+}
+
+impl Ephemeral {
+    /// Key-space name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::RequestId => "request",
+            Self::Replay => "replay",
+            Self::VerificationToken => "verify",
+        }
+    }
+}
+
+/// The store interface (object-safe: held as `Arc<dyn Store>`).
+pub trait Store: Send + Sync {
+    /// Checks the backend answers (readiness).
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// The user with this (lowercased) email.
+    fn get_user<'a>(&'a self, email: &'a str) -> StoreFuture<'a, Option<UserRecord>>;
+
+    /// Several users at once (import), in order; `None` where absent.
+    fn get_users<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, Vec<Option<UserRecord>>>;
+
+    /// Inserts each user unless one with its email exists (atomic per user:
+    /// two concurrent inserts of one email never both win). `true` where
+    /// inserted.
+    fn insert_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, Vec<bool>>;
+
+    /// Overwrites (or creates) each user.
+    fn put_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, ()>;
+
+    /// Deletes a user (and releases its vanity name). `true` if it existed.
+    fn delete_user<'a>(&'a self, email: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Users ordered by email, strictly after `after`, at most `limit`.
+    fn list_users<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<UserRecord>>;
+
+    /// Claims each vanity name for its email, atomically: `true` where the
+    /// name is now (or already was) owned by that email.
+    fn claim_vanities<'a>(&'a self, claims: &'a [(String, String)]) -> StoreFuture<'a, Vec<bool>>;
+
+    /// Releases a vanity name if `email` owns it.
+    fn release_vanity<'a>(&'a self, name: &'a str, email: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Stores a short-lived value, replacing any.
+    fn put_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Stores a short-lived value unless the key exists; `true` if stored.
+    fn insert_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Reads a short-lived value (None when absent or expired).
+    fn get_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Reads and deletes atomically: two concurrent takes never both get it.
+    fn take_ephemeral<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Deletes a short-lived value.
+    fn delete_ephemeral<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, ()>;
+}
+
+/// Opens the store the config names.
+pub async fn open(
+    config: &StoreConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StoreConfig::Embedded { path } => Ok(Arc::new(embedded::EmbeddedStore::open(path, clock)?)),
+        StoreConfig::Redis { url, nodes } => {
+            let s = if nodes.is_empty() {
+                redis::RedisStore::standalone(
+                    url.as_deref().unwrap_or("redis://127.0.0.1:6379"),
+                    "samlgate",
+                )
+                .await?
+            } else {
+                redis::RedisStore::cluster(nodes, "samlgate").await?
+            };
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+fn decode_user(key: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode_user(user: &UserRecord) -> Vec<u8> {
+    // Serialising a struct of strings and enums cannot fail.
+    serde_json::to_vec(user).unwrap_or_default()
+}

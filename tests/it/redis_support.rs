@@ -1,0 +1,193 @@
+//! Real `redis-server` processes for the tests: a standalone server and a
+//! 3-master cluster on loopback, each killed when dropped. `scripts/test.sh`
+//! may start shared ones and pass them in `SAMLGATE_TEST_REDIS_URL` /
+//! `SAMLGATE_TEST_REDIS_CLUSTER`; without those the tests start their own.
+#![allow(clippy::disallowed_methods)] // thread::sleep while polling a child process
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One redis-server child.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    cluster: bool,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::spawn(free_port(), tempfile::tempdir().unwrap(), false)
+    }
+
+    fn spawn(port: u16, dir: tempfile::TempDir, cluster: bool) -> Self {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server on PATH (scripts/install-deps.sh installs it)");
+        wait_until("redis-server", || ping(port));
+        Self {
+            child: Some(child),
+            port,
+            dir,
+            cluster,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let s = Self::spawn(self.port, dir, self.cluster);
+        *self = s;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Three masters, no replicas, slots spread by redis-cli.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::spawn(free_port(), tempfile::tempdir().unwrap(), true))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for n in &nodes {
+            let port = n.port.to_string();
+            wait_until("cluster_state:ok", || {
+                Command::new("redis-cli")
+                    .args(["-p", &port, "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+        }
+        Self { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// The shared standalone server's URL, or a private one (kept alive by the guard).
+pub fn standalone() -> (String, Option<RedisServer>) {
+    match std::env::var("SAMLGATE_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => (u, None),
+        _ => {
+            let s = RedisServer::start();
+            (s.url(), Some(s))
+        }
+    }
+}
+
+/// The shared cluster's node URLs, or a private cluster.
+pub fn cluster() -> (Vec<String>, Option<RedisCluster>) {
+    match std::env::var("SAMLGATE_TEST_REDIS_CLUSTER") {
+        Ok(u) if !u.is_empty() => (u.split(',').map(str::to_owned).collect(), None),
+        _ => {
+            let c = RedisCluster::start();
+            (c.urls(), Some(c))
+        }
+    }
+}
+
+/// A key prefix unique to one test, so tests can share a server.
+pub fn unique_prefix(test: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "t{}-{}-{test}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}

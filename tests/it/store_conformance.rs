@@ -1,0 +1,358 @@
+//! One conformance suite, run against the embedded store, a real Redis and a
+//! real 3-master Redis Cluster; plus durability and outage behaviour.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use samlgate::clock::SystemClock;
+use samlgate::mapping::License;
+use samlgate::store::embedded::EmbeddedStore;
+use samlgate::store::redis::RedisStore;
+use samlgate::store::{Ephemeral, Store, StoreError, UserRecord, UserSource, UserStatus};
+
+use super::redis_support::{RedisServer, cluster, standalone, unique_prefix};
+
+pub fn user(email: &str) -> UserRecord {
+    UserRecord {
+        email: email.to_owned(),
+        first_name: "First".into(),
+        last_name: "Last".into(),
+        department: "Dept".into(),
+        groups: vec!["g1".into(), "g2".into()],
+        license: License::Licensed,
+        features: vec!["recording".into()],
+        sso_only: true,
+        status: UserStatus::Active,
+        vanity: None,
+        source: UserSource::Api,
+        created_at: "2026-01-01T00:00:00+00:00".into(),
+        updated_at: "2026-01-01T00:00:00+00:00".into(),
+    }
+}
+
+async fn suite(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+
+    // users: insert-if-absent, get, overwrite, batch get
+    assert_eq!(store.get_user("nobody@example.com").await.unwrap(), None);
+    let a = user("a@example.com");
+    assert_eq!(
+        store.insert_users(std::slice::from_ref(&a)).await.unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        store.insert_users(std::slice::from_ref(&a)).await.unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        store.get_user("a@example.com").await.unwrap(),
+        Some(a.clone())
+    );
+    let mut a2 = a.clone();
+    a2.first_name = "Changed".into();
+    store.put_users(std::slice::from_ref(&a2)).await.unwrap();
+    assert_eq!(
+        store
+            .get_user("a@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .first_name,
+        "Changed"
+    );
+    let got = store
+        .get_users(&["a@example.com".into(), "zz@example.com".into()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got[0].is_some() && got[1].is_none());
+
+    // a batch mixing new and existing users
+    let batch = vec![user("b@example.com"), a.clone(), user("c@example.com")];
+    assert_eq!(
+        store.insert_users(&batch).await.unwrap(),
+        vec![true, false, true]
+    );
+
+    // concurrent first inserts of one email: exactly one wins
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut u = user("race@example.com");
+            u.first_name = format!("racer{i}");
+            s.insert_users(&[u]).await.unwrap()[0]
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one concurrent insert must win");
+
+    // listing: ordered, paginated, nothing skipped or repeated
+    let many: Vec<UserRecord> = (0..25)
+        .map(|i| user(&format!("list{i:02}@example.org")))
+        .collect();
+    store.insert_users(&many).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_users(after.as_deref(), 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        after = page.last().map(|u| u.email.clone());
+        seen.extend(page.into_iter().map(|u| u.email));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "listing is ordered and has no duplicates");
+    assert_eq!(seen.len(), 25 + 4); // a, b, c, race + 25
+
+    // vanity names: atomic claims
+    let claims = vec![("alice.smith".to_string(), "a@example.com".to_string())];
+    assert_eq!(store.claim_vanities(&claims).await.unwrap(), vec![true]);
+    assert_eq!(
+        store.claim_vanities(&claims).await.unwrap(),
+        vec![true],
+        "re-claim by the owner"
+    );
+    let other = vec![("alice.smith".to_string(), "a@other.org".to_string())];
+    assert_eq!(store.claim_vanities(&other).await.unwrap(), vec![false]);
+    store
+        .release_vanity("alice.smith", "a@other.org")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_vanities(&other).await.unwrap(),
+        vec![false],
+        "non-owner cannot release"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            s.claim_vanities(&[("contested".to_string(), format!("u{i}@example.com"))])
+                .await
+                .unwrap()[0]
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one concurrent vanity claim must win");
+
+    // delete releases the user's vanity name
+    let mut v = user("vanity@example.com");
+    v.vanity = Some("vanity.owner".into());
+    store
+        .claim_vanities(&[("vanity.owner".into(), v.email.clone())])
+        .await
+        .unwrap();
+    store.insert_users(&[v]).await.unwrap();
+    assert!(store.delete_user("vanity@example.com").await.unwrap());
+    assert!(!store.delete_user("vanity@example.com").await.unwrap());
+    assert_eq!(store.get_user("vanity@example.com").await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim_vanities(&[("vanity.owner".into(), "new@example.com".into())])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+
+    // short-lived keys
+    let ttl = Duration::from_secs(60);
+    store
+        .put_ephemeral(Ephemeral::Session, "s1", b"data", ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_ephemeral(Ephemeral::Session, "s1").await.unwrap(),
+        Some(b"data".to_vec())
+    );
+    assert_eq!(
+        store
+            .get_ephemeral(Ephemeral::RequestId, "s1")
+            .await
+            .unwrap(),
+        None,
+        "kinds are separate"
+    );
+    store
+        .delete_ephemeral(Ephemeral::Session, "s1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_ephemeral(Ephemeral::Session, "s1").await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .insert_ephemeral(Ephemeral::Replay, "assert-1", b"", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_ephemeral(Ephemeral::Replay, "assert-1", b"", ttl)
+            .await
+            .unwrap()
+    );
+    store
+        .put_ephemeral(Ephemeral::RequestId, "req-1", b"/return", ttl)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            s.take_ephemeral(Ephemeral::RequestId, "req-1")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut got = 0;
+    for t in tasks {
+        if let Some(v) = t.await.unwrap() {
+            assert_eq!(v, b"/return");
+            got += 1;
+        }
+    }
+    assert_eq!(got, 1, "a request id is consumed exactly once");
+
+    // expiry
+    store
+        .put_ephemeral(
+            Ephemeral::Session,
+            "short",
+            b"x",
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_ephemeral(Ephemeral::Replay, "short", b"", Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        store
+            .get_ephemeral(Ephemeral::Session, "short")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_ephemeral(Ephemeral::Session, "short")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .insert_ephemeral(Ephemeral::Replay, "short", b"", ttl)
+            .await
+            .unwrap(),
+        "an expired replay entry no longer blocks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        EmbeddedStore::open(&dir.path().join("db/samlgate.db"), Arc::new(SystemClock)).unwrap();
+    suite(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_redis_standalone() {
+    let (url, _guard) = standalone();
+    let store = RedisStore::standalone(&url, &unique_prefix("conf"))
+        .await
+        .unwrap();
+    suite(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_redis_cluster() {
+    let (nodes, _guard) = cluster();
+    let store = RedisStore::cluster(&nodes, &unique_prefix("conf"))
+        .await
+        .unwrap();
+    suite(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samlgate.db");
+    {
+        let s = EmbeddedStore::open(&path, Arc::new(SystemClock)).unwrap();
+        s.insert_users(&[user("durable@example.com")])
+            .await
+            .unwrap();
+        s.put_ephemeral(Ephemeral::Session, "sess", b"v", Duration::from_secs(600))
+            .await
+            .unwrap();
+    }
+    let s = EmbeddedStore::open(&path, Arc::new(SystemClock)).unwrap();
+    assert!(s.get_user("durable@example.com").await.unwrap().is_some());
+    assert_eq!(
+        s.get_ephemeral(Ephemeral::Session, "sess").await.unwrap(),
+        Some(b"v".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_a_prompt_store_unavailable_and_recovers() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::standalone(&server.url(), "outage")
+        .await
+        .unwrap();
+    store.insert_users(&[user("o@example.com")]).await.unwrap();
+    server.stop();
+    let start = Instant::now();
+    let e = store.get_user("o@example.com").await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(e.code(), "store_unavailable");
+    let e = store
+        .insert_users(&[user("p@example.com")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "store_unavailable");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "outage detection took {:?}",
+        start.elapsed()
+    );
+    server.restart();
+    // The connection manager reconnects by itself.
+    let mut ok = false;
+    for _ in 0..50 {
+        if store.ping().await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "store did not recover after redis came back");
+    store.insert_users(&[user("p@example.com")]).await.unwrap();
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_fails_promptly() {
+    let port = super::redis_support::free_port();
+    let start = Instant::now();
+    let r = RedisStore::standalone(&format!("redis://127.0.0.1:{port}"), "x").await;
+    assert!(r.is_err());
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
