@@ -58,8 +58,66 @@ pub struct Report {
     /// Assertion facts, when it verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion: Option<AssertionFacts>,
+    /// The read-only provisioning verdict for the mapped user (what the
+    /// gateway's login decision would do); it does not change `decision`,
+    /// which judges the response itself (steps 1-4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisioningVerdict>,
     /// One line per step.
     pub trace: Vec<TraceLine>,
+}
+
+/// What the login decision would do with an accepted response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisioningVerdict {
+    /// `would_admit` or `would_refuse`, or `unknown` when the store failed.
+    pub verdict: &'static str,
+    /// `created`-style action when admitted (would_create, would_update, unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<crate::provisioning::Action>,
+    /// Refusal code when refused (or store_unavailable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// For a person.
+    pub detail: String,
+}
+
+/// Adds the read-only provisioning verdict to an accepted report.
+pub async fn add_provisioning(
+    report: &mut Report,
+    store: &dyn crate::store::Store,
+    config: &Config,
+    clock: &dyn Clock,
+) {
+    let Some(user) = &report.user else { return };
+    let v = match crate::provisioning::decide(store, config, user, clock.now(), false).await {
+        Ok(a) => ProvisioningVerdict {
+            verdict: "would_admit",
+            action: Some(a.action),
+            code: None,
+            detail: format!(
+                "{:?} {} (status {:?})",
+                a.action, a.user.email, a.user.status
+            ),
+        },
+        Err(crate::provisioning::Refusal::Store(e)) => ProvisioningVerdict {
+            verdict: "unknown",
+            action: None,
+            code: Some(e.code()),
+            detail: e.to_string(),
+        },
+        Err(r) => ProvisioningVerdict {
+            verdict: "would_refuse",
+            action: None,
+            code: Some(r.code()),
+            detail: r.to_string(),
+        },
+    };
+    report.trace.push(TraceLine::new(
+        "provision",
+        format!("{}: {}", v.verdict, v.detail),
+    ));
+    report.provisioning = Some(v);
 }
 
 impl Report {
@@ -71,6 +129,7 @@ impl Report {
             name_id,
             user: None,
             assertion: None,
+            provisioning: None,
             trace,
         }
     }
@@ -127,6 +186,7 @@ pub fn check_response(
             session_index: verified.session_index().map(str::to_owned),
             attributes: verified.attributes().to_vec(),
         }),
+        provisioning: None,
         trace,
     }
 }

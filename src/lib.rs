@@ -11,5 +11,6 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mapping;
+pub mod provisioning;
 pub mod saml;
 pub mod store;

@@ -44,6 +44,69 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// User directory commands.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Import users from a CSV file (email, first_name, last_name, department, user group).
+    Import {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+        /// License of every user in the file.
+        #[arg(long, value_parser = ["basic", "licensed", "on_prem"])]
+        license: String,
+        /// A feature every user gets (repeatable).
+        #[arg(long = "feature")]
+        features: Vec<String>,
+        /// Users sign in only through SSO.
+        #[arg(long)]
+        sso: bool,
+        /// Validate and count; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Update users that already exist instead of skipping them.
+        #[arg(long)]
+        update_existing: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one user as JSON (exit 1 when absent).
+    Get {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Email.
+        email: String,
+    },
+    /// List users as JSON, ordered by email.
+    List {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Start after this email.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Delete one user (exit 1 when absent).
+    Delete {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Email.
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,7 +182,41 @@ fn main() -> ExitCode {
                 eprintln!("samlgate: cannot read {file}: {e}");
                 return ExitCode::from(2);
             }
-            let report = check_response(&input, &cfg, &request_id, clock.as_ref());
+            let mut report = check_response(&input, &cfg, &request_id, clock.as_ref());
+            if report.user.is_some() {
+                let rt = match runtime() {
+                    Ok(r) => r,
+                    Err(code) => return code,
+                };
+                rt.block_on(async {
+                    // Read-only: an embedded store that does not exist yet is an
+                    // empty directory; it is never created here.
+                    let store: Result<std::sync::Arc<dyn samlgate::store::Store>, _> =
+                        match &cfg.store {
+                            samlgate::config::StoreConfig::Embedded { path } if !path.exists() => {
+                                Ok(std::sync::Arc::new(samlgate::store::EmptyStore))
+                            }
+                            other => {
+                                samlgate::store::open(other, std::sync::Arc::new(SystemClock)).await
+                            }
+                        };
+                    match store {
+                        Ok(s) => {
+                            samlgate::check::add_provisioning(
+                                &mut report,
+                                s.as_ref(),
+                                &cfg,
+                                clock.as_ref(),
+                            )
+                            .await
+                        }
+                        Err(e) => report.trace.push(samlgate::mapping::TraceLine::new(
+                            "provision",
+                            format!("unknown: [{}] {e}", e.code()),
+                        )),
+                    }
+                });
+            }
             match serde_json::to_string_pretty(&report) {
                 Ok(json) => println!("{json}"),
                 Err(e) => {
@@ -132,6 +229,7 @@ fn main() -> ExitCode {
                 Decision::Reject => ExitCode::from(1),
             }
         }
+        Command::Users { command } => users(command),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load(&config) {
@@ -148,6 +246,251 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("samlgate: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        })
+}
+
+async fn open_store(cfg: &Config) -> Result<std::sync::Arc<dyn samlgate::store::Store>, ExitCode> {
+    samlgate::store::open(&cfg.store, std::sync::Arc::new(SystemClock))
+        .await
+        .map_err(|e| {
+            eprintln!("samlgate: [{}] {e}", e.code());
+            ExitCode::from(1)
+        })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(j) => {
+            println!("{j}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("samlgate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn users(command: UsersCommand) -> ExitCode {
+    let config = match &command {
+        UsersCommand::Import { config, .. }
+        | UsersCommand::Get { config, .. }
+        | UsersCommand::List { config, .. }
+        | UsersCommand::Delete { config, .. } => config.clone(),
+    };
+    let cfg = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let store = match open_store(&cfg).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        match command {
+            UsersCommand::Get { email, .. } => match store.get_user(&email.to_lowercase()).await {
+                Ok(Some(u)) => print_json(&u),
+                Ok(None) => {
+                    eprintln!("samlgate: no user {email}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("samlgate: [{}] {e}", e.code());
+                    ExitCode::from(1)
+                }
+            },
+            UsersCommand::List { after, limit, .. } => {
+                match store.list_users(after.as_deref(), limit).await {
+                    Ok(list) => print_json(&list),
+                    Err(e) => {
+                        eprintln!("samlgate: [{}] {e}", e.code());
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            UsersCommand::Delete { email, .. } => {
+                match store.delete_user(&email.to_lowercase()).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => {
+                        eprintln!("samlgate: no user {email}");
+                        ExitCode::from(1)
+                    }
+                    Err(e) => {
+                        eprintln!("samlgate: [{}] {e}", e.code());
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            UsersCommand::Import {
+                file,
+                license,
+                features,
+                sso,
+                dry_run,
+                update_existing,
+                json,
+                ..
+            } => {
+                import(
+                    store.as_ref(),
+                    &cfg,
+                    &file,
+                    &license,
+                    features,
+                    sso,
+                    dry_run,
+                    update_existing,
+                    json,
+                )
+                .await
+            }
+        }
+    })
+}
+
+/// Counts bytes read, for the progress bar.
+struct Counting<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn import(
+    store: &dyn samlgate::store::Store,
+    cfg: &Config,
+    file: &std::path::Path,
+    license: &str,
+    features: Vec<String>,
+    sso: bool,
+    dry_run: bool,
+    update_existing: bool,
+    json: bool,
+) -> ExitCode {
+    use std::io::IsTerminal;
+    let Some(license) = samlgate::mapping::License::parse(license) else {
+        eprintln!("samlgate: --license must be basic, licensed or on_prem");
+        return ExitCode::from(2);
+    };
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("samlgate: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = std::io::BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: f,
+            read: std::sync::Arc::clone(&read),
+        },
+    );
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(size);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
+        ) {
+            b.set_style(style);
+        }
+        Some(b)
+    } else {
+        None
+    };
+    let opts = samlgate::provisioning::csv::ImportOptions {
+        license,
+        features,
+        sso_only: sso,
+        dry_run,
+        update_existing,
+        ..Default::default()
+    };
+    let mut progress = |rows: u64| {
+        if let Some(b) = &bar {
+            b.set_position(read.load(std::sync::atomic::Ordering::Relaxed));
+            b.set_message(format!("{rows} rows"));
+        }
+    };
+    let result = samlgate::provisioning::csv::import(
+        store,
+        cfg,
+        reader,
+        &opts,
+        SystemClock.now(),
+        &mut progress,
+    )
+    .await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("samlgate: [{}] {}: {e}", e.code(), file.display());
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        let _ = print_json(&report);
+    } else {
+        println!(
+            "{}{} rows: {} created, {} updated, {} skipped as existing, {} bad",
+            if dry_run { "dry run: " } else { "" },
+            report.rows,
+            report.created,
+            report.updated,
+            report.skipped,
+            report.error_count
+        );
+        for e in &report.errors {
+            println!("  line {}: {}", e.line, e.reason);
+        }
+        if report.error_count > report.errors.len() as u64 {
+            println!(
+                "  ... and {} more",
+                report.error_count - report.errors.len() as u64
+            );
+        }
+        if let Some(i) = &report.interrupted {
+            println!(
+                "INTERRUPTED [{}] {}: rows before line {} were written; lines {}..={} may or may not be; later rows were not. Rerun the same command to complete the import.",
+                i.code,
+                i.reason,
+                i.written_before_line,
+                i.written_before_line,
+                i.unknown_through_line
+            );
+        }
+    }
+    if report.interrupted.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -148,6 +148,12 @@ pub struct Provisioning {
     pub mode: ProvisioningMode,
     /// Email domains whose new users are active at once (lowercase).
     pub associated_domains: Vec<String>,
+    /// Mapped fields an existing user's login updates (the email never changes).
+    pub update_on_login: Vec<String>,
+    /// How long a verification link works, seconds (default 72 h).
+    pub verification_ttl_secs: u64,
+    /// Where verification emails are written when no SMTP is configured.
+    pub outbox_dir: PathBuf,
 }
 
 /// Which store backs users, sessions and caches.
@@ -437,6 +443,36 @@ impl Config {
             }
         }
 
+        const UPDATABLE: &[&str] = &[
+            "first_name",
+            "last_name",
+            "department",
+            "groups",
+            "license",
+            "features",
+        ];
+        let update_on_login = pr.update_on_login.unwrap_or_else(|| {
+            ["first_name", "last_name", "department", "groups"]
+                .map(String::from)
+                .to_vec()
+        });
+        for (i, f) in update_on_login.iter().enumerate() {
+            if !UPDATABLE.contains(&f.as_str()) {
+                p.add(
+                    format!("provisioning.update_on_login[{i}]"),
+                    format!("{f:?} is not one of {UPDATABLE:?} (the email never changes)"),
+                );
+            }
+        }
+        let verification_ttl_secs = pr.verification_ttl_secs.unwrap_or(72 * 3600);
+        if !(60..=30 * 86_400).contains(&verification_ttl_secs) {
+            p.add(
+                "provisioning.verification_ttl_secs",
+                "must be between 60 and 2592000",
+            );
+        }
+        let outbox_dir = PathBuf::from(pr.outbox_dir.unwrap_or_else(|| "data/outbox".into()));
+
         // [store]
         let st = raw.store.unwrap_or_default();
         let store = match st.kind.as_deref().unwrap_or("embedded") {
@@ -519,6 +555,9 @@ impl Config {
             provisioning: Provisioning {
                 mode,
                 associated_domains,
+                update_on_login,
+                verification_ttl_secs,
+                outbox_dir,
             },
             store,
             upstream,

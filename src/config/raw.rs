@@ -113,6 +113,9 @@ pub struct RawRule {
 pub struct RawProvisioning {
     pub mode: Option<String>,
     pub associated_domains: Option<Vec<String>>,
+    pub update_on_login: Option<Vec<String>>,
+    pub verification_ttl_secs: Option<u64>,
+    pub outbox_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -248,3 +248,71 @@ fn encode_user(user: &UserRecord) -> Vec<u8> {
     // Serialising a struct of strings and enums cannot fail.
     serde_json::to_vec(user).unwrap_or_default()
 }
+
+/// An empty, read-only directory: what `check-response` consults when the
+/// configured embedded store does not exist yet. Writes are refused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyStore;
+
+impl EmptyStore {
+    fn refuse<'a, T: Send + 'a>() -> StoreFuture<'a, T> {
+        Box::pin(async { Err(StoreError::Unavailable("read-only empty store".into())) })
+    }
+}
+
+impl Store for EmptyStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn get_user<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<UserRecord>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn get_users<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, Vec<Option<UserRecord>>> {
+        Box::pin(async move { Ok(vec![None; emails.len()]) })
+    }
+    fn insert_users<'a>(&'a self, _: &'a [UserRecord]) -> StoreFuture<'a, Vec<bool>> {
+        Self::refuse()
+    }
+    fn put_users<'a>(&'a self, _: &'a [UserRecord]) -> StoreFuture<'a, ()> {
+        Self::refuse()
+    }
+    fn delete_user<'a>(&'a self, _: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
+    fn list_users<'a>(&'a self, _: Option<&'a str>, _: usize) -> StoreFuture<'a, Vec<UserRecord>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn claim_vanities<'a>(&'a self, _: &'a [(String, String)]) -> StoreFuture<'a, Vec<bool>> {
+        Self::refuse()
+    }
+    fn release_vanity<'a>(&'a self, _: &'a str, _: &'a str) -> StoreFuture<'a, ()> {
+        Self::refuse()
+    }
+    fn put_ephemeral<'a>(
+        &'a self,
+        _: Ephemeral,
+        _: &'a str,
+        _: &'a [u8],
+        _: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Self::refuse()
+    }
+    fn insert_ephemeral<'a>(
+        &'a self,
+        _: Ephemeral,
+        _: &'a str,
+        _: &'a [u8],
+        _: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Self::refuse()
+    }
+    fn get_ephemeral<'a>(&'a self, _: Ephemeral, _: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn take_ephemeral<'a>(&'a self, _: Ephemeral, _: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn delete_ephemeral<'a>(&'a self, _: Ephemeral, _: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod corpus;
 mod fuzz_replay;
+mod provisioning;
 mod redis_support;
 mod store_conformance;
 mod support;

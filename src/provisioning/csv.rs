@@ -1,0 +1,397 @@
+//! CSV import: `email, first_name, last_name, department, user group`
+//! (header matched case-insensitively, `_`/`-`/space alike; BOM, quoting and
+//! CRLF tolerated). Streamed in batches, so memory stays bounded whatever
+//! the file size (a 16-byte digest per email is kept to find duplicates).
+//! Idempotent: existing users are skipped (or updated with
+//! `update_existing`), so a rerun creates nothing twice and completes an
+//! import a store outage interrupted.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{assign_vanities, new_record, send_verification};
+use crate::config::Config;
+use crate::mapping::{License, is_email_shaped};
+use crate::store::{Store, StoreError, UserRecord, UserSource, UserStatus};
+
+/// Most errors kept in the report (the count is always exact).
+pub const MAX_REPORTED_ERRORS: usize = 10_000;
+
+/// Settings that apply to the whole file.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// License of every imported user.
+    pub license: License,
+    /// Features of every imported user.
+    pub features: Vec<String>,
+    /// Users may sign in only through SSO.
+    pub sso_only: bool,
+    /// Validate and count, write nothing.
+    pub dry_run: bool,
+    /// Update users that already exist (default: skip them).
+    pub update_existing: bool,
+    /// Rows per store round trip.
+    pub batch_size: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            license: License::Basic,
+            features: Vec::new(),
+            sso_only: false,
+            dry_run: false,
+            update_existing: false,
+            batch_size: 1000,
+        }
+    }
+}
+
+/// A refused row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// The import stopped early because the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interrupted {
+    /// Stable code (`store_unavailable`).
+    pub code: &'static str,
+    /// The store's error.
+    pub reason: String,
+    /// Every good row on a line before this one was written.
+    pub written_before_line: u64,
+    /// Rows from `written_before_line` to this line may or may not have been
+    /// written; rows after it were not. A rerun completes them.
+    pub unknown_through_line: u64,
+}
+
+/// The import report (`--json` prints it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// Users created.
+    pub created: u64,
+    /// Existing users updated (`update_existing`).
+    pub updated: u64,
+    /// Existing users left alone.
+    pub skipped: u64,
+    /// Bad rows, by line (at most [`MAX_REPORTED_ERRORS`]).
+    pub errors: Vec<RowError>,
+    /// Total bad rows (also those beyond the list's cap).
+    pub error_count: u64,
+    /// Set when the store failed part-way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Interrupted>,
+    /// Rows read (header excluded).
+    pub rows: u64,
+}
+
+/// The file cannot be imported at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The header is unusable.
+    #[error("line 1: {0}")]
+    Header(String),
+    /// Reading failed.
+    #[error("cannot read the CSV: {0}")]
+    Read(String),
+}
+
+impl ImportError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Header(_) => "csv_header",
+            Self::Read(_) => "csv_unreadable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Email,
+    FirstName,
+    LastName,
+    Department,
+    Group,
+}
+
+fn column(name: &str) -> Option<Column> {
+    let n: String = name
+        .trim()
+        .trim_start_matches('\u{feff}')
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == '_' || c == '-' { ' ' } else { c })
+        .collect();
+    let n = n.split_whitespace().collect::<Vec<_>>().join(" ");
+    match n.as_str() {
+        "email" | "email address" | "e mail" => Some(Column::Email),
+        "first name" | "firstname" | "given name" => Some(Column::FirstName),
+        "last name" | "lastname" | "surname" | "family name" => Some(Column::LastName),
+        "department" | "dept" => Some(Column::Department),
+        "user group" | "user groups" | "group" | "groups" => Some(Column::Group),
+        _ => None,
+    }
+}
+
+struct Row {
+    line: u64,
+    user: UserRecord,
+}
+
+/// Imports `reader`. `progress` is called after each batch with the rows read.
+pub async fn import(
+    store: &dyn Store,
+    cfg: &Config,
+    reader: impl Read,
+    opts: &ImportOptions,
+    now: DateTime<Utc>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ImportReport, ImportError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(reader);
+    let mut records = rdr.byte_records();
+    let header = match records.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => return Err(ImportError::Read(e.to_string())),
+        None => return Err(ImportError::Header("the file is empty".into())),
+    };
+    let mut columns = Vec::new();
+    let mut unknown = Vec::new();
+    for field in header.iter() {
+        let name = String::from_utf8_lossy(field);
+        match column(&name) {
+            Some(c) if columns.contains(&Some(c)) => {
+                return Err(ImportError::Header(format!(
+                    "column {name:?} appears twice"
+                )));
+            }
+            Some(c) => columns.push(Some(c)),
+            None => {
+                unknown.push(name.trim().to_owned());
+                columns.push(None);
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ImportError::Header(format!(
+            "unknown column(s) {unknown:?}; expected email, first_name, last_name, department, user group"
+        )));
+    }
+    if !columns.contains(&Some(Column::Email)) {
+        return Err(ImportError::Header("no email column".into()));
+    }
+
+    let mut report = ImportReport::default();
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    let mut batch: Vec<Row> = Vec::with_capacity(opts.batch_size);
+    let mut last_line = 1u64;
+    for rec in records {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(last_line + 1, |p| p.line());
+                add_error(&mut report, line, format!("unreadable row: {e}"));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Err(ImportError::Read(e.to_string()));
+                }
+                continue;
+            }
+        };
+        let line = rec.position().map_or(last_line + 1, |p| p.line());
+        last_line = line;
+        report.rows += 1;
+        match parse_row(&rec, &columns, opts, cfg, now, &mut seen) {
+            Ok(user) => batch.push(Row { line, user }),
+            Err(reason) => add_error(&mut report, line, reason),
+        }
+        if batch.len() >= opts.batch_size {
+            let rows = std::mem::take(&mut batch);
+            if let Err(e) = flush(store, cfg, opts, rows, &mut report).await {
+                report.interrupted = Some(e);
+                return Ok(report);
+            }
+            progress(report.rows);
+        }
+    }
+    if !batch.is_empty()
+        && let Err(e) = flush(store, cfg, opts, batch, &mut report).await
+    {
+        report.interrupted = Some(e);
+        return Ok(report);
+    }
+    progress(report.rows);
+    Ok(report)
+}
+
+fn add_error(report: &mut ImportReport, line: u64, reason: String) {
+    report.error_count += 1;
+    if report.errors.len() < MAX_REPORTED_ERRORS {
+        report.errors.push(RowError { line, reason });
+    }
+}
+
+fn parse_row(
+    rec: &csv::ByteRecord,
+    columns: &[Option<Column>],
+    opts: &ImportOptions,
+    cfg: &Config,
+    now: DateTime<Utc>,
+    seen: &mut HashSet<[u8; 16]>,
+) -> Result<UserRecord, String> {
+    if rec.len() > columns.len() {
+        return Err(format!(
+            "{} fields, the header has {}",
+            rec.len(),
+            columns.len()
+        ));
+    }
+    if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+        return Err("empty row".into());
+    }
+    let mut email = String::new();
+    let (mut first, mut last, mut dept, mut groups) =
+        (String::new(), String::new(), String::new(), Vec::new());
+    for (field, col) in rec.iter().zip(columns) {
+        let text = std::str::from_utf8(field)
+            .map_err(|_| "not UTF-8 text".to_string())?
+            .trim();
+        let limit = |name: &str, max: usize| {
+            if text.chars().count() > max {
+                Err(format!("{name} longer than {max} characters"))
+            } else {
+                Ok(text.to_owned())
+            }
+        };
+        match col {
+            Some(Column::Email) => email = limit("email", 254)?.to_lowercase(),
+            Some(Column::FirstName) => first = limit("first_name", 64)?,
+            Some(Column::LastName) => last = limit("last_name", 64)?,
+            Some(Column::Department) => dept = limit("department", 128)?,
+            Some(Column::Group) => {
+                for g in text.split(';').map(str::trim).filter(|g| !g.is_empty()) {
+                    if g.chars().count() > 128 {
+                        return Err("a user group is longer than 128 characters".into());
+                    }
+                    groups.push(g.to_owned());
+                }
+            }
+            None => {}
+        }
+    }
+    if email.is_empty() {
+        return Err("missing email".into());
+    }
+    if !is_email_shaped(&email) {
+        return Err(format!("invalid email {email:?}"));
+    }
+    let digest = openssl::sha::sha256(email.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+    if !seen.insert(key) {
+        return Err(format!("duplicate of an earlier row for {email}"));
+    }
+    let mut u = new_record(&email, UserSource::Csv, opts.license, cfg, now);
+    u.first_name = first;
+    u.last_name = last;
+    u.department = dept;
+    u.groups = groups;
+    u.features.clone_from(&opts.features);
+    u.sso_only = opts.sso_only;
+    Ok(u)
+}
+
+async fn flush(
+    store: &dyn Store,
+    cfg: &Config,
+    opts: &ImportOptions,
+    rows: Vec<Row>,
+    report: &mut ImportReport,
+) -> Result<(), Interrupted> {
+    let first = rows.first().map_or(0, |r| r.line);
+    let last = rows.last().map_or(0, |r| r.line);
+    let fail = |e: StoreError| Interrupted {
+        code: e.code(),
+        reason: e.to_string(),
+        written_before_line: first,
+        unknown_through_line: last,
+    };
+    let mut new_users: Vec<UserRecord> = Vec::with_capacity(rows.len());
+    if opts.update_existing || opts.dry_run {
+        let emails: Vec<String> = rows.iter().map(|r| r.user.email.clone()).collect();
+        let existing = store.get_users(&emails).await.map_err(fail)?;
+        let mut updates = Vec::new();
+        for (row, old) in rows.into_iter().zip(existing) {
+            match old {
+                Some(old) if opts.update_existing => updates.push(merge(old, row.user)),
+                Some(_) => report.skipped += 1,
+                None => new_users.push(row.user),
+            }
+        }
+        if opts.dry_run {
+            report.updated += updates.len() as u64;
+            report.created += new_users.len() as u64;
+            return Ok(());
+        }
+        if !updates.is_empty() {
+            assign_vanities(store, &mut updates).await.map_err(fail)?;
+            store.put_users(&updates).await.map_err(fail)?;
+            report.updated += updates.len() as u64;
+        }
+    } else {
+        new_users = rows.into_iter().map(|r| r.user).collect();
+    }
+    if new_users.is_empty() {
+        return Ok(());
+    }
+    assign_vanities(store, &mut new_users).await.map_err(fail)?;
+    let inserted = store.insert_users(&new_users).await.map_err(fail)?;
+    for (u, ok) in new_users.iter().zip(inserted) {
+        if ok {
+            report.created += 1;
+            if u.status == UserStatus::PendingVerification {
+                send_verification(store, cfg, &u.email)
+                    .await
+                    .map_err(fail)?;
+            }
+        } else {
+            report.skipped += 1;
+            if let Some(name) = &u.vanity {
+                store.release_vanity(name, &u.email).await.map_err(fail)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An existing user updated from a CSV row: names, department and groups
+/// when the row has them; license, features and SSO flag from the options.
+fn merge(mut old: UserRecord, row: UserRecord) -> UserRecord {
+    if !row.first_name.is_empty() {
+        old.first_name = row.first_name;
+    }
+    if !row.last_name.is_empty() {
+        old.last_name = row.last_name;
+    }
+    if !row.department.is_empty() {
+        old.department = row.department;
+    }
+    if !row.groups.is_empty() {
+        old.groups = row.groups;
+    }
+    old.license = row.license;
+    old.features = row.features;
+    old.sso_only = row.sso_only;
+    old.updated_at = row.updated_at;
+    old
+}

@@ -1,0 +1,418 @@
+//! Provisioning: who may come in. The login decision (JIT or
+//! prior-to-sign-in), the shared rules for new records (status from the
+//! associated domains, vanity names, verification emails), and CSV import.
+
+pub mod csv;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::config::{Config, ProvisioningMode};
+use crate::mapping::{License, MappedUser};
+use crate::store::{Ephemeral, Store, StoreError, UserRecord, UserSource, UserStatus};
+
+/// Why a login is refused at the provisioning step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `prior_to_sign_in` and the user does not exist.
+    #[error("{0} has not been provisioned; ask your administrator to create your account")]
+    NotProvisioned(String),
+    /// The account is deactivated.
+    #[error("the account {0} is deactivated")]
+    Deactivated(String),
+    /// The account waits for email verification.
+    #[error("the account {0} waits for email verification: follow the link sent to that address")]
+    PendingVerification(String),
+    /// The store cannot be reached: fail closed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl Refusal {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotProvisioned(_) => "not_provisioned",
+            Self::Deactivated(_) => "deactivated",
+            Self::PendingVerification(_) => "pending_verification",
+            Self::Store(e) => e.code(),
+        }
+    }
+}
+
+/// What the decision did (or, read-only, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new user was created.
+    Created,
+    /// Mapped fields of an existing user changed.
+    Updated,
+    /// The existing user was admitted as is.
+    Unchanged,
+    /// Read-only: a user would be created.
+    WouldCreate,
+    /// Read-only: the existing user would be updated.
+    WouldUpdate,
+}
+
+/// A login that may proceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The user as stored (or as it would be stored).
+    pub user: UserRecord,
+    /// What happened.
+    pub action: Action,
+}
+
+/// Whether `email`'s domain is an associated domain.
+pub fn in_associated_domain(email: &str, cfg: &Config) -> bool {
+    let domain = email
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_lowercase())
+        .unwrap_or_default();
+    cfg.provisioning.associated_domains.contains(&domain)
+}
+
+/// A vanity name is 5-40 characters, starts with a letter, and has only
+/// lowercase letters, digits and periods.
+pub fn valid_vanity(name: &str) -> bool {
+    (5..=40).contains(&name.len())
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
+}
+
+/// The preferred vanity name for an email: its local part, lowercased, when valid.
+pub fn vanity_candidate(email: &str) -> Option<String> {
+    let local = email.split('@').next()?.to_lowercase();
+    valid_vanity(&local).then_some(local)
+}
+
+/// A random valid vanity name (`m` + 11 letters/digits).
+pub fn random_vanity() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let mut s = String::from("m");
+    for _ in 0..11 {
+        let i = rng.random_range(0..ALPHABET.len());
+        s.push(char::from(ALPHABET.get(i).copied().unwrap_or(b'x')));
+    }
+    s
+}
+
+/// Claims vanity names for `users` (licensed ones without one), in one batch
+/// per round: the local part first, random names for collisions. Sets
+/// `user.vanity` on success.
+pub async fn assign_vanities(
+    store: &dyn Store,
+    users: &mut [UserRecord],
+) -> Result<(), StoreError> {
+    let mut wanted: Vec<(usize, String)> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.license == License::Licensed && u.vanity.is_none())
+        .map(|(i, u)| (i, vanity_candidate(&u.email).unwrap_or_else(random_vanity)))
+        .collect();
+    for _round in 0..6 {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let claims: Vec<(String, String)> = wanted
+            .iter()
+            .filter_map(|(i, name)| users.get(*i).map(|u| (name.clone(), u.email.clone())))
+            .collect();
+        let won = store.claim_vanities(&claims).await?;
+        let mut retry = Vec::new();
+        for ((i, name), ok) in wanted.into_iter().zip(won) {
+            if ok {
+                if let Some(u) = users.get_mut(i) {
+                    u.vanity = Some(name);
+                }
+            } else {
+                retry.push((i, random_vanity()));
+            }
+        }
+        wanted = retry;
+    }
+    // 36^11 names: six straight collisions mean something else is wrong.
+    Err(StoreError::Unavailable(
+        "could not claim a free vanity name".into(),
+    ))
+}
+
+/// Builds a new record for `email` from a source, with the status the
+/// associated domains give it.
+pub fn new_record(
+    email: &str,
+    source: UserSource,
+    license: License,
+    cfg: &Config,
+    now: DateTime<Utc>,
+) -> UserRecord {
+    let status = if in_associated_domain(email, cfg) {
+        UserStatus::Active
+    } else {
+        UserStatus::PendingVerification
+    };
+    let ts = now.to_rfc3339();
+    UserRecord {
+        email: email.to_lowercase(),
+        first_name: String::new(),
+        last_name: String::new(),
+        department: String::new(),
+        groups: Vec::new(),
+        license,
+        features: Vec::new(),
+        sso_only: true,
+        status,
+        vanity: None,
+        source,
+        created_at: ts.clone(),
+        updated_at: ts,
+    }
+}
+
+/// Creates a verification token for `email` (stored hashed, single use) and
+/// writes the message to the outbox. Returns the link.
+pub async fn send_verification(
+    store: &dyn Store,
+    cfg: &Config,
+    email: &str,
+) -> Result<String, StoreError> {
+    let mut raw = [0u8; 32];
+    rand::rng().fill(&mut raw);
+    let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+    let hash = token_hash(&token);
+    let ttl = Duration::from_secs(cfg.provisioning.verification_ttl_secs);
+    store
+        .put_ephemeral(Ephemeral::VerificationToken, &hash, email.as_bytes(), ttl)
+        .await?;
+    let origin = origin_of(&cfg.sp.acs_url);
+    let link = format!("{origin}/saml/verify?token={token}");
+    let body = format!(
+        "To: {email}\r\nSubject: Verify your email address\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Your meetings account {email} was created. Open this link to verify your address\r\n\
+         and activate it (valid for {} hours, usable once):\r\n\r\n{link}\r\n",
+        cfg.provisioning.verification_ttl_secs / 3600
+    );
+    let dir = &cfg.provisioning.outbox_dir;
+    let write = std::fs::create_dir_all(dir).and_then(|_| {
+        std::fs::write(
+            dir.join(format!(
+                "{}-{}.eml",
+                &hash[..16.min(hash.len())],
+                sanitize(email)
+            )),
+            body,
+        )
+    });
+    if let Err(e) = write {
+        tracing::error!(error = %e, dir = %dir.display(), "cannot write the verification email to the outbox");
+        return Err(StoreError::Unavailable(format!(
+            "outbox {}: {e}",
+            dir.display()
+        )));
+    }
+    Ok(link)
+}
+
+/// Consumes a verification token: activates the user. `None` when the token
+/// is unknown, used or expired.
+pub async fn verify_token(
+    store: &dyn Store,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<UserRecord>, StoreError> {
+    let Some(email) = store
+        .take_ephemeral(Ephemeral::VerificationToken, &token_hash(token))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let email = String::from_utf8_lossy(&email).into_owned();
+    let Some(mut user) = store.get_user(&email).await? else {
+        return Ok(None);
+    };
+    if user.status == UserStatus::PendingVerification {
+        user.status = UserStatus::Active;
+        user.updated_at = now.to_rfc3339();
+        store.put_users(std::slice::from_ref(&user)).await?;
+    }
+    Ok(Some(user))
+}
+
+/// SHA-256 hex of a token (tokens are stored hashed).
+pub fn token_hash(token: &str) -> String {
+    openssl::sha::sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sanitize(email: &str) -> String {
+    email
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '@' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url.get(after_scheme..).and_then(|rest| rest.find('/')) {
+        Some(i) => url.get(..after_scheme + i).unwrap_or(url).to_owned(),
+        None => url.to_owned(),
+    }
+}
+
+/// Applies the mapped fields listed in `provisioning.update_on_login`;
+/// returns whether anything changed. The email never changes.
+fn apply_mapped(user: &mut UserRecord, mapped: &MappedUser, cfg: &Config) -> bool {
+    let before = user.clone();
+    for field in &cfg.provisioning.update_on_login {
+        match field.as_str() {
+            "first_name" => user.first_name.clone_from(&mapped.first_name),
+            "last_name" => user.last_name.clone_from(&mapped.last_name),
+            "department" => user.department.clone_from(&mapped.department),
+            "groups" => user.groups.clone_from(&mapped.groups),
+            "license" => user.license = mapped.license,
+            "features" => user.features.clone_from(&mapped.features),
+            _ => {}
+        }
+    }
+    *user != before
+}
+
+fn check_status(user: &UserRecord) -> Result<(), Refusal> {
+    match user.status {
+        UserStatus::Active => Ok(()),
+        UserStatus::Deactivated => Err(Refusal::Deactivated(user.email.clone())),
+        UserStatus::PendingVerification => Err(Refusal::PendingVerification(user.email.clone())),
+    }
+}
+
+/// The login decision, shared by the ACS and `check-response` (read-only:
+/// `write = false` stores nothing and reports what would happen).
+pub async fn decide(
+    store: &dyn Store,
+    cfg: &Config,
+    mapped: &MappedUser,
+    now: DateTime<Utc>,
+    write: bool,
+) -> Result<Admission, Refusal> {
+    let email = mapped.email.to_lowercase();
+    // Two passes at most: a concurrent first login may create the user
+    // between our read and our insert; then we continue as an update.
+    for _ in 0..2 {
+        if let Some(mut user) = store.get_user(&email).await? {
+            check_status(&user)?;
+            let changed = apply_mapped(&mut user, mapped, cfg);
+            if !changed {
+                return Ok(Admission {
+                    user,
+                    action: Action::Unchanged,
+                });
+            }
+            user.updated_at = now.to_rfc3339();
+            if !write {
+                return Ok(Admission {
+                    user,
+                    action: Action::WouldUpdate,
+                });
+            }
+            if user.license == License::Licensed && user.vanity.is_none() {
+                assign_vanities(store, std::slice::from_mut(&mut user)).await?;
+            }
+            store.put_users(std::slice::from_ref(&user)).await?;
+            return Ok(Admission {
+                user,
+                action: Action::Updated,
+            });
+        }
+        if cfg.provisioning.mode == ProvisioningMode::PriorToSignIn {
+            return Err(Refusal::NotProvisioned(email));
+        }
+        let mut user = new_record(&email, UserSource::Jit, mapped.license, cfg, now);
+        user.first_name.clone_from(&mapped.first_name);
+        user.last_name.clone_from(&mapped.last_name);
+        user.department.clone_from(&mapped.department);
+        user.groups.clone_from(&mapped.groups);
+        user.features.clone_from(&mapped.features);
+        if !write {
+            check_status(&user)?;
+            return Ok(Admission {
+                user,
+                action: Action::WouldCreate,
+            });
+        }
+        assign_vanities(store, std::slice::from_mut(&mut user)).await?;
+        let inserted = store.insert_users(std::slice::from_ref(&user)).await?;
+        if inserted.first() == Some(&true) {
+            if user.status == UserStatus::PendingVerification {
+                send_verification(store, cfg, &email).await?;
+            }
+            check_status(&user)?;
+            return Ok(Admission {
+                user,
+                action: Action::Created,
+            });
+        }
+        // Lost the race: give back the vanity name and read the winner's record.
+        if let Some(name) = &user.vanity {
+            store.release_vanity(name, &email).await?;
+        }
+    }
+    Err(Refusal::Store(StoreError::Unavailable(format!(
+        "user {email} changed concurrently; try again"
+    ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vanity_rules() {
+        assert_eq!(
+            vanity_candidate("Alice.Smith@x.org").as_deref(),
+            Some("alice.smith")
+        );
+        assert_eq!(vanity_candidate("bob@x.org"), None, "too short");
+        assert_eq!(
+            vanity_candidate("1alice@x.org"),
+            None,
+            "starts with a digit"
+        );
+        assert_eq!(vanity_candidate("alice_smith@x.org"), None, "underscore");
+        assert_eq!(
+            vanity_candidate(&format!("{}@x.org", "a".repeat(41))),
+            None,
+            "too long"
+        );
+        for _ in 0..100 {
+            assert!(valid_vanity(&random_vanity()));
+        }
+    }
+
+    #[test]
+    fn origin() {
+        assert_eq!(
+            origin_of("https://meet.example.com/saml/acs"),
+            "https://meet.example.com"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080/saml/acs"),
+            "http://127.0.0.1:8080"
+        );
+    }
+}
