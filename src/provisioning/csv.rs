@@ -114,6 +114,35 @@ impl ImportError {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalise(input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut r = CrlfToLf {
+            inner: std::io::BufReader::with_capacity(chunk, input),
+            pending_cr: false,
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn crlf_becomes_lf_across_chunk_boundaries() {
+        let input = b"a\r\nb\rc\r\n\r\nd\r";
+        for chunk in 1..8 {
+            assert_eq!(normalise(input, chunk), b"a\nb\rc\n\nd\r", "chunk {chunk}");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
     Email,
@@ -147,6 +176,60 @@ struct Row {
     user: UserRecord,
 }
 
+/// Turns CRLF into LF as bytes stream past. The csv crate miscounts line
+/// numbers on CRLF input (each record is reported one line late after the
+/// first), and errors must name the right line.
+struct CrlfToLf<R> {
+    inner: std::io::BufReader<R>,
+    pending_cr: bool,
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let mut n = 0;
+        while n < out.len() {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                if self.pending_cr
+                    && let Some(slot) = out.get_mut(n)
+                {
+                    *slot = b'\r';
+                    n += 1;
+                    self.pending_cr = false;
+                }
+                break;
+            }
+            let mut used = 0;
+            for &b in buf {
+                if self.pending_cr {
+                    if b != b'\n' {
+                        // A lone CR: emit it, then look at `b` again.
+                        let Some(slot) = out.get_mut(n) else { break };
+                        *slot = b'\r';
+                        n += 1;
+                    }
+                    self.pending_cr = false;
+                }
+                if b == b'\r' {
+                    self.pending_cr = true;
+                    used += 1;
+                    continue;
+                }
+                let Some(slot) = out.get_mut(n) else { break };
+                *slot = b;
+                n += 1;
+                used += 1;
+            }
+            self.inner.consume(used);
+            if n > 0 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Imports `reader`. `progress` is called after each batch with the rows read.
 pub async fn import(
     store: &dyn Store,
@@ -159,7 +242,10 @@ pub async fn import(
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(false)
-        .from_reader(reader);
+        .from_reader(CrlfToLf {
+            inner: std::io::BufReader::new(reader),
+            pending_cr: false,
+        });
     let mut records = rdr.byte_records();
     let header = match records.next() {
         Some(Ok(h)) => h,

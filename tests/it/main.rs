@@ -11,6 +11,7 @@ mod attacks;
 mod cli;
 mod config;
 mod corpus;
+mod csv_import;
 mod fuzz_replay;
 mod provisioning;
 mod redis_support;
