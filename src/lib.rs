@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod fuzzing;
 pub mod mapping;
 pub mod provisioning;
 pub mod saml;
+pub mod server;
 pub mod store;

@@ -237,7 +237,7 @@ pub async fn import(
     reader: impl Read,
     opts: &ImportOptions,
     now: DateTime<Utc>,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<ImportReport, ImportError> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)

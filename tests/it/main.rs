@@ -7,12 +7,14 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
+mod admin_api;
 mod attacks;
 mod cli;
 mod config;
 mod corpus;
 mod csv_import;
 mod fuzz_replay;
+mod http_support;
 mod provisioning;
 mod redis_support;
 mod store_conformance;

@@ -1,0 +1,626 @@
+//! The admin listener: the user-management API (`/api/v2/users...`), CSV
+//! import, and `/healthz`, `/readyz`, `/metrics`. Never served on the public
+//! listener. Every `/api/` call needs `Authorization: Bearer <token>` with a
+//! token from `[admin] tokens` or `SAMLGATE_ADMIN_TOKENS`, compared in
+//! constant time; with no token configured every API call is refused.
+//!
+//! Errors are JSON `{"code", "message", "field"?}` with stable codes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::config::{Config, ProvisioningMode};
+use crate::mapping::{License, is_email_shaped};
+use crate::provisioning::csv::{ImportOptions, import};
+use crate::provisioning::{assign_vanities, new_record, send_verification};
+use crate::server::{Body, Handler, HandlerFuture, json, json_error, read_body, text};
+use crate::store::{Store, StoreError, UserRecord, UserSource, UserStatus};
+
+/// Largest JSON body accepted.
+const MAX_JSON: usize = 64 * 1024;
+/// Largest CSV upload accepted (spooled to a temporary file, not memory).
+const MAX_CSV: u64 = 2 * 1024 * 1024 * 1024;
+
+/// What the admin listener needs.
+pub struct Admin {
+    /// The config (one account).
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Prometheus text for `/metrics`.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl Handler for Admin {
+    fn call(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> HandlerFuture {
+        Box::pin(async move { self.route(req).await })
+    }
+}
+
+fn store_error(e: &StoreError) -> Response<Body> {
+    tracing::error!(error = %e, "store error on the admin API");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        e.code(),
+        "the user store is unavailable",
+        None,
+    )
+}
+
+fn bad(code: &str, message: &str, field: &str) -> Response<Body> {
+    json_error(StatusCode::BAD_REQUEST, code, message, Some(field))
+}
+
+/// Constant-time comparison of a presented token with the configured ones
+/// (both hashed first, so lengths leak nothing either).
+fn token_ok(presented: &str, tokens: &[String]) -> bool {
+    let p = openssl::sha::sha256(presented.as_bytes());
+    let mut ok = false;
+    for t in tokens {
+        let t = openssl::sha::sha256(t.as_bytes());
+        ok |= openssl::memcmp::eq(&p, &t);
+    }
+    ok
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let dec = |s: &str| {
+                String::from_utf8_lossy(&crate::saml::decode::percent_decode(s.as_bytes()))
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    action: String,
+    user_info: Option<UserInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserInfo {
+    email: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRequest {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    department: Option<String>,
+    groups: Option<Vec<String>>,
+    license: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<u8>,
+    features: Option<Vec<String>>,
+    status: Option<String>,
+    sso_only: Option<bool>,
+}
+
+fn license_of_type(v: &serde_json::Value) -> Option<License> {
+    match v
+        .as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))?
+    {
+        1 => Some(License::Basic),
+        2 => Some(License::Licensed),
+        3 => Some(License::OnPrem),
+        _ => None,
+    }
+}
+
+/// A name field: at most 64 characters, no control characters. The error
+/// is the 400 response naming the field (boxed: responses are large).
+fn check_name(v: &Option<String>, field: &str) -> Result<String, Box<Response<Body>>> {
+    let s = v.as_deref().unwrap_or("").trim().to_owned();
+    let problem = if s.chars().count() > 64 {
+        Some("is longer than 64 characters")
+    } else if s.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(Box::new(bad(
+            "invalid_field",
+            &format!("{field} {p}"),
+            field,
+        ))),
+        None => Ok(s),
+    }
+}
+
+impl Admin {
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => {
+                return match self.store.ping().await {
+                    Ok(()) => text(StatusCode::OK, "ready\n"),
+                    Err(e) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {}\n", e.code()),
+                    ),
+                };
+            }
+            (&Method::GET, "/metrics") => {
+                let mut r = text(StatusCode::OK, (self.metrics)());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                return r;
+            }
+            _ => {}
+        }
+        if !path.starts_with("/api/") {
+            return json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None);
+        }
+        if self.config.admin_tokens.is_empty() {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "no admin token is configured ([admin] tokens or SAMLGATE_ADMIN_TOKENS)",
+                None,
+            );
+        }
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !token_ok(presented.trim(), &self.config.admin_tokens) {
+            let mut r = json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+                None,
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        let method = req.method().clone();
+        match (method, path.as_str()) {
+            (Method::POST, "/api/v2/users") => self.create(req).await,
+            (Method::GET, "/api/v2/users") => self.list(req.uri().query()).await,
+            (Method::POST, "/api/v2/users/import") => self.import(req).await,
+            (m, p) if p.starts_with("/api/v2/users/") => {
+                let raw = p.trim_start_matches("/api/v2/users/");
+                let email =
+                    String::from_utf8_lossy(&crate::saml::decode::percent_decode(raw.as_bytes()))
+                        .to_lowercase();
+                match m {
+                    Method::GET => self.get(&email).await,
+                    Method::PATCH => self.patch(&email, req).await,
+                    Method::DELETE => self.delete(&email).await,
+                    _ => json_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        "use GET, PATCH or DELETE",
+                        None,
+                    ),
+                }
+            }
+            _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None),
+        }
+    }
+
+    async fn create(&self, req: Request<Incoming>) -> Response<Body> {
+        let body = match read_body(req.into_body(), MAX_JSON).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let parsed: CreateRequest = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    &e.to_string(),
+                    None,
+                );
+            }
+        };
+        if parsed.action != "ssoCreate" {
+            return bad("unknown_action", "action must be \"ssoCreate\"", "action");
+        }
+        if self.config.provisioning.mode != ProvisioningMode::PriorToSignIn {
+            return json_error(
+                StatusCode::CONFLICT,
+                "sso_create_disabled",
+                "ssoCreate exists only while provisioning.mode = \"prior_to_sign_in\"; in jit mode users are created at login",
+                Some("provisioning.mode"),
+            );
+        }
+        let Some(info) = parsed.user_info else {
+            return bad("missing_field", "user_info is required", "user_info");
+        };
+        let email = info.email.as_deref().unwrap_or("").trim().to_lowercase();
+        if email.is_empty() {
+            return bad(
+                "missing_field",
+                "user_info.email is required",
+                "user_info.email",
+            );
+        }
+        if !is_email_shaped(&email) {
+            return bad(
+                "invalid_email",
+                "user_info.email is not an email address",
+                "user_info.email",
+            );
+        }
+        let Some(license) = info.kind.as_ref().and_then(license_of_type) else {
+            return bad(
+                "invalid_type",
+                "user_info.type must be 1 (basic), 2 (licensed) or 3 (on_prem)",
+                "user_info.type",
+            );
+        };
+        let first = match check_name(&info.first_name, "user_info.first_name") {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        let last = match check_name(&info.last_name, "user_info.last_name") {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        let mut user = new_record(
+            &email,
+            UserSource::Api,
+            license,
+            &self.config,
+            self.clock.now(),
+        );
+        user.first_name = first;
+        user.last_name = last;
+        user.sso_only = true;
+        match self.store.get_user(&email).await {
+            Ok(Some(_)) => {
+                return json_error(
+                    StatusCode::CONFLICT,
+                    "user_exists",
+                    "a user with this email exists",
+                    Some("user_info.email"),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return store_error(&e),
+        }
+        if let Err(e) = assign_vanities(self.store.as_ref(), std::slice::from_mut(&mut user)).await
+        {
+            return store_error(&e);
+        }
+        match self.store.insert_users(std::slice::from_ref(&user)).await {
+            Ok(v) if v.first() == Some(&true) => {}
+            Ok(_) => {
+                if let Some(name) = &user.vanity {
+                    let _ = self.store.release_vanity(name, &email).await;
+                }
+                return json_error(
+                    StatusCode::CONFLICT,
+                    "user_exists",
+                    "a user with this email exists",
+                    Some("user_info.email"),
+                );
+            }
+            Err(e) => return store_error(&e),
+        }
+        if user.status == UserStatus::PendingVerification
+            && let Err(e) = send_verification(self.store.as_ref(), &self.config, &email).await
+        {
+            return store_error(&e);
+        }
+        tracing::info!(target: "audit", event = "user_created", source = "api", email = %email, status = ?user.status);
+        json(StatusCode::CREATED, &user)
+    }
+
+    async fn get(&self, email: &str) -> Response<Body> {
+        match self.store.get_user(email).await {
+            Ok(Some(u)) => json(StatusCode::OK, &u),
+            Ok(None) => json_error(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "no such user",
+                None,
+            ),
+            Err(e) => store_error(&e),
+        }
+    }
+
+    async fn delete(&self, email: &str) -> Response<Body> {
+        match self.store.delete_user(email).await {
+            Ok(true) => {
+                tracing::info!(target: "audit", event = "user_deleted", email = %email);
+                let mut r = text(StatusCode::NO_CONTENT, "");
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                r
+            }
+            Ok(false) => json_error(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "no such user",
+                None,
+            ),
+            Err(e) => store_error(&e),
+        }
+    }
+
+    async fn patch(&self, email: &str, req: Request<Incoming>) -> Response<Body> {
+        let body = match read_body(req.into_body(), MAX_JSON).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let p: PatchRequest = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    &e.to_string(),
+                    None,
+                );
+            }
+        };
+        let mut user: UserRecord = match self.store.get_user(email).await {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    "user_not_found",
+                    "no such user",
+                    None,
+                );
+            }
+            Err(e) => return store_error(&e),
+        };
+        if p.first_name.is_some() {
+            match check_name(&p.first_name, "first_name") {
+                Ok(s) => user.first_name = s,
+                Err(r) => return *r,
+            }
+        }
+        if p.last_name.is_some() {
+            match check_name(&p.last_name, "last_name") {
+                Ok(s) => user.last_name = s,
+                Err(r) => return *r,
+            }
+        }
+        if let Some(d) = p.department {
+            user.department = d;
+        }
+        if let Some(g) = p.groups {
+            user.groups = g;
+        }
+        if let Some(f) = p.features {
+            user.features = f;
+        }
+        if let Some(s) = p.sso_only {
+            user.sso_only = s;
+        }
+        if let Some(l) = p.license {
+            match License::parse(&l) {
+                Some(l) => user.license = l,
+                None => {
+                    return bad(
+                        "invalid_license",
+                        "license must be basic, licensed or on_prem",
+                        "license",
+                    );
+                }
+            }
+        }
+        if let Some(t) = p.kind {
+            match license_of_type(&serde_json::Value::from(t)) {
+                Some(l) => user.license = l,
+                None => return bad("invalid_type", "type must be 1, 2 or 3", "type"),
+            }
+        }
+        if let Some(s) = p.status {
+            user.status = match s.as_str() {
+                "active" => UserStatus::Active,
+                "deactivated" => UserStatus::Deactivated,
+                "pending_verification" => UserStatus::PendingVerification,
+                _ => {
+                    return bad(
+                        "invalid_status",
+                        "status must be active, deactivated or pending_verification",
+                        "status",
+                    );
+                }
+            };
+        }
+        user.updated_at = self.clock.now().to_rfc3339();
+        if user.license == License::Licensed
+            && user.vanity.is_none()
+            && let Err(e) =
+                assign_vanities(self.store.as_ref(), std::slice::from_mut(&mut user)).await
+        {
+            return store_error(&e);
+        }
+        if let Err(e) = self.store.put_users(std::slice::from_ref(&user)).await {
+            return store_error(&e);
+        }
+        tracing::info!(target: "audit", event = "user_updated", email = %email, status = ?user.status);
+        json(StatusCode::OK, &user)
+    }
+
+    async fn list(&self, query: Option<&str>) -> Response<Body> {
+        let q = query_pairs(query);
+        let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
+        let limit = match get("limit").map(str::parse::<usize>) {
+            None => 100,
+            Some(Ok(n)) if (1..=1000).contains(&n) => n,
+            Some(_) => return bad("invalid_limit", "limit must be 1..1000", "limit"),
+        };
+        let status = match get("status") {
+            None | Some("") => None,
+            Some("active") => Some(UserStatus::Active),
+            Some("deactivated") => Some(UserStatus::Deactivated),
+            Some("pending_verification") => Some(UserStatus::PendingVerification),
+            Some(_) => {
+                return bad(
+                    "invalid_status",
+                    "status must be active, deactivated or pending_verification",
+                    "status",
+                );
+            }
+        };
+        let mut cursor = get("cursor").filter(|c| !c.is_empty()).map(str::to_owned);
+        let mut users = Vec::new();
+        // With a status filter, scan at most 20 pages per call; the cursor
+        // lets the caller continue where the scan stopped.
+        for _ in 0..20 {
+            let page = match self.store.list_users(cursor.as_deref(), limit).await {
+                Ok(p) => p,
+                Err(e) => return store_error(&e),
+            };
+            let exhausted = page.len() < limit;
+            for u in page {
+                cursor = Some(u.email.clone());
+                if status.is_none_or(|s| s == u.status) {
+                    users.push(u);
+                    if users.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                cursor = None;
+                break;
+            }
+            if users.len() == limit {
+                break;
+            }
+        }
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "users": users, "next_cursor": cursor }),
+        )
+    }
+
+    async fn import(&self, req: Request<Incoming>) -> Response<Body> {
+        let q = query_pairs(req.uri().query());
+        let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
+        let truthy = |k: &str| matches!(get(k), Some("true" | "1" | "yes"));
+        let Some(license) = get("license").and_then(License::parse) else {
+            return bad(
+                "invalid_license",
+                "query parameter license=basic|licensed|on_prem is required",
+                "license",
+            );
+        };
+        let opts = ImportOptions {
+            license,
+            features: q
+                .iter()
+                .filter(|(k, _)| k == "feature")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            sso_only: truthy("sso"),
+            dry_run: truthy("dry_run"),
+            update_existing: truthy("update_existing"),
+            ..Default::default()
+        };
+        // Spool the upload to a temporary file: bounded memory for any size.
+        let spool = match tempfile::tempfile() {
+            Ok(f) => f,
+            Err(e) => {
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "spool_failed",
+                    &e.to_string(),
+                    None,
+                );
+            }
+        };
+        let mut spool = tokio::fs::File::from_std(spool);
+        let mut body = req.into_body();
+        let mut total: u64 = 0;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let Ok(frame) = frame else {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "body_unreadable",
+                    "the upload could not be read",
+                    None,
+                );
+            };
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+                if total > MAX_CSV {
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the CSV is over 2 GiB",
+                        None,
+                    );
+                }
+                if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut spool, data).await {
+                    return json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "spool_failed",
+                        &e.to_string(),
+                        None,
+                    );
+                }
+            }
+        }
+        let mut file = spool.into_std().await;
+        if let Err(e) = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)) {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "spool_failed",
+                &e.to_string(),
+                None,
+            );
+        }
+        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        match import(
+            self.store.as_ref(),
+            &self.config,
+            reader,
+            &opts,
+            self.clock.now(),
+            &mut |_| {},
+        )
+        .await
+        {
+            Ok(report) => {
+                tracing::info!(target: "audit", event = "csv_import", created = report.created, updated = report.updated, skipped = report.skipped, errors = report.error_count, interrupted = report.interrupted.is_some());
+                let status = if report.interrupted.is_some() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                json(status, &report)
+            }
+            Err(e) => json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string(), None),
+        }
+    }
+}
