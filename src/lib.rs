@@ -9,9 +9,11 @@ pub mod admin;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod devidp;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mapping;
+pub mod metrics;
 pub mod provisioning;
 pub mod saml;
 pub mod server;

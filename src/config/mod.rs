@@ -82,6 +82,8 @@ pub struct Listen {
     pub tls_cert: Option<PathBuf>,
     /// TLS key (PEM), if TLS is on.
     pub tls_key: Option<PathBuf>,
+    /// How long SIGTERM waits for in-flight requests (default 10 s).
+    pub drain_secs: u64,
 }
 
 /// This service provider.
@@ -95,6 +97,43 @@ pub struct Sp {
     pub key: Option<PKey<Private>>,
     /// Certificate (PEM) published in SP metadata.
     pub cert_pem: Option<String>,
+    /// Where the SAML endpoints live (default `/saml`).
+    pub path_prefix: String,
+    /// Sign AuthnRequests (default: when a key is configured).
+    pub sign_authn_requests: bool,
+    /// How long an AuthnRequest id stays outstanding (default 600 s).
+    pub request_ttl_secs: u64,
+}
+
+/// Sessions.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Absolute lifetime, seconds (default 8 h; capped by SessionNotOnOrAfter).
+    pub lifetime_secs: u64,
+    /// Idle timeout, seconds (default 1 h).
+    pub idle_timeout_secs: u64,
+    /// How often a session re-reads its user (deactivation takes effect within this), default 5 s.
+    pub recheck_secs: u64,
+    /// Cookie name (`__Host-` is added over TLS).
+    pub cookie_name: String,
+}
+
+/// Identity headers sent upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL of the meeting platform.
+    pub url: String,
+    /// Header name per identity field (email, first_name, last_name,
+    /// department, groups, license, vanity).
+    pub headers: Vec<(String, String)>,
+    /// Client-supplied headers starting with this (normalised) are stripped.
+    pub identity_header_prefix: String,
+    /// Peers whose X-Forwarded-For is trusted (exact IPs).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// HMAC key for the signed identity header, if any.
+    pub signed_header_key: Option<String>,
+    /// Upstream response timeout, seconds (default 60).
+    pub timeout_secs: u64,
 }
 
 /// The identity provider.
@@ -190,8 +229,12 @@ pub struct Config {
     pub provisioning: Provisioning,
     /// Store.
     pub store: StoreConfig,
-    /// Upstream base URL.
-    pub upstream: String,
+    /// Upstream and identity headers.
+    pub upstream: UpstreamConfig,
+    /// Sessions.
+    pub session: SessionConfig,
+    /// Demo mode: the test-only development IdP and demo upstream.
+    pub demo: bool,
     /// Admin bearer tokens (config plus `SAMLGATE_ADMIN_TOKENS`).
     pub admin_tokens: Vec<String>,
 }
@@ -352,6 +395,17 @@ impl Config {
             }
         });
 
+        let path_prefix = sp.path_prefix.clone().unwrap_or_else(|| "/saml".into());
+        if !path_prefix.starts_with('/') || path_prefix.ends_with('/') || path_prefix.len() < 2 {
+            p.add(
+                "sp.path_prefix",
+                "must start with '/' and not end with one, e.g. \"/saml\"",
+            );
+        }
+        if sp.sign_authn_requests == Some(true) && sp.key_file.is_none() {
+            p.add("sp.sign_authn_requests", "needs sp.key_file");
+        }
+
         // [idp]
         let idp = raw.idp.unwrap_or_default();
         let metadata = match (&idp.metadata_file, &idp.metadata_url) {
@@ -501,16 +555,116 @@ impl Config {
         };
 
         // [upstream]
-        let upstream = raw
-            .upstream
-            .and_then(|u| u.url)
-            .unwrap_or_else(|| "http://127.0.0.1:3000".into());
-        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+        let up = raw.upstream.unwrap_or_default();
+        let upstream_url = up.url.unwrap_or_else(|| "http://127.0.0.1:3000".into());
+        if !upstream_url.starts_with("http://") {
             p.add(
                 "upstream.url",
-                format!("{upstream:?} is not an http(s) URL"),
+                format!("{upstream_url:?} must be an http:// URL (the upstream sits on a trusted network)"),
             );
         }
+        let prefix = up
+            .identity_header_prefix
+            .unwrap_or_else(|| "X-Samlgate-".into());
+        if prefix.len() < 3
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            p.add(
+                "upstream.identity_header_prefix",
+                "must be 3+ characters of letters, digits and '-'",
+            );
+        }
+        const FIELDS: &[(&str, &str)] = &[
+            ("email", "Email"),
+            ("first_name", "First-Name"),
+            ("last_name", "Last-Name"),
+            ("department", "Department"),
+            ("groups", "Groups"),
+            ("license", "License"),
+            ("vanity", "Vanity"),
+        ];
+        let overrides = up.headers.unwrap_or_default();
+        for k in overrides.keys() {
+            if !FIELDS.iter().any(|(f, _)| f == k) {
+                p.add(
+                    format!("upstream.headers.{k}"),
+                    "unknown identity field (email, first_name, last_name, department, groups, license, vanity)",
+                );
+            }
+        }
+        let mut headers = Vec::new();
+        for (field, suffix) in FIELDS {
+            let name = overrides
+                .get(*field)
+                .cloned()
+                .unwrap_or_else(|| format!("{prefix}{suffix}"));
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.add(
+                    format!("upstream.headers.{field}"),
+                    format!("{name:?} is not a header name"),
+                );
+            }
+            headers.push(((*field).to_owned(), name));
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in up.trusted_proxies.unwrap_or_default().iter().enumerate() {
+            match t.parse() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => p.add(
+                    format!("upstream.trusted_proxies[{i}]"),
+                    format!("{t:?} is not an IP address"),
+                ),
+            }
+        }
+        let signed_header_key = up
+            .signed_header_key
+            .or_else(|| env("SAMLGATE_SIGNED_HEADER_KEY"));
+        if signed_header_key.as_ref().is_some_and(|k| k.len() < 32) {
+            p.add(
+                "upstream.signed_header_key",
+                "must be at least 32 characters",
+            );
+        }
+        let upstream = UpstreamConfig {
+            url: upstream_url.trim_end_matches('/').to_owned(),
+            headers,
+            identity_header_prefix: prefix,
+            trusted_proxies,
+            signed_header_key,
+            timeout_secs: up.timeout_secs.unwrap_or(60),
+        };
+
+        // [session]
+        let se = raw.session.unwrap_or_default();
+        let session = SessionConfig {
+            lifetime_secs: se.lifetime_secs.unwrap_or(8 * 3600),
+            idle_timeout_secs: se.idle_timeout_secs.unwrap_or(3600),
+            recheck_secs: se.recheck_secs.unwrap_or(5),
+            cookie_name: se.cookie_name.unwrap_or_else(|| "samlgate_session".into()),
+        };
+        if !(60..=30 * 86_400).contains(&session.lifetime_secs) {
+            p.add("session.lifetime_secs", "must be between 60 and 2592000");
+        }
+        if !(30..=session.lifetime_secs.max(30)).contains(&session.idle_timeout_secs) {
+            p.add(
+                "session.idle_timeout_secs",
+                "must be between 30 and session.lifetime_secs",
+            );
+        }
+        if !(1..=300).contains(&session.recheck_secs) {
+            p.add("session.recheck_secs", "must be between 1 and 300");
+        }
+        if session.cookie_name.is_empty()
+            || !session
+                .cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            p.add("session.cookie_name", "letters, digits, '_' and '-' only");
+        }
+        let demo = raw.demo.and_then(|d| d.enabled).unwrap_or(false);
 
         // [admin]
         let mut admin_tokens: Vec<String> = raw.admin.and_then(|a| a.tokens).unwrap_or_default();
@@ -538,12 +692,16 @@ impl Config {
                 admin: admin?,
                 tls_cert: l.tls_cert.map(|s| resolve(&s)),
                 tls_key: l.tls_key.map(|s| resolve(&s)),
+                drain_secs: l.drain_secs.unwrap_or(10),
             },
             sp: Sp {
                 entity_id: entity_id?,
                 acs_url: acs_url?,
+                sign_authn_requests: sp.sign_authn_requests.unwrap_or(key.is_some()),
                 key,
                 cert_pem,
+                path_prefix,
+                request_ttl_secs: sp.request_ttl_secs.unwrap_or(600),
             },
             idp: Idp {
                 metadata,
@@ -561,6 +719,8 @@ impl Config {
             },
             store,
             upstream,
+            session,
+            demo,
             admin_tokens,
         })
     }

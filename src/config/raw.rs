@@ -16,6 +16,23 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     pub upstream: Option<RawUpstream>,
     pub admin: Option<RawAdmin>,
+    pub session: Option<RawSession>,
+    pub demo: Option<RawDemo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub lifetime_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub recheck_secs: Option<u64>,
+    pub cookie_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +42,7 @@ pub struct RawListen {
     pub admin: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub drain_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +54,9 @@ pub struct RawSp {
     pub key_file: Option<String>,
     /// PEM certificate matching `key_file`, published in SP metadata.
     pub cert_file: Option<String>,
+    pub path_prefix: Option<String>,
+    pub sign_authn_requests: Option<bool>,
+    pub request_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +152,11 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: Option<String>,
+    pub identity_header_prefix: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub signed_header_key: Option<String>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

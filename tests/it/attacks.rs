@@ -444,3 +444,42 @@ fn mapping_rules_apply_to_verified_attributes() {
     assert_eq!(u.license, samlgate::mapping::License::Basic);
     assert_eq!(r.name_id.as_deref(), Some("opaque-5b1c9d2e"));
 }
+
+#[test]
+fn dev_idp_responses_verify() {
+    // The signer the gateway tests use produces what the verifier accepts.
+    let keys = super::support::fixtures().join("keys");
+    let idp = samlgate::devidp::DevIdp::new(
+        "https://idp.example.org/saml/idp",
+        &std::fs::read(keys.join("idp.key")).unwrap(),
+        &std::fs::read(keys.join("idp.crt")).unwrap(),
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let p = samlgate::devidp::ResponseParams {
+        name_id: "dev@example.com".into(),
+        attributes: vec![(
+            "groups".into(),
+            vec!["a".into(), "Meetings-Licensed".into()],
+        )],
+        acs_url: "https://sp.example.com/saml/acs".into(),
+        audience: "https://sp.example.com/saml/metadata".into(),
+        in_response_to: None,
+        now,
+        validity: chrono::Duration::minutes(5),
+        assertion_id: None,
+    };
+    let b64 = idp.response_b64(&p).unwrap();
+    let cfg = super::support::config("config.toml");
+    let r = samlgate::check::check_response(
+        b64.as_bytes(),
+        &cfg,
+        &[],
+        &samlgate::clock::FixedClock(now),
+    );
+    assert_eq!(r.code, None, "{:?} {:#?}", r.reason, r.trace);
+    assert_eq!(
+        r.user.unwrap().license,
+        samlgate::mapping::License::Licensed
+    );
+}

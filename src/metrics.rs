@@ -1,0 +1,162 @@
+//! Prometheus metrics, served on the admin listener. Labels stay
+//! low-cardinality: outcome and refusal code, status class; never a user,
+//! a path or an id.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Latency bucket bounds, seconds.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A cumulative histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 14],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0u64;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self
+            .counts
+            .get(BUCKETS.len())
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
+    }
+}
+
+/// Every metric the gateway keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    logins: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    proxied: Mutex<BTreeMap<u16, u64>>,
+    store_errors: AtomicU64,
+    /// Time spent verifying a SAMLResponse.
+    pub verify_latency: Histogram,
+    /// Upstream response time (headers received).
+    pub upstream_latency: Histogram,
+}
+
+impl Metrics {
+    /// Counts a login decision (`outcome` accept/reject, `code` "" on accept).
+    pub fn login(&self, outcome: &'static str, code: &'static str) {
+        if let Ok(mut m) = self.logins.lock() {
+            *m.entry((outcome, code)).or_default() += 1;
+        }
+    }
+
+    /// Counts a proxied request by status class (2, 3, 4, 5).
+    pub fn proxied(&self, status: u16) {
+        if let Ok(mut m) = self.proxied.lock() {
+            *m.entry(status / 100).or_default() += 1;
+        }
+    }
+
+    /// Counts a store error.
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP samlgate_logins_total Login decisions by outcome and refusal code.\n# TYPE samlgate_logins_total counter\n");
+        if let Ok(m) = self.logins.lock() {
+            for ((outcome, code), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "samlgate_logins_total{{outcome=\"{outcome}\",code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP samlgate_proxied_requests_total Requests proxied upstream by status class.\n# TYPE samlgate_proxied_requests_total counter\n");
+        if let Ok(m) = self.proxied.lock() {
+            for (class, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "samlgate_proxied_requests_total{{status=\"{class}xx\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP samlgate_store_errors_total Store operations that failed.\n# TYPE samlgate_store_errors_total counter\nsamlgate_store_errors_total {}",
+            self.store_errors.load(Ordering::Relaxed)
+        );
+        self.verify_latency.render(
+            &mut out,
+            "samlgate_verify_seconds",
+            "Time to verify a SAMLResponse.",
+        );
+        self.upstream_latency.render(
+            &mut out,
+            "samlgate_upstream_seconds",
+            "Upstream response time (headers).",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_text() {
+        let m = Metrics::default();
+        m.login("accept", "");
+        m.login("reject", "signature_invalid");
+        m.login("reject", "signature_invalid");
+        m.proxied(200);
+        m.proxied(502);
+        m.store_error();
+        m.verify_latency.observe(Duration::from_micros(700));
+        let text = m.render();
+        for line in [
+            "samlgate_logins_total{outcome=\"accept\",code=\"\"} 1",
+            "samlgate_logins_total{outcome=\"reject\",code=\"signature_invalid\"} 2",
+            "samlgate_proxied_requests_total{status=\"2xx\"} 1",
+            "samlgate_proxied_requests_total{status=\"5xx\"} 1",
+            "samlgate_store_errors_total 1",
+            "samlgate_verify_seconds_bucket{le=\"0.0005\"} 0",
+            "samlgate_verify_seconds_bucket{le=\"0.001\"} 1",
+            "samlgate_verify_seconds_bucket{le=\"+Inf\"} 1",
+            "samlgate_verify_seconds_count 1",
+            "samlgate_upstream_seconds_count 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}
