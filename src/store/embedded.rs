@@ -16,6 +16,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::{Ephemeral, Store, StoreError, StoreFuture, UserRecord, decode_user, encode_user};
 use crate::clock::Clock;
 
+/// redb page cache size.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const VANITY: TableDefinition<&str, &str> = TableDefinition::new("vanity");
 const EPHEMERAL: TableDefinition<&str, &[u8]> = TableDefinition::new("ephemeral");

@@ -455,7 +455,7 @@ fn dev_idp_responses_verify() {
         &std::fs::read(keys.join("idp.crt")).unwrap(),
     )
     .unwrap();
-    let now = chrono::Utc::now();
+    let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
     let p = samlgate::devidp::ResponseParams {
         name_id: "dev@example.com".into(),
         attributes: vec![(
