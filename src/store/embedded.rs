@@ -45,7 +45,11 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path)
+        // A bounded page cache: redb's default would grow to 1 GiB during a
+        // large import.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         // Create the tables once so readers never meet a missing table.
         let txn = db
