@@ -12,9 +12,11 @@ pub mod config;
 pub mod devidp;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 pub mod mapping;
 pub mod metrics;
 pub mod provisioning;
 pub mod saml;
+pub mod serve;
 pub mod server;
 pub mod store;

@@ -131,24 +131,36 @@ fn main() -> ExitCode {
             };
         }
     };
+    // The gateway logs its audit events at info; one-shot commands stay quiet.
+    let default_log = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SAMLGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
+            if let Err(code) = load(&config) {
+                return code;
+            }
+            let rt = match runtime() {
+                Ok(r) => r,
                 Err(code) => return code,
             };
-            let _ = cfg;
-            eprintln!(
-                "samlgate serve: the gateway listeners are not built yet (issue #4); `config check` and `check-response` work"
-            );
-            ExitCode::from(2)
+            match rt.block_on(samlgate::serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("samlgate: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::CheckResponse {
             config,

@@ -1,0 +1,784 @@
+//! The public listener: SAML endpoints and the authenticated reverse proxy.
+//!
+//! The request path, in order (each step can answer on its own):
+//!
+//! 1. `{prefix}/metadata`, `/login`, `/acs`, `/logout`, `/verify`: the SAML
+//!    endpoints, before any session check (they are how a session starts).
+//! 2. `/_demo-idp/...`: the test-only development IdP, only with `[demo] enabled`.
+//! 3. Session cookie → session (store, cached per replica for `recheck_secs`).
+//!    None: a browser navigation is redirected to login, anything else gets 401.
+//! 4. Strip client identity headers, inject the verified ones, forward upstream.
+
+pub mod pages;
+pub mod proxy;
+pub mod session;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use base64::Engine;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::devidp::{DevIdp, random_id};
+use crate::mapping::TraceLine;
+use crate::metrics::Metrics;
+use crate::provisioning::{self, Refusal};
+use crate::saml::{self, SamlError, VerifyContext, decode::percent_decode, xml};
+use crate::server::{Body, Handler, HandlerFuture, json_error, read_body, text};
+use crate::store::{Ephemeral, Store, StoreError};
+use pages::{esc, html, refusal};
+use session::Sessions;
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The response was refused.
+    #[error(transparent)]
+    Saml(#[from] SamlError),
+    /// The login decision refused the user.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LoginError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Saml(e) => e.code(),
+            Self::Refused(r) => r.code(),
+            Self::Store(e) => e.code(),
+        }
+    }
+
+    /// 400 malformed, 403 refused, 503 store outage.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Saml(e) if e.is_malformed() => StatusCode::BAD_REQUEST,
+            Self::Store(_) | Self::Refused(Refusal::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// The public side of one gateway process.
+pub struct Gateway {
+    config: RwLock<Arc<Config>>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    sessions: Sessions,
+    client: proxy::UpstreamClient,
+    tls: bool,
+    dev_idp: Option<DevIdp>,
+}
+
+fn tracking_id() -> String {
+    let mut b = [0u8; 8];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses `application/x-www-form-urlencoded` (or a query string).
+pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut it = p.splitn(2, |b| *b == b'=');
+            let k = percent_decode(it.next().unwrap_or_default());
+            let v = percent_decode(it.next().unwrap_or_default());
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A same-origin path to return to, or None. Refuses absolute URLs,
+/// scheme-relative `//host`, backslashes (browsers read `/\host` as a host),
+/// control characters and whitespace.
+pub fn safe_return_path(p: &str) -> Option<String> {
+    let ok = p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.contains('\\')
+        && !p.chars().any(|c| c.is_control() || c.is_whitespace())
+        && p.len() <= 2048;
+    ok.then(|| p.to_owned())
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut r = text(status, "");
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn deflate_b64(xml_text: &str) -> String {
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = enc.write_all(xml_text.as_bytes());
+    let bytes = enc.finish().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The unverified InResponseTo of a response, to look up the outstanding
+/// request before verification (verification then checks it properly).
+fn peek_in_response_to(xml_text: &str) -> Option<String> {
+    let doc = xml::parse(xml_text).ok()?;
+    if let Some(v) = doc.attr("InResponseTo") {
+        return Some(v.to_owned());
+    }
+    let mut found = None;
+    doc.walk(&mut |e, _| {
+        if found.is_none() && e.is(xml::NS_ASSERTION, "SubjectConfirmationData") {
+            found = e.attr("InResponseTo").map(str::to_owned);
+        }
+    });
+    found
+}
+
+impl Gateway {
+    /// Builds the public handler. `tls` says whether it is served over TLS
+    /// (Secure, `__Host-` cookies).
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        tls: bool,
+    ) -> Result<Self, String> {
+        let dev_idp = if config.demo {
+            let key = std::fs::read("certs/demo-idp.key")
+                .map_err(|e| format!("[demo] needs certs/demo-idp.key: {e}"))?;
+            let cert = std::fs::read("certs/demo-idp.crt")
+                .map_err(|e| format!("[demo] needs certs/demo-idp.crt: {e}"))?;
+            Some(DevIdp::new(&config.idp.metadata.entity_id, &key, &cert)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config: RwLock::new(config),
+            store,
+            clock,
+            metrics,
+            sessions: Sessions::default(),
+            client: proxy::client(),
+            tls,
+            dev_idp,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// Replaces the config (hot reload). Sessions are untouched.
+    pub fn reload(&self, new: Arc<Config>) {
+        match self.config.write() {
+            Ok(mut c) => *c = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
+    fn cookie_name(&self, cfg: &Config) -> String {
+        if self.tls {
+            format!("__Host-{}", cfg.session.cookie_name)
+        } else {
+            cfg.session.cookie_name.clone()
+        }
+    }
+
+    fn session_cookie<'a>(&self, req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    fn set_cookie(&self, r: &mut Response<Body>, cfg: &Config, value: &str, max_age: u64) {
+        let secure = if self.tls { "; Secure" } else { "" };
+        let c = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.cookie_name(cfg)
+        );
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let cfg = self.config();
+        let path = req.uri().path();
+        let prefix = cfg.sp.path_prefix.as_str();
+        if let Some(rest) = path.strip_prefix(prefix) {
+            match (req.method(), rest) {
+                (&Method::GET, "/metadata") => return self.metadata(&cfg),
+                (&Method::GET, "/login") => return self.login(&cfg, req.uri().query()).await,
+                (&Method::POST, "/acs") => return self.acs(&cfg, req, peer).await,
+                (&Method::GET | &Method::POST, "/logout") => return self.logout(&cfg, &req).await,
+                (&Method::GET, "/verify") => return self.verify(&cfg, req.uri().query()).await,
+                (_, "/metadata" | "/login" | "/acs" | "/logout" | "/verify") => {
+                    return json_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        "wrong method",
+                        None,
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(idp) = &self.dev_idp
+            && path.starts_with("/_demo-idp/")
+        {
+            return self.demo_idp(idp, &cfg, req).await;
+        }
+        self.protected(&cfg, req, peer).await
+    }
+
+    fn metadata(&self, cfg: &Config) -> Response<Body> {
+        let cert = cfg.sp.cert_pem.as_deref().map(|pem| {
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>()
+        });
+        let keys = cert
+            .map(|c| {
+                format!(
+                    "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\
+<md:KeyDescriptor use=\"encryption\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
+<md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"/><md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\
+<md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes256-cbc\"/><md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/></md:KeyDescriptor>"
+                )
+            })
+            .unwrap_or_default();
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{eid}\">\
+<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"true\" protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}\
+<md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>\
+<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>\
+<md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>\
+</md:SPSSODescriptor></md:EntityDescriptor>\n",
+            eid = esc(&cfg.sp.entity_id),
+            signed = cfg.sp.sign_authn_requests,
+            acs = esc(&cfg.sp.acs_url),
+        );
+        let mut r = text(StatusCode::OK, body);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/samlmetadata+xml"),
+        );
+        r
+    }
+
+    async fn login(&self, cfg: &Config, query: Option<&str>) -> Response<Body> {
+        let q = form_pairs(query.unwrap_or("").as_bytes());
+        let return_to = field(&q, "return_to")
+            .and_then(safe_return_path)
+            .unwrap_or_else(|| "/".into());
+        let Some(sso) = cfg.idp.metadata.redirect_sso_url() else {
+            tracing::error!("IdP metadata has no HTTP-Redirect SingleSignOnService");
+            return html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in unavailable",
+                "<p>The identity provider's metadata has no HTTP-Redirect sign-in endpoint.</p>",
+            );
+        };
+        let id = random_id();
+        let ttl = std::time::Duration::from_secs(cfg.sp.request_ttl_secs);
+        if let Err(e) = self
+            .store
+            .put_ephemeral(Ephemeral::RequestId, &id, return_to.as_bytes(), ttl)
+            .await
+        {
+            self.metrics.store_error();
+            tracing::error!(error = %e, "cannot store the AuthnRequest id");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                &tracking_id(),
+                &format!("{}/login", cfg.sp.path_prefix),
+            );
+        }
+        let now = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let request = format!(
+            "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" \
+ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\" AssertionConsumerServiceURL=\"{acs}\" \
+ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>{eid}</saml:Issuer>\
+<samlp:NameIDPolicy AllowCreate=\"true\"/></samlp:AuthnRequest>",
+            dest = esc(sso),
+            acs = esc(&cfg.sp.acs_url),
+            eid = esc(&cfg.sp.entity_id),
+        );
+        let mut qs = format!(
+            "SAMLRequest={}&RelayState={}",
+            url_encode(&deflate_b64(&request)),
+            url_encode(&id)
+        );
+        if cfg.sp.sign_authn_requests
+            && let Some(key) = &cfg.sp.key
+        {
+            qs.push_str("&SigAlg=");
+            qs.push_str(&url_encode(
+                "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            ));
+            let sig = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
+                .and_then(|mut s| {
+                    s.update(qs.as_bytes())?;
+                    s.sign_to_vec()
+                });
+            match sig {
+                Ok(sig) => {
+                    qs.push_str("&Signature=");
+                    qs.push_str(&url_encode(
+                        &base64::engine::general_purpose::STANDARD.encode(sig),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign the AuthnRequest; sending it unsigned")
+                }
+            }
+        }
+        let sep = if sso.contains('?') { '&' } else { '?' };
+        redirect(StatusCode::FOUND, &format!("{sso}{sep}{qs}"))
+    }
+
+    async fn acs(&self, cfg: &Config, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let tracking = tracking_id();
+        let limit = cfg.security.max_response_bytes.saturating_mul(2) + 16 * 1024;
+        let body = match read_body(req.into_body(), limit).await {
+            Ok(b) => b,
+            Err(_) => {
+                let e = LoginError::Saml(SamlError::TooLarge {
+                    what: "POST body",
+                    size: limit,
+                    limit,
+                });
+                return self.refuse(cfg, &e, &tracking, peer, None);
+            }
+        };
+        let form = form_pairs(&body);
+        let start = Instant::now();
+        let result = self.login_flow(cfg, &form).await;
+        self.metrics.verify_latency.observe(start.elapsed());
+        match result {
+            Ok((session_id, target, email, name_id)) => {
+                self.metrics.login("accept", "");
+                tracing::info!(target: "audit", event = "login", decision = "accept", tracking_id = %tracking,
+                    idp = %cfg.idp.metadata.entity_id, name_id = name_id.as_deref().unwrap_or(""), email = %email, remote = %peer.ip());
+                let mut r = redirect(StatusCode::SEE_OTHER, &target);
+                self.set_cookie(&mut r, cfg, &session_id, cfg.session.lifetime_secs);
+                r
+            }
+            Err(e) => self.refuse(cfg, &e, &tracking, peer, None),
+        }
+    }
+
+    fn refuse(
+        &self,
+        cfg: &Config,
+        e: &LoginError,
+        tracking: &str,
+        peer: SocketAddr,
+        name_id: Option<&str>,
+    ) -> Response<Body> {
+        let code = e.code();
+        self.metrics.login("reject", code);
+        if matches!(
+            e,
+            LoginError::Store(_) | LoginError::Refused(Refusal::Store(_))
+        ) {
+            self.metrics.store_error();
+        }
+        tracing::warn!(target: "audit", event = "login", decision = "reject", code, reason = %e, tracking_id = %tracking,
+            idp = %cfg.idp.metadata.entity_id, name_id = name_id.unwrap_or(""), remote = %peer.ip());
+        refusal(
+            e.status(),
+            code,
+            tracking,
+            &format!("{}/login", cfg.sp.path_prefix),
+        )
+    }
+
+    /// verify → request id → replay → map → provision → session.
+    async fn login_flow(
+        &self,
+        cfg: &Config,
+        form: &[(String, String)],
+    ) -> Result<(String, String, String, Option<String>), LoginError> {
+        let raw = field(form, "SAMLResponse")
+            .ok_or_else(|| SamlError::MalformedXml("no SAMLResponse in the POST".into()))?;
+        let xml_text =
+            saml::decode::decode_base64(raw.as_bytes(), cfg.security.max_response_bytes)?;
+        let mut outstanding = Vec::new();
+        if let Some(irt) = peek_in_response_to(&xml_text)
+            && self
+                .store
+                .get_ephemeral(Ephemeral::RequestId, &irt)
+                .await?
+                .is_some()
+        {
+            outstanding.push(irt);
+        }
+        let mut trace: Vec<TraceLine> = Vec::new();
+        let ctx = VerifyContext {
+            config: cfg,
+            outstanding: &outstanding,
+        };
+        let verified = saml::verify_response(&xml_text, &ctx, self.clock.as_ref(), &mut trace)?;
+        let now = self.clock.now();
+        // A solicited response consumes its request id exactly once.
+        let target = match verified.in_response_to() {
+            Some(id) => match self.store.take_ephemeral(Ephemeral::RequestId, id).await? {
+                Some(t) => String::from_utf8(t)
+                    .ok()
+                    .and_then(|t| safe_return_path(&t))
+                    .unwrap_or_else(|| "/".into()),
+                None => {
+                    return Err(SamlError::InResponseToMismatch(format!(
+                        "request {id:?} was already answered"
+                    ))
+                    .into());
+                }
+            },
+            None => field(form, "RelayState")
+                .and_then(safe_return_path)
+                .unwrap_or_else(|| "/".into()),
+        };
+        // Replay cache: remembered until the assertion could no longer be used.
+        let left = (verified.not_on_or_after() - now).num_seconds() + cfg.security.clock_skew_secs;
+        let ttl = std::time::Duration::from_secs(u64::try_from(left.max(1)).unwrap_or(1));
+        if !self
+            .store
+            .insert_ephemeral(Ephemeral::Replay, verified.assertion_id(), b"", ttl)
+            .await?
+        {
+            return Err(SamlError::Replayed(verified.assertion_id().to_owned()).into());
+        }
+        let mapped = saml::map_user(&verified, cfg, &mut trace)?;
+        let admission = provisioning::decide(self.store.as_ref(), cfg, &mapped, now, true).await?;
+        let name_id = verified.name_id().map(|n| n.value.clone());
+        let email = admission.user.email.clone();
+        let facts = session::LoginFacts {
+            name_id: name_id.clone(),
+            session_index: verified.session_index().map(str::to_owned),
+            session_not_on_or_after: verified.session_not_on_or_after(),
+        };
+        let session_id = self
+            .sessions
+            .create(self.store.as_ref(), cfg, admission.user, facts, now)
+            .await?;
+        Ok((session_id, target, email, name_id))
+    }
+
+    async fn logout(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {
+        let name = self.cookie_name(cfg);
+        if let Some(id) = self.session_cookie(req, &name)
+            && let Err(e) = self.sessions.destroy(self.store.as_ref(), id).await
+        {
+            tracing::error!(error = %e, "cannot delete the session at logout");
+        }
+        let mut r = html(
+            StatusCode::OK,
+            "Signed out",
+            &format!(
+                "<p>You are signed out of meetings. Your identity provider may still remember you.</p><p><a href=\"{}/login\">Sign in again</a></p>",
+                esc(&cfg.sp.path_prefix)
+            ),
+        );
+        self.set_cookie(&mut r, cfg, "", 0);
+        r
+    }
+
+    async fn verify(&self, cfg: &Config, query: Option<&str>) -> Response<Body> {
+        let q = form_pairs(query.unwrap_or("").as_bytes());
+        let token = field(&q, "token").unwrap_or("");
+        match provisioning::verify_token(self.store.as_ref(), token, self.clock.now()).await {
+            Ok(Some(u)) => {
+                tracing::info!(target: "audit", event = "email_verified", email = %u.email);
+                html(
+                    StatusCode::OK,
+                    "Email verified",
+                    &format!(
+                        "<p>Thank you: {} is verified.</p><p><a href=\"{}/login\">Sign in</a></p>",
+                        esc(&u.email),
+                        esc(&cfg.sp.path_prefix)
+                    ),
+                )
+            }
+            Ok(None) => html(
+                StatusCode::BAD_REQUEST,
+                "Link not valid",
+                "<p>This verification link is unknown, already used or expired. Sign in again to receive a new one, or ask your administrator.</p>",
+            ),
+            Err(e) => refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                &tracking_id(),
+                &format!("{}/login", cfg.sp.path_prefix),
+            ),
+        }
+    }
+
+    async fn protected(
+        &self,
+        cfg: &Config,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let name = self.cookie_name(cfg);
+        let now = self.clock.now();
+        let session = match self.session_cookie(&req, &name) {
+            Some(id) => match self.sessions.load(self.store.as_ref(), cfg, id, now).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.metrics.store_error();
+                    tracing::error!(error = %e, "session lookup failed");
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        e.code(),
+                        "sessions are temporarily unavailable",
+                        None,
+                    );
+                }
+            },
+            None => None,
+        };
+        let Some(session) = session else {
+            return self.unauthenticated(cfg, &req);
+        };
+        let cookie_names = [name.as_str(), cfg.session.cookie_name.as_str()];
+        proxy::forward(
+            &self.client,
+            cfg,
+            &self.metrics,
+            req,
+            peer,
+            self.tls,
+            &session.user,
+            &cookie_names,
+            now.timestamp(),
+        )
+        .await
+    }
+
+    fn unauthenticated(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {
+        let h = req.headers();
+        let accepts_html = h
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        let navigate = h.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) == Some("navigate");
+        let xhr = h.contains_key("x-requested-with");
+        let login = format!("{}/login", cfg.sp.path_prefix);
+        if matches!(*req.method(), Method::GET | Method::HEAD) && (accepts_html || navigate) && !xhr
+        {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            return redirect(
+                StatusCode::FOUND,
+                &format!("{login}?return_to={}", url_encode(path)),
+            );
+        }
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in first",
+            None,
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("SAML login=\"{login}\"")) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    }
+
+    async fn demo_idp(&self, idp: &DevIdp, cfg: &Config, req: Request<Incoming>) -> Response<Body> {
+        let users = [
+            ("alice@example.com", "Alice", "Liddell", "Meetings-Licensed"),
+            ("bob@example.com", "Bob", "Builder", "Staff"),
+            ("carol@partner.org", "Carol", "Danvers", "Partners"),
+        ];
+        let path = req.uri().path().to_owned();
+        let banner = "<p class=\"muted\"><strong>Development IdP: TEST ONLY.</strong> Its keys are public; never trust it outside a demo.</p>";
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/_demo-idp/sso") => {
+                let q = form_pairs(req.uri().query().unwrap_or("").as_bytes());
+                let request_id = field(&q, "SAMLRequest")
+                    .and_then(|r| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(r.as_bytes())
+                            .ok()
+                    })
+                    .and_then(|d| {
+                        let mut s = String::new();
+                        std::io::Read::read_to_string(
+                            &mut std::io::Read::take(
+                                flate2::read::DeflateDecoder::new(d.as_slice()),
+                                64 * 1024,
+                            ),
+                            &mut s,
+                        )
+                        .ok()?;
+                        xml::parse(&s).ok()?.attr("ID").map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                let relay = field(&q, "RelayState").unwrap_or("");
+                let options: String = users
+                    .iter()
+                    .map(|(e, f, l, g)| {
+                        format!("<option value=\"{e}\">{f} {l} &lt;{e}&gt; ({g})</option>")
+                    })
+                    .collect();
+                html(
+                    StatusCode::OK,
+                    "Demo identity provider",
+                    &format!(
+                        "{banner}<form method=\"post\" action=\"/_demo-idp/login\"><p><label>User <select name=\"user\">{options}</select></label></p>\
+<p><label>Password <input type=\"password\" name=\"password\" value=\"demo\"></label> (every demo user's password is <code>demo</code>)</p>\
+<input type=\"hidden\" name=\"request_id\" value=\"{}\"><input type=\"hidden\" name=\"relay\" value=\"{}\"><button type=\"submit\">Sign in</button></form>",
+                        esc(&request_id),
+                        esc(relay)
+                    ),
+                )
+            }
+            (Method::POST, "/_demo-idp/login") => {
+                let body = match read_body(req.into_body(), 16 * 1024).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let f = form_pairs(&body);
+                let Some((email, first, last, group)) =
+                    users.iter().find(|u| Some(u.0) == field(&f, "user"))
+                else {
+                    return html(StatusCode::BAD_REQUEST, "Unknown user", banner);
+                };
+                if field(&f, "password") != Some("demo") {
+                    return html(
+                        StatusCode::FORBIDDEN,
+                        "Wrong password",
+                        &format!("{banner}<p>The demo password is <code>demo</code>.</p>"),
+                    );
+                }
+                let irt = field(&f, "request_id")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned);
+                let params = crate::devidp::ResponseParams {
+                    name_id: (*email).to_owned(),
+                    attributes: vec![
+                        ("email".into(), vec![(*email).to_owned()]),
+                        ("firstName".into(), vec![(*first).to_owned()]),
+                        ("lastName".into(), vec![(*last).to_owned()]),
+                        (
+                            "groups".into(),
+                            vec![(*group).to_owned(), "Everyone".into()],
+                        ),
+                    ],
+                    acs_url: cfg.sp.acs_url.clone(),
+                    audience: cfg.sp.entity_id.clone(),
+                    in_response_to: irt,
+                    now: self.clock.now(),
+                    validity: chrono::Duration::minutes(5),
+                    assertion_id: None,
+                };
+                match idp.response_b64(&params) {
+                    Ok(b64) => pages::post_form(
+                        &cfg.sp.acs_url,
+                        &[
+                            ("SAMLResponse", &b64),
+                            ("RelayState", field(&f, "relay").unwrap_or("")),
+                        ],
+                    ),
+                    Err(e) => html(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Demo IdP error",
+                        &esc(&e),
+                    ),
+                }
+            }
+            _ => html(StatusCode::NOT_FOUND, "Not found", banner),
+        }
+    }
+}
+
+impl Handler for Gateway {
+    fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> HandlerFuture {
+        Box::pin(async move { self.route(req, peer).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths() {
+        assert_eq!(
+            safe_return_path("/meetings/42?x=1").as_deref(),
+            Some("/meetings/42?x=1")
+        );
+        for bad in [
+            "https://evil.example",
+            "//evil.example/x",
+            "/\\evil.example",
+            "evil",
+            "/a b",
+            "/a\r\nb",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(safe_return_path(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn url_encoding_round_trips() {
+        let s = "/a b?c=d&e=ü";
+        assert_eq!(
+            String::from_utf8(percent_decode(url_encode(s).as_bytes())).unwrap(),
+            s
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The reverse proxy: strip, then inject. Every client-supplied header that
+//! could pass for an identity header is removed (names compared after
+//! lowercasing and treating `_` as `-`), hop-by-hop headers are dropped,
+//! the gateway's own cookie is removed, `X-Forwarded-*` are set, and the
+//! verified identity is added. Bodies stream both ways; WebSocket upgrades
+//! are spliced once the upstream answers 101.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::{Body, BoxError, json_error};
+use crate::store::UserRecord;
+
+/// The pooled upstream client.
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// A pooled HTTP/1.1 client for the upstream.
+pub fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Lowercase, `_` → `-`: how identity header names are compared.
+pub fn normalise(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Removes hop-by-hop headers (and those the Connection header names).
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for n in named {
+        if keep_upgrade && n == "upgrade" {
+            continue;
+        }
+        h.remove(n.as_str());
+    }
+    for n in HOP_BY_HOP {
+        if keep_upgrade && (*n == "upgrade" || *n == "connection") {
+            continue;
+        }
+        h.remove(*n);
+    }
+}
+
+/// Removes every header that could impersonate an identity header: the
+/// configured names and anything under the configured prefix, compared
+/// after normalisation. Returns how many were removed.
+pub fn strip_identity(h: &mut HeaderMap, cfg: &Config) -> usize {
+    let prefix = normalise(&cfg.upstream.identity_header_prefix);
+    let names: Vec<String> = cfg
+        .upstream
+        .headers
+        .iter()
+        .map(|(_, n)| normalise(n))
+        .collect();
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            let n = normalise(k.as_str());
+            n.starts_with(&prefix) || names.contains(&n)
+        })
+        .cloned()
+        .collect();
+    let count = doomed.len();
+    for k in doomed {
+        h.remove(k);
+    }
+    count
+}
+
+/// Header value from arbitrary text: control characters become spaces.
+fn value(s: &str) -> Option<HeaderValue> {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    HeaderValue::from_bytes(clean.trim().as_bytes()).ok()
+}
+
+/// Adds the identity headers (and the signed one when configured).
+fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64) {
+    let mut signed_parts = Vec::new();
+    for (field, name) in &cfg.upstream.headers {
+        let v = match field.as_str() {
+            "email" => user.email.clone(),
+            "first_name" => user.first_name.clone(),
+            "last_name" => user.last_name.clone(),
+            "department" => user.department.clone(),
+            "groups" => user.groups.join(","),
+            "license" => user.license.as_str().to_owned(),
+            "vanity" => user.vanity.clone().unwrap_or_default(),
+            _ => continue,
+        };
+        signed_parts.push(v.clone());
+        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(name.as_bytes()), value(&v)) {
+            h.insert(n, v);
+        }
+    }
+    if let Some(key) = &cfg.upstream.signed_header_key {
+        // t=<unix>,v1=<hex HMAC-SHA256(key, t \n email \n first \n ... \n vanity)>
+        let msg = format!("{now}\n{}", signed_parts.join("\n"));
+        if let Some(mac) = hmac_sha256(key.as_bytes(), msg.as_bytes()) {
+            let name = format!("{}Signature", cfg.upstream.identity_header_prefix);
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&format!("t={now},v1={mac}")),
+            ) {
+                h.insert(n, v);
+            }
+        }
+    }
+}
+
+/// HMAC-SHA256 as hex.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Option<String> {
+    let pkey = openssl::pkey::PKey::hmac(key).ok()?;
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey).ok()?;
+    signer.update(msg).ok()?;
+    let mac = signer.sign_to_vec().ok()?;
+    Some(mac.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Removes the gateway's session cookie from the Cookie header(s).
+fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("");
+            !c.is_empty() && !cookie_names.contains(&name)
+        })
+        .map(str::to_owned)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+/// Forwards `req` for `user` to the upstream.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    client: &UpstreamClient,
+    cfg: &Config,
+    metrics: &Metrics,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+    user: &UserRecord,
+    cookie_names: &[&str],
+    now: i64,
+) -> Response<Body> {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = match format!("{}{}", cfg.upstream.url, path).parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "the request path is not valid",
+                None,
+            );
+        }
+    };
+    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h, is_upgrade);
+    let stripped = strip_identity(h, cfg);
+    if stripped > 0 {
+        tracing::warn!(target: "security", event = "identity_header_stripped", count = stripped, remote = %peer.ip(), "client sent identity headers; removed");
+    }
+    strip_cookie(h, cookie_names);
+    // X-Forwarded-*: appended to only when the peer is a trusted proxy.
+    let trusted = cfg.upstream.trusted_proxies.contains(&peer.ip());
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
+        _ => peer.ip().to_string(),
+    };
+    if !trusted {
+        h.remove("x-forwarded-proto");
+        h.remove("x-forwarded-host");
+        h.remove("forwarded");
+    }
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
+    }
+    if let Some(host) = host.clone()
+        && !h.contains_key("x-forwarded-host")
+    {
+        h.insert("x-forwarded-host", host);
+    }
+    h.remove(header::HOST);
+    inject_identity(h, cfg, user, now);
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, body);
+
+    let start = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(cfg.upstream.timeout_secs),
+        client.request(upstream_req),
+    )
+    .await;
+    metrics.upstream_latency.observe(start.elapsed());
+    let mut resp = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            metrics.proxied(502);
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the meeting platform did not answer",
+                None,
+            );
+        }
+        Err(_) => {
+            metrics.proxied(504);
+            return json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the meeting platform took too long",
+                None,
+            );
+        }
+    };
+    metrics.proxied(resp.status().as_u16());
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match (client_upgrade.await, upstream_upgrade.await) {
+                (Ok(c), Ok(u)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                (c, u) => tracing::debug!(
+                    client = c.is_ok(),
+                    upstream = u.is_ok(),
+                    "websocket upgrade failed"
+                ),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, crate::server::full(""));
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_stripped_whatever_their_spelling() {
+        let cfg = crate::config::Config::from_toml(
+            "[sp]\nentity_id=\"https://sp\"\nacs_url=\"https://sp/saml/acs\"\n[idp]\nmetadata_file=\"tests/fixtures/idp-metadata.xml\"\n[upstream]\nheaders = { email = \"X-User\" }\n",
+            std::path::Path::new("."),
+            &|_| None,
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-samlgate-email", "a"),
+            ("X_Samlgate_Email", "b"),
+            ("x-samlgate-whatever", "c"),
+            ("x_user", "d"),
+            ("X-User", "e"),
+            ("x-other", "keep"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        assert_eq!(strip_identity(&mut h, &cfg), 5);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-other"));
+    }
+
+    #[test]
+    fn cookie_is_removed_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; samlgate_session=secret; b=2"),
+        );
+        strip_cookie(&mut h, &["samlgate_session"]);
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-ok", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_header() {
+        assert_eq!(value("a\r\nInjected: yes").unwrap(), "a  Injected: yes");
+    }
+}

@@ -1,0 +1,190 @@
+//! Sessions: 256-bit random ids in the store (keyed by their SHA-256, so a
+//! store dump holds no usable id), an absolute lifetime capped by the
+//! assertion's SessionNotOnOrAfter, a sliding idle timeout, and a periodic
+//! re-check of the user: a deactivated or deleted user loses every session
+//! within `session.recheck_secs` (default 5 s) on every replica.
+//!
+//! Each replica keeps a small in-memory cache of recently seen sessions for
+//! at most `recheck_secs`, so a session check costs no store round trip on
+//! most requests; a logout on one replica therefore reaches the others
+//! within `recheck_secs` too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::provisioning::token_hash;
+use crate::store::{Ephemeral, Store, StoreError, UserRecord, UserStatus};
+
+/// Most sessions cached per replica.
+const CACHE_MAX: usize = 100_000;
+
+/// What a session holds (as JSON in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionData {
+    /// The user's email.
+    pub email: String,
+    /// The user as of the last check (identity headers come from here).
+    pub user: UserRecord,
+    /// NameID of the login.
+    pub name_id: Option<String>,
+    /// AuthnStatement SessionIndex.
+    pub session_index: Option<String>,
+    /// Unix seconds: created.
+    pub created: i64,
+    /// Unix seconds: absolute end.
+    pub expires: i64,
+    /// Unix seconds: last refresh of the idle timeout.
+    pub touched: i64,
+}
+
+/// What the login contributes to a session.
+#[derive(Debug, Clone, Default)]
+pub struct LoginFacts {
+    /// NameID.
+    pub name_id: Option<String>,
+    /// AuthnStatement SessionIndex.
+    pub session_index: Option<String>,
+    /// AuthnStatement SessionNotOnOrAfter: caps the session.
+    pub session_not_on_or_after: Option<DateTime<Utc>>,
+}
+
+/// Session management for one gateway process.
+#[derive(Default)]
+pub struct Sessions {
+    cache: Mutex<HashMap<String, (SessionData, Instant)>>,
+}
+
+/// A new random session id (32 bytes, base64url).
+pub fn new_session_id() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn ttl(data: &SessionData, cfg: &Config, now: i64) -> Duration {
+    let idle = i64::try_from(cfg.session.idle_timeout_secs).unwrap_or(i64::MAX);
+    let left = (data.expires - now).min(idle).max(1);
+    Duration::from_secs(u64::try_from(left).unwrap_or(1))
+}
+
+impl Sessions {
+    /// Creates a session; returns its id (the cookie value).
+    pub async fn create(
+        &self,
+        store: &dyn Store,
+        cfg: &Config,
+        user: UserRecord,
+        login: LoginFacts,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let LoginFacts {
+            name_id,
+            session_index,
+            session_not_on_or_after,
+        } = login;
+        let id = new_session_id();
+        let n = now.timestamp();
+        let mut expires = n + i64::try_from(cfg.session.lifetime_secs).unwrap_or(i64::MAX / 2);
+        if let Some(cap) = session_not_on_or_after {
+            expires = expires.min(cap.timestamp());
+        }
+        let data = SessionData {
+            email: user.email.clone(),
+            user,
+            name_id,
+            session_index,
+            created: n,
+            expires,
+            touched: n,
+        };
+        let json = serde_json::to_vec(&data).unwrap_or_default();
+        store
+            .put_ephemeral(
+                Ephemeral::Session,
+                &token_hash(&id),
+                &json,
+                ttl(&data, cfg, n),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// The live session for `id`, re-checking the user and refreshing the
+    /// idle timeout when due. `None` when absent, expired or revoked.
+    pub async fn load(
+        &self,
+        store: &dyn Store,
+        cfg: &Config,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SessionData>, StoreError> {
+        let key = token_hash(id);
+        let n = now.timestamp();
+        let recheck = Duration::from_secs(cfg.session.recheck_secs);
+        if let Ok(cache) = self.cache.lock()
+            && let Some((data, at)) = cache.get(&key)
+            && at.elapsed() < recheck
+            && data.expires > n
+        {
+            return Ok(Some(data.clone()));
+        }
+        let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
+            self.forget(&key);
+            return Ok(None);
+        };
+        let Ok(mut data) = serde_json::from_slice::<SessionData>(&raw) else {
+            store.delete_ephemeral(Ephemeral::Session, &key).await?;
+            return Ok(None);
+        };
+        if data.expires <= n {
+            store.delete_ephemeral(Ephemeral::Session, &key).await?;
+            self.forget(&key);
+            return Ok(None);
+        }
+        // Re-check the user: deleted or not active ends the session.
+        match store.get_user(&data.email).await? {
+            Some(u) if u.status == UserStatus::Active => data.user = u,
+            _ => {
+                store.delete_ephemeral(Ephemeral::Session, &key).await?;
+                self.forget(&key);
+                return Ok(None);
+            }
+        }
+        // Refresh the idle timeout at most every minute (and at least twice
+        // per idle period).
+        let touch_every = i64::try_from((cfg.session.idle_timeout_secs / 2).min(60)).unwrap_or(60);
+        if n - data.touched >= touch_every {
+            data.touched = n;
+            let json = serde_json::to_vec(&data).unwrap_or_default();
+            store
+                .put_ephemeral(Ephemeral::Session, &key, &json, ttl(&data, cfg, n))
+                .await?;
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key, (data.clone(), Instant::now()));
+        }
+        Ok(Some(data))
+    }
+
+    /// Ends a session.
+    pub async fn destroy(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
+        let key = token_hash(id);
+        self.forget(&key);
+        store.delete_ephemeral(Ephemeral::Session, &key).await
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(key);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `samlgate serve`: opens the store, starts the public and admin listeners
+//! (and, in demo mode, the demo upstream), and handles signals:
+//! SIGTERM stops accepting and drains in-flight requests for up to
+//! `listen.drain_secs`; SIGINT stops at once; SIGHUP reloads the config
+//! (mapping rules, IdP metadata, security and session settings) without
+//! dropping sessions, keeping the old config when the new one is invalid.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::gateway::pages::{esc, html};
+use crate::metrics::Metrics;
+use crate::server::{Handler, HandlerFuture, serve};
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The config key.
+        key: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Anything else at start-up.
+    #[error("{0}")]
+    Other(String),
+}
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, key, source })
+}
+
+/// The demo upstream: a page showing the identity headers it received.
+struct DemoUpstream;
+
+impl Handler for DemoUpstream {
+    fn call(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> HandlerFuture {
+        Box::pin(async move {
+            let rows: String = req
+                .headers()
+                .iter()
+                .filter(|(k, _)| {
+                    k.as_str().starts_with("x-samlgate-") || k.as_str().starts_with("x-forwarded-")
+                })
+                .map(|(k, v)| {
+                    format!(
+                        "<tr><td><code>{}</code></td><td>{}</td></tr>",
+                        esc(k.as_str()),
+                        esc(&String::from_utf8_lossy(v.as_bytes()))
+                    )
+                })
+                .collect();
+            html(
+                StatusCode::OK,
+                "Demo meeting platform",
+                &format!(
+                    "<p>You reached <code>{}</code> through samlgate. The platform received these identity headers:</p>\
+<table>{rows}</table><p><a href=\"/saml/logout\">Sign out</a></p>",
+                    esc(req.uri().path())
+                ),
+            )
+        })
+    }
+}
+
+/// Runs the gateway until a signal stops it.
+pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
+    let cfg = Arc::new(Config::load(&config_path).map_err(|e| ServeError::Other(e.to_string()))?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = crate::store::open(&cfg.store, Arc::clone(&clock)).await?;
+    if let Err(e) = store.ping().await {
+        tracing::warn!(error = %e, "store not reachable at start; logins fail closed until it is");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let public = bind(cfg.listen.public, "listen.public").await?;
+    let admin_listener = bind(cfg.listen.admin, "listen.admin").await?;
+    if cfg.listen.tls_cert.is_some() {
+        return Err(ServeError::Other("listen.tls_cert: TLS termination is not built yet; terminate TLS in front of samlgate for now".into()));
+    }
+    let gateway = Arc::new(
+        Gateway::new(
+            Arc::clone(&cfg),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            false,
+        )
+        .map_err(ServeError::Other)?,
+    );
+    let m = Arc::clone(&metrics);
+    let admin = Arc::new(Admin {
+        config: Arc::clone(&cfg),
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        metrics: Arc::new(move || m.render()),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain = Duration::from_secs(cfg.listen.drain_secs);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve(
+        public,
+        Arc::clone(&gateway) as Arc<dyn Handler>,
+        stop_rx.clone(),
+        drain,
+    )));
+    tasks.push(tokio::spawn(serve(
+        admin_listener,
+        admin,
+        stop_rx.clone(),
+        drain,
+    )));
+    if cfg.demo {
+        let addr: SocketAddr = cfg
+            .upstream
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|_| ServeError::Other("[demo] needs upstream.url as http://IP:PORT".into()))?;
+        let l = bind(addr, "upstream.url").await?;
+        tasks.push(tokio::spawn(serve(
+            l,
+            Arc::new(DemoUpstream),
+            stop_rx.clone(),
+            drain,
+        )));
+        tracing::warn!(
+            "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
+        );
+    }
+    tracing::info!(public = %cfg.listen.public, admin = %cfg.listen.admin, store = ?cfg.store, "samlgate listening");
+    eprintln!(
+        "samlgate listening on http://{} (admin on http://{}); open http://{}/ in a browser",
+        cfg.listen.public, cfg.listen.admin, cfg.listen.public
+    );
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Other(e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Other(e.to_string()))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| ServeError::Other(e.to_string()))?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(drain_secs = drain.as_secs(), "SIGTERM: draining");
+                let _ = stop_tx.send(true);
+                for t in tasks {
+                    let _ = t.await;
+                }
+                tracing::info!("drained; bye");
+                return Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping now");
+                return Ok(());
+            }
+            _ = hup.recv() => reload(&config_path, &gateway, &cfg),
+        }
+    }
+}
+
+fn reload(path: &Path, gateway: &Gateway, started: &Config) {
+    match Config::load(path) {
+        Ok(new) => {
+            if new.listen.public != started.listen.public
+                || new.listen.admin != started.listen.admin
+                || new.store != started.store
+            {
+                tracing::warn!(
+                    "SIGHUP: listener and store changes need a restart; they are ignored"
+                );
+            }
+            tracing::info!(idp = %new.idp.metadata.entity_id, certs = new.idp.metadata.signing_certs.len(), rules = new.mapping.rules.len(), "SIGHUP: config reloaded");
+            gateway.reload(Arc::new(new));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the old one")
+        }
+    }
+}
