@@ -14,6 +14,7 @@ mod config;
 mod corpus;
 mod csv_import;
 mod fuzz_replay;
+mod gateway;
 mod http_support;
 mod provisioning;
 mod redis_support;

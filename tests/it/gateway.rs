@@ -1,0 +1,719 @@
+//! The gateway over real sockets: SP- and IdP-initiated logins, sessions,
+//! the proxy and its identity headers, replay, open redirects, revocation,
+//! WebSockets, two replicas on one Redis.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use samlgate::clock::Clock;
+use samlgate::config::{Config, ProvisioningMode};
+use samlgate::devidp::{DevIdp, ResponseParams};
+use samlgate::gateway::Gateway;
+use samlgate::metrics::Metrics;
+use samlgate::server::{Handler, HandlerFuture, json, serve};
+use samlgate::store::embedded::EmbeddedStore;
+use samlgate::store::redis::RedisStore;
+use samlgate::store::{Store, UserStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::http_support::{Reply, request};
+use super::redis_support::{RedisServer, standalone, unique_prefix};
+use super::support::{config, fixtures};
+
+/// A clock tests can move.
+pub struct TestClock(Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(samlgate::clock::SystemClock.now())))
+    }
+    pub fn advance(&self, d: chrono::Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// An upstream that answers with the headers it received (as JSON), echoes
+/// WebSocket-style upgrades byte for byte, and sleeps on `/slow`.
+pub struct EchoUpstream;
+
+impl Handler for EchoUpstream {
+    fn call(self: Arc<Self>, mut req: Request<Incoming>, _peer: SocketAddr) -> HandlerFuture {
+        Box::pin(async move {
+            if req.headers().contains_key(http::header::UPGRADE) {
+                let up = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(io) = up.await {
+                        let mut io = hyper_util::rt::TokioIo::new(io);
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = io.read(&mut buf).await {
+                            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+                let mut r = Response::new(samlgate::server::full(""));
+                *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                r.headers_mut()
+                    .insert(http::header::UPGRADE, "websocket".parse().unwrap());
+                r.headers_mut()
+                    .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+                return r;
+            }
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+                    )
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "path": req.uri().to_string(), "headers": headers }),
+            )
+        })
+    }
+}
+
+pub async fn spawn(handler: Arc<dyn Handler>) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(l, handler, rx, Duration::from_secs(2)));
+    (addr, tx)
+}
+
+pub fn idp() -> DevIdp {
+    let k = fixtures().join("keys");
+    DevIdp::new(
+        "https://idp.example.org/saml/idp",
+        &std::fs::read(k.join("idp.key")).unwrap(),
+        &std::fs::read(k.join("idp.crt")).unwrap(),
+    )
+    .unwrap()
+}
+
+pub struct Gw {
+    pub base: String,
+    pub cfg: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<TestClock>,
+    pub gateway: Arc<Gateway>,
+    _guards: Vec<tokio::sync::watch::Sender<bool>>,
+    _dir: tempfile::TempDir,
+    _store_dir: Option<tempfile::TempDir>,
+}
+
+pub async fn gateway_with(
+    store: Arc<dyn Store>,
+    clock: Arc<TestClock>,
+    tune: impl FnOnce(&mut Config),
+) -> Gw {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, g1) = spawn(Arc::new(EchoUpstream)).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut cfg = config("config.toml");
+    cfg.sp.acs_url = format!("http://{addr}/saml/acs");
+    cfg.upstream.url = format!("http://{up}");
+    cfg.provisioning.outbox_dir = dir.path().join("outbox");
+    cfg.session.recheck_secs = 1;
+    tune(&mut cfg);
+    let cfg = Arc::new(cfg);
+    let gateway = Arc::new(
+        Gateway::new(
+            Arc::clone(&cfg),
+            Arc::clone(&store),
+            clock.clone(),
+            Arc::new(Metrics::default()),
+            false,
+        )
+        .unwrap(),
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(
+        l,
+        Arc::clone(&gateway) as Arc<dyn Handler>,
+        rx,
+        Duration::from_secs(2),
+    ));
+    Gw {
+        base: format!("http://{addr}"),
+        cfg,
+        store,
+        clock,
+        gateway,
+        _guards: vec![g1, tx],
+        _dir: dir,
+        _store_dir: None,
+    }
+}
+
+pub async fn gateway(tune: impl FnOnce(&mut Config)) -> Gw {
+    let clock = TestClock::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("s.db"), clock.clone()).unwrap());
+    let mut g = gateway_with(store, clock, tune).await;
+    g._store_dir = Some(dir);
+    g
+}
+
+impl Gw {
+    pub fn params(&self, email: &str, in_response_to: Option<String>) -> ResponseParams {
+        ResponseParams {
+            name_id: email.into(),
+            attributes: vec![
+                ("email".into(), vec![email.into()]),
+                ("firstName".into(), vec!["Alice".into()]),
+                ("groups".into(), vec!["Meetings-Licensed".into()]),
+            ],
+            acs_url: self.cfg.sp.acs_url.clone(),
+            audience: self.cfg.sp.entity_id.clone(),
+            in_response_to,
+            now: self.clock.now(),
+            validity: chrono::Duration::minutes(5),
+            assertion_id: None,
+        }
+    }
+
+    pub async fn post_acs(&self, b64: &str, relay: Option<&str>) -> Reply {
+        let mut body = format!("SAMLResponse={}", samlgate::gateway::url_encode(b64));
+        if let Some(r) = relay {
+            body.push_str(&format!("&RelayState={}", samlgate::gateway::url_encode(r)));
+        }
+        request(
+            Method::POST,
+            &format!("{}/saml/acs", self.base),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        request(Method::GET, &format!("{}{path}", self.base), headers, "").await
+    }
+
+    /// IdP-initiated login; returns the cookie pair `name=value`.
+    pub async fn login(&self, email: &str) -> String {
+        let b64 = idp().response_b64(&self.params(email, None)).unwrap();
+        let r = self.post_acs(&b64, None).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        cookie_of(&r)
+    }
+}
+
+pub fn cookie_of(r: &Reply) -> String {
+    let c = r.header("set-cookie").expect("a session cookie");
+    c.split(';').next().unwrap().to_owned()
+}
+
+fn code_in_page(r: &Reply) -> String {
+    let t = r.text();
+    t.split("Code: <code>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sp_initiated_login_end_to_end() {
+    let g = gateway(|_| {}).await;
+    // 1. a browser without a session is sent to login, keeping its path
+    let r = g
+        .get("/meetings/42?tab=chat", &[("accept", "text/html")])
+        .await;
+    assert_eq!(r.status, 302);
+    let login = r.header("location").unwrap().to_owned();
+    assert_eq!(login, "/saml/login?return_to=%2Fmeetings%2F42%3Ftab%3Dchat");
+    // 2. login redirects to the IdP with a signed AuthnRequest
+    let r = g.get(&login, &[]).await;
+    assert_eq!(r.status, 302);
+    let loc = r.header("location").unwrap().to_owned();
+    assert!(
+        loc.starts_with("https://idp.example.org/saml/sso?SAMLRequest="),
+        "{loc}"
+    );
+    let q = loc.split_once('?').unwrap().1;
+    let pairs = samlgate::gateway::form_pairs(q.as_bytes());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(get("SAMLRequest"))
+        .unwrap();
+    let mut xml = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::DeflateDecoder::new(deflated.as_slice()),
+        &mut xml,
+    )
+    .unwrap();
+    assert!(xml.contains(&format!(
+        "AssertionConsumerServiceURL=\"{}\"",
+        g.cfg.sp.acs_url
+    )));
+    let doc = samlgate::saml::xml::parse(&xml).unwrap();
+    let id = doc.attr("ID").unwrap().to_owned();
+    assert!(id.len() >= 33, "request ids carry 128 random bits: {id}");
+    // the redirect signature verifies with the SP certificate
+    let signed = q.split("&Signature=").next().unwrap();
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(get("Signature"))
+        .unwrap();
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(fixtures().join("keys/sp.crt")).unwrap())
+            .unwrap();
+    let pk = cert.public_key().unwrap();
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &pk).unwrap();
+    v.update(signed.as_bytes()).unwrap();
+    assert!(v.verify(&sig).unwrap(), "AuthnRequest redirect signature");
+    // 3. the IdP answers; the ACS creates a session and returns to the page
+    let b64 = idp()
+        .response_b64(&g.params("alice@example.com", Some(id.clone())))
+        .unwrap();
+    let r = g.post_acs(&b64, Some(&get("RelayState"))).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/meetings/42?tab=chat"));
+    let set = r.header("set-cookie").unwrap();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"), "no Secure flag over plain http");
+    let cookie = cookie_of(&r);
+    // 4. the session reaches the upstream with identity headers; spoofs are stripped
+    let r = g
+        .get(
+            "/meetings/42",
+            &[
+                ("cookie", &format!("theme=dark; {cookie}")),
+                ("x-samlgate-email", "ceo@example.com"),
+                ("X_Samlgate_License", "on_prem"),
+                ("x-samlgate-anything", "x"),
+                ("x-forwarded-for", "6.6.6.6"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-samlgate-email"], "alice@example.com");
+    assert_eq!(h["x-samlgate-license"], "licensed");
+    assert_eq!(h["x-samlgate-vanity"], "alice");
+    assert!(h.get("x-samlgate-anything").is_none());
+    assert!(h.get("x_samlgate_license").is_none());
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "client XFF is not trusted by default"
+    );
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(
+        h["cookie"], "theme=dark",
+        "the session cookie never reaches the upstream"
+    );
+    // 5. the same response again: the request id is spent
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_initiated_login_and_relay_state_is_never_an_open_redirect() {
+    let g = gateway(|_| {}).await;
+    for (relay, want) in [
+        (Some("/room/7"), "/room/7"),
+        (Some("https://evil.example/phish"), "/"),
+        (Some("//evil.example/phish"), "/"),
+        (Some("/\\evil.example"), "/"),
+        (None, "/"),
+    ] {
+        let b64 = idp()
+            .response_b64(&g.params("alice@example.com", None))
+            .unwrap();
+        let r = g.post_acs(&b64, relay).await;
+        assert_eq!(r.status, 303);
+        assert_eq!(r.header("location"), Some(want), "{relay:?}");
+    }
+    // login?return_to= is filtered the same way
+    for bad in ["https://evil.example", "//evil.example", "/%5Cevil"] {
+        let r = g
+            .get(
+                &format!(
+                    "/saml/login?return_to={}",
+                    samlgate::gateway::url_encode(bad)
+                ),
+                &[],
+            )
+            .await;
+        let loc = r.header("location").unwrap();
+        let relay = samlgate::gateway::form_pairs(loc.split_once('?').unwrap().1.as_bytes())
+            .into_iter()
+            .find(|(k, _)| k == "RelayState")
+            .unwrap()
+            .1;
+        let b64 = idp()
+            .response_b64(&g.params("alice@example.com", Some(relay.clone())))
+            .unwrap();
+        let r = g.post_acs(&b64, Some(&relay)).await;
+        let want = if bad == "/%5Cevil" { "/%5Cevil" } else { "/" };
+        assert_eq!(r.header("location"), Some(want), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_assertion_is_refused() {
+    let g = gateway(|_| {}).await;
+    let b64 = idp()
+        .response_b64(&g.params("alice@example.com", None))
+        .unwrap();
+    assert_eq!(g.post_acs(&b64, None).await.status, 303);
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(code_in_page(&r), "replayed");
+    assert!(
+        r.header("set-cookie").is_none(),
+        "a refusal sets no session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_have_codes_statuses_and_no_session() {
+    let g = gateway(|_| {}).await;
+    let r = g.post_acs("!!!not-base64", None).await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (400, "malformed_base64")
+    );
+    let mut p = g.params("alice@example.com", None);
+    p.audience = "https://other.example".into();
+    let r = g.post_acs(&idp().response_b64(&p).unwrap(), None).await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (403, "audience_mismatch")
+    );
+    assert!(r.text().contains("Tracking id"));
+    assert!(!r.text().contains("Audience"), "no internals on the page");
+    let r = request(Method::GET, &format!("{}/saml/acs", g.base), &[], "").await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_api_calls_get_401_and_browsers_a_redirect() {
+    let g = gateway(|_| {}).await;
+    let r = g.get("/api/rooms", &[("accept", "application/json")]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["code"], "unauthenticated");
+    let r = g
+        .get(
+            "/rooms",
+            &[
+                ("accept", "text/html"),
+                ("x-requested-with", "XMLHttpRequest"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let r = request(
+        Method::POST,
+        &format!("{}/rooms", g.base),
+        &[("accept", "text/html")],
+        "x",
+    )
+    .await;
+    assert_eq!(r.status, 401, "only GET navigations are redirected");
+    let r = g.get("/rooms", &[("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(r.status, 302);
+    let r = g
+        .get(
+            "/rooms",
+            &[
+                ("accept", "text/html"),
+                ("cookie", "samlgate_session=forged-session-id"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 302, "an unknown session id is no session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivated_or_deleted_users_lose_their_sessions_within_recheck_secs() {
+    let g = gateway(|_| {}).await;
+    let cookie = g.login("alice@example.com").await;
+    let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
+    assert_eq!(g.get("/x", &json).await.status, 200);
+    let mut u = g
+        .store
+        .get_user("alice@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    u.status = UserStatus::Deactivated;
+    g.store.put_users(&[u]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // recheck_secs = 1
+    assert_eq!(g.get("/x", &json).await.status, 401);
+
+    let cookie = g.login("bob@example.com").await;
+    let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
+    assert_eq!(g.get("/x", &json).await.status, 200);
+    g.store.delete_user("bob@example.com").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(g.get("/x", &json).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_and_logout_ends_them() {
+    let g = gateway(|c| {
+        c.session.lifetime_secs = 3600;
+        c.session.idle_timeout_secs = 600;
+    })
+    .await;
+    let cookie = g.login("alice@example.com").await;
+    let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
+    assert_eq!(g.get("/x", &json).await.status, 200);
+    g.clock.advance(chrono::Duration::seconds(601));
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the replica cache
+    assert_eq!(g.get("/x", &json).await.status, 401, "idle timeout");
+
+    let cookie = g.login("alice@example.com").await;
+    let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
+    for _ in 0..7 {
+        g.clock.advance(chrono::Duration::seconds(500));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            g.get("/x", &json).await.status,
+            200,
+            "activity keeps the session alive"
+        );
+    }
+    g.clock.advance(chrono::Duration::seconds(200));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        g.get("/x", &json).await.status,
+        401,
+        "absolute lifetime (3600 s) reached"
+    );
+
+    let cookie = g.login("alice@example.com").await;
+    let r = g.get("/saml/logout", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        g.get("/x", &[("cookie", &cookie), ("accept", "application/json")])
+            .await
+            .status,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prior_to_sign_in_refuses_until_provisioned() {
+    let g = gateway(|c| c.provisioning.mode = ProvisioningMode::PriorToSignIn).await;
+    let b64 = idp()
+        .response_b64(&g.params("newbie@example.com", None))
+        .unwrap();
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (403, "not_provisioned")
+    );
+    assert!(r.text().contains("has not been provisioned"));
+    assert_eq!(
+        g.store.get_user("newbie@example.com").await.unwrap(),
+        None,
+        "nothing created"
+    );
+    let mut u = super::store_conformance::user("newbie@example.com");
+    u.license = samlgate::mapping::License::Basic;
+    g.store.insert_users(&[u]).await.unwrap();
+    assert!(!g.login("newbie@example.com").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_verification_and_the_verification_link() {
+    let g = gateway(|_| {}).await;
+    let b64 = idp()
+        .response_b64(&g.params("dana@partner.org", None))
+        .unwrap();
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (403, "pending_verification")
+    );
+    let outbox = g.cfg.provisioning.outbox_dir.clone();
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let link = std::fs::read_to_string(mail)
+        .unwrap()
+        .split("/saml/verify?")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let r = g.get(&format!("/saml/verify?{link}"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        g.get(&format!("/saml/verify?{link}"), &[]).await.status,
+        400,
+        "single use"
+    );
+    g.login("dana@partner.org").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let g = gateway(|_| {}).await;
+    let cookie = g.login("alice@example.com").await;
+    let addr = g.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {cookie}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping-frame").await.unwrap();
+    let mut echo = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping-frame");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sp_metadata_describes_the_sp() {
+    let g = gateway(|_| {}).await;
+    let r = g.get("/saml/metadata", &[]).await;
+    assert_eq!(r.status, 200);
+    let md = r.text();
+    assert!(md.contains("entityID=\"https://sp.example.com/saml/metadata\""));
+    assert!(md.contains(&format!("Location=\"{}\"", g.cfg.sp.acs_url)));
+    assert!(md.contains("AuthnRequestsSigned=\"true\""));
+    assert!(md.contains("use=\"encryption\""));
+    samlgate::saml::xml::parse(&md).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_at_login_is_503_and_no_session() {
+    let mut server = RedisServer::start();
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::standalone(&server.url(), "gw-outage")
+            .await
+            .unwrap(),
+    );
+    let g = gateway_with(store, TestClock::new(), |_| {}).await;
+    server.stop();
+    let b64 = idp()
+        .response_b64(&g.params("alice@example.com", None))
+        .unwrap();
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (503, "store_unavailable")
+    );
+    assert!(r.header("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_sessions_and_the_replay_cache_through_redis() {
+    let (url, _guard) = standalone();
+    let prefix = unique_prefix("replicas");
+    let clock = TestClock::new();
+    let a = gateway_with(
+        Arc::new(RedisStore::standalone(&url, &prefix).await.unwrap()),
+        clock.clone(),
+        |_| {},
+    )
+    .await;
+    // Replica B answers at its own address but shares the SP identity (ACS) with A.
+    let acs = a.cfg.sp.acs_url.clone();
+    let b = gateway_with(
+        Arc::new(RedisStore::standalone(&url, &prefix).await.unwrap()),
+        clock.clone(),
+        |c| {
+            c.sp.acs_url = acs.clone();
+        },
+    )
+    .await;
+    // SP-initiated: start on A, finish on B.
+    let loc = a
+        .get("/saml/login?return_to=/r", &[])
+        .await
+        .header("location")
+        .unwrap()
+        .to_owned();
+    let pairs = samlgate::gateway::form_pairs(loc.split_once('?').unwrap().1.as_bytes());
+    let relay = pairs
+        .iter()
+        .find(|(k, _)| k == "RelayState")
+        .unwrap()
+        .1
+        .clone();
+    let b64 = idp()
+        .response_b64(&a.params("alice@example.com", Some(relay.clone())))
+        .unwrap();
+    let r = b.post_acs(&b64, Some(&relay)).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = cookie_of(&r);
+    // The session made on B works on A.
+    let r = a
+        .get("/x", &[("cookie", &cookie), ("accept", "application/json")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-samlgate-email"], "alice@example.com");
+    // An IdP-initiated assertion used on A is refused on B.
+    let b64 = idp()
+        .response_b64(&a.params("alice@example.com", None))
+        .unwrap();
+    assert_eq!(a.post_acs(&b64, None).await.status, 303);
+    let r = b.post_acs(&b64, None).await;
+    assert_eq!((r.status, code_in_page(&r).as_str()), (403, "replayed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_mapping_and_keeps_sessions() {
+    let g = gateway(|_| {}).await;
+    let cookie = g.login("alice@example.com").await;
+    let mut next = (*g.cfg).clone();
+    next.mapping.rules.clear(); // no rule grants "licensed" any more
+    g.gateway.reload(Arc::new(next));
+    let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
+    assert_eq!(
+        g.get("/x", &json).await.status,
+        200,
+        "sessions survive a reload"
+    );
+    g.login("erin@example.com").await;
+    let erin = g.store.get_user("erin@example.com").await.unwrap().unwrap();
+    assert_eq!(
+        erin.license,
+        samlgate::mapping::License::Basic,
+        "the new mapping is in force"
+    );
+}
