@@ -149,8 +149,13 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         );
     }
     tracing::info!(public = %cfg.listen.public, admin = %cfg.listen.admin, store = ?cfg.store, "samlgate listening");
+    let scheme = if cfg.listen.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "samlgate listening on http://{} (admin on http://{}); open http://{}/ in a browser",
+        "samlgate listening on {scheme}://{} (admin on http://{}); open {scheme}://{}/ in a browser",
         cfg.listen.public, cfg.listen.admin, cfg.listen.public
     );
 

@@ -18,6 +18,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub mod tls;
 
 /// Error type carried by response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -106,10 +109,22 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<B
 
 /// Serves `handler` on `listener` until `shutdown` turns true; then stops
 /// accepting, lets in-flight requests finish for up to `drain`, and returns.
+/// With `tls`, every connection is a TLS handshake first (10 s limit).
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
     mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    serve_tls(listener, handler, None, &mut shutdown, drain).await;
+}
+
+/// [`serve`] with optional TLS.
+pub async fn serve_tls(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    tls: Option<TlsAcceptor>,
+    shutdown: &mut watch::Receiver<bool>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
@@ -134,13 +149,31 @@ pub async fn serve(
                 let handler = Arc::clone(&handler);
                 let builder = Arc::clone(&builder);
                 let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let h = Arc::clone(&handler);
                         async move { Ok::<_, Infallible>(h.call(req, peer).await) }
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    let result = match tls {
+                        None => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            let tls_stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 });

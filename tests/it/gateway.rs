@@ -717,3 +717,179 @@ async fn reload_changes_mapping_and_keeps_sessions() {
         "the new mapping is in force"
     );
 }
+
+mod tls {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_rustls::rustls;
+
+    /// A test CA and a leaf for 127.0.0.1 signed by it (webpki refuses a
+    /// self-signed CA certificate as the server's own). Returns (ca, leaf, key).
+    fn test_pki(
+        dir: &std::path::Path,
+    ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        let (ca, cak, c, k) = (
+            dir.join("ca.crt"),
+            dir.join("ca.key"),
+            dir.join("tls.crt"),
+            dir.join("tls.key"),
+        );
+        let run = |args: Vec<std::ffi::OsString>| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let os = |s: &str| std::ffi::OsString::from(s);
+        run(vec![
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=samlgate test CA"),
+            os("-keyout"),
+            cak.clone().into(),
+            os("-out"),
+            ca.clone().into(),
+        ]);
+        run(vec![
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-CA"),
+            ca.clone().into(),
+            os("-CAkey"),
+            cak.into(),
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-addext"),
+            os("subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            os("-addext"),
+            os("basicConstraints=critical,CA:FALSE"),
+            os("-keyout"),
+            k.clone().into(),
+            os("-out"),
+            c.clone().into(),
+        ]);
+        (ca, c, k)
+    }
+
+    async fn client(
+        cert: &std::path::Path,
+        addr: &str,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_file(cert).unwrap())
+            .unwrap();
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_with_h2_and_secure_host_cookies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = test_pki(dir.path());
+        let acceptor = samlgate::server::tls::acceptor(&cert, &key).unwrap();
+        let clock = TestClock::new();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.db"), clock.clone()).unwrap());
+        let (up, _g) = spawn(Arc::new(EchoUpstream)).await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut cfg = config("config.toml");
+        cfg.sp.acs_url = format!("https://{addr}/saml/acs");
+        cfg.upstream.url = format!("http://{up}");
+        let cfg = Arc::new(cfg);
+        let gw = Arc::new(
+            Gateway::new(
+                Arc::clone(&cfg),
+                store,
+                clock.clone(),
+                Arc::new(Metrics::default()),
+                true,
+            )
+            .unwrap(),
+        );
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            samlgate::server::serve_tls(l, gw, Some(acceptor), &mut rx, Duration::from_secs(1))
+                .await;
+        });
+
+        // HTTP/2 over TLS, negotiated by ALPN
+        let tls = client(&ca, &addr.to_string(), &[b"h2", b"http/1.1"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("https://{addr}/saml/metadata"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+
+        // HTTP/1.1 over TLS: the ACS sets a Secure, __Host- cookie
+        let tls = client(&ca, &addr.to_string(), &[b"http/1.1"]).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let p = ResponseParams {
+            name_id: "alice@example.com".into(),
+            attributes: vec![("email".into(), vec!["alice@example.com".into()])],
+            acs_url: cfg.sp.acs_url.clone(),
+            audience: cfg.sp.entity_id.clone(),
+            in_response_to: None,
+            now: clock.now(),
+            validity: chrono::Duration::minutes(5),
+            assertion_id: None,
+        };
+        let body = format!(
+            "SAMLResponse={}",
+            samlgate::gateway::url_encode(&idp().response_b64(&p).unwrap())
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri("/saml/acs")
+            .header("host", addr.to_string())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 303);
+        let c = resp.headers().get("set-cookie").unwrap().to_str().unwrap();
+        assert!(c.starts_with("__Host-samlgate_session="), "{c}");
+        assert!(c.contains("; Secure"), "{c}");
+        assert!(c.contains("Path=/"), "{c}");
+    }
+}

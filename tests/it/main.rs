@@ -18,5 +18,6 @@ mod gateway;
 mod http_support;
 mod provisioning;
 mod redis_support;
+mod shutdown;
 mod store_conformance;
 mod support;
