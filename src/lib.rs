@@ -13,6 +13,7 @@ pub mod devidp;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod mail;
 pub mod mapping;
 pub mod metrics;
 pub mod provisioning;

@@ -105,6 +105,34 @@ pub struct Sp {
     pub request_ttl_secs: u64,
 }
 
+/// How SMTP is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// STARTTLS on a plain connection (port 587), the default.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// None: only for a relay on the same host or a test server.
+    None,
+}
+
+/// SMTP settings.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Port (587 STARTTLS, 465 TLS, 25 none by default).
+    pub port: u16,
+    /// Login, if any.
+    pub username: Option<String>,
+    /// Password (`SAMLGATE_SMTP_PASSWORD` overrides).
+    pub password: Option<String>,
+    /// From address.
+    pub from: String,
+    /// Transport security.
+    pub tls: SmtpTls,
+}
+
 /// Sessions.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -235,6 +263,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Demo mode: the test-only development IdP and demo upstream.
     pub demo: bool,
+    /// SMTP; `None` writes mail to the outbox folder.
+    pub smtp: Option<SmtpConfig>,
     /// Admin bearer tokens (config plus `SAMLGATE_ADMIN_TOKENS`).
     pub admin_tokens: Vec<String>,
 }
@@ -666,6 +696,37 @@ impl Config {
         }
         let demo = raw.demo.and_then(|d| d.enabled).unwrap_or(false);
 
+        // [smtp]
+        let smtp = raw.smtp.and_then(|m| {
+            let tls = match m.tls.as_deref().unwrap_or("starttls") {
+                "starttls" => SmtpTls::Starttls,
+                "tls" => SmtpTls::Tls,
+                "none" => SmtpTls::None,
+                other => {
+                    p.add(
+                        "smtp.tls",
+                        format!("{other:?} is not starttls, tls or none"),
+                    );
+                    SmtpTls::Starttls
+                }
+            };
+            let host = p.required(m.host.filter(|h| !h.is_empty()), "smtp.host")?;
+            let from = p.required(m.from.filter(|f| f.contains('@')), "smtp.from")?;
+            let default_port = match tls {
+                SmtpTls::Starttls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            };
+            Some(SmtpConfig {
+                host,
+                port: m.port.unwrap_or(default_port),
+                username: m.username,
+                password: env("SAMLGATE_SMTP_PASSWORD").or(m.password),
+                from,
+                tls,
+            })
+        });
+
         // [admin]
         let mut admin_tokens: Vec<String> = raw.admin.and_then(|a| a.tokens).unwrap_or_default();
         if let Some(envt) = env("SAMLGATE_ADMIN_TOKENS") {
@@ -721,6 +782,7 @@ impl Config {
             upstream,
             session,
             demo,
+            smtp,
             admin_tokens,
         })
     }

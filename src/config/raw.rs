@@ -18,6 +18,18 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub session: Option<RawSession>,
     pub demo: Option<RawDemo>,
+    pub smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+    pub tls: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -177,8 +177,9 @@ pub fn new_record(
     }
 }
 
-/// Creates a verification token for `email` (stored hashed, single use) and
-/// writes the message to the outbox. Returns the link.
+/// Creates a verification token for `email` (stored hashed, single use)
+/// and mails the link (SMTP, or a file in the outbox). Returns the link. A
+/// mail failure is logged, not fatal: the user's next login sends a new link.
 pub async fn send_verification(
     store: &dyn Store,
     cfg: &Config,
@@ -192,33 +193,40 @@ pub async fn send_verification(
     store
         .put_ephemeral(Ephemeral::VerificationToken, &hash, email.as_bytes(), ttl)
         .await?;
+    // Remember that a link went out, so logins resend at most every 10 minutes.
+    store
+        .put_ephemeral(
+            Ephemeral::VerificationToken,
+            &format!("sent:{email}"),
+            b"",
+            Duration::from_secs(600),
+        )
+        .await?;
     let origin = origin_of(&cfg.sp.acs_url);
-    let link = format!("{origin}/saml/verify?token={token}");
+    let link = format!("{origin}{}/verify?token={token}", cfg.sp.path_prefix);
     let body = format!(
-        "To: {email}\r\nSubject: Verify your email address\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-         Your meetings account {email} was created. Open this link to verify your address\r\n\
-         and activate it (valid for {} hours, usable once):\r\n\r\n{link}\r\n",
+        "Your meetings account {email} was created. Open this link to verify your address\n\
+         and activate it (valid for {} hours, usable once):\n\n{link}\n",
         cfg.provisioning.verification_ttl_secs / 3600
     );
-    let dir = &cfg.provisioning.outbox_dir;
-    let write = std::fs::create_dir_all(dir).and_then(|_| {
-        std::fs::write(
-            dir.join(format!(
-                "{}-{}.eml",
-                &hash[..16.min(hash.len())],
-                sanitize(email)
-            )),
-            body,
-        )
-    });
-    if let Err(e) = write {
-        tracing::error!(error = %e, dir = %dir.display(), "cannot write the verification email to the outbox");
-        return Err(StoreError::Unavailable(format!(
-            "outbox {}: {e}",
-            dir.display()
-        )));
+    let stem = format!("{}-{}", hash.get(..16).unwrap_or(&hash), sanitize(email));
+    if let Err(e) = crate::mail::send(cfg, email, "Verify your email address", &body, &stem).await {
+        tracing::error!(error = %e, code = e.code(), "verification email not sent");
     }
     Ok(link)
+}
+
+/// Resends a verification link to a pending user unless one went out in the
+/// last 10 minutes.
+async fn maybe_resend(store: &dyn Store, cfg: &Config, email: &str) -> Result<(), StoreError> {
+    if store
+        .get_ephemeral(Ephemeral::VerificationToken, &format!("sent:{email}"))
+        .await?
+        .is_none()
+    {
+        send_verification(store, cfg, email).await?;
+    }
+    Ok(())
 }
 
 /// Consumes a verification token: activates the user. `None` when the token
@@ -315,6 +323,9 @@ pub async fn decide(
     // between our read and our insert; then we continue as an update.
     for _ in 0..2 {
         if let Some(mut user) = store.get_user(&email).await? {
+            if write && user.status == UserStatus::PendingVerification {
+                maybe_resend(store, cfg, &email).await?;
+            }
             check_status(&user)?;
             let changed = apply_mapped(&mut user, mapped, cfg);
             if !changed {

@@ -330,3 +330,135 @@ async fn store_outage_refuses_logins_with_store_unavailable() {
         );
     }
 }
+
+/// A real SMTP server (aiosmtpd) writing to a maildir.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    #[allow(clippy::disallowed_methods)] // polling a child process
+    fn start() -> Self {
+        let maildir = tempfile::tempdir().unwrap();
+        let port = super::redis_support::free_port();
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3-aiosmtpd (scripts/install-deps.sh installs it)");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(15),
+                "aiosmtpd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail/new");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_mail_goes_out_through_smtp() {
+    let sink = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(ProvisioningMode::Jit, dir.path());
+    c.smtp = Some(samlgate::config::SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: sink.port,
+        username: None,
+        password: None,
+        from: "meetings@example.com".into(),
+        tls: samlgate::config::SmtpTls::None,
+    });
+    samlgate::mail::send(&c, "probe@outside.org", "probe", "hello\nworld\n", "probe")
+        .await
+        .unwrap();
+    assert_eq!(sink.messages().len(), 1);
+    let store = EmbeddedStore::open(&dir.path().join("s.db"), Arc::new(SystemClock)).unwrap();
+    let e = decide(
+        &store,
+        &c,
+        &mapped("frank@outside.org", License::Basic),
+        now(),
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "pending_verification");
+    let msgs: Vec<String> = sink
+        .messages()
+        .into_iter()
+        .filter(|m| !m.contains("probe@outside.org"))
+        .collect();
+    assert_eq!(msgs.len(), 1, "one message arrived");
+    let m = &msgs[0];
+    assert!(m.contains("To: frank@outside.org"), "{m}");
+    assert!(m.contains("From: meetings@example.com"), "{m}");
+    assert!(m.contains("Subject: Verify your email address"), "{m}");
+    // a second login within 10 minutes sends nothing new
+    let _ = decide(
+        &store,
+        &c,
+        &mapped("frank@outside.org", License::Basic),
+        now(),
+        true,
+    )
+    .await;
+    assert_eq!(sink.messages().len(), 2, "probe + one verification");
+    // Undo quoted-printable if the transport chose it.
+    let m = m
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let token = m
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let u = verify_token(&store, &token, now()).await.unwrap().unwrap();
+    assert_eq!(u.status, UserStatus::Active);
+    assert!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .all(|e| e.unwrap().file_name() != "outbox"),
+        "no outbox file when SMTP is set"
+    );
+}
