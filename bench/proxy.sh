@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Proxy benchmark, side by side in one run on this machine: wrk against
 #   1. the upstream directly,
-#   2. nginx proxy_pass to it,
+#   2. nginx proxy_pass to it (its own nginx process),
 #   3. samlgate (with a signed-in session cookie) to it.
-# The upstream is samlgate's demo upstream page (~1 KB of HTML). Uses ports
-# 8080 (samlgate), 9090 (admin), 3000 (upstream), 8081 (nginx).
+# The upstream is a separate nginx answering a 1 KB page, so neither proxy
+# shares its process with the upstream. samlgate runs in demo mode only to
+# sign in through the development IdP. Uses ports 8080 (samlgate), 9090
+# (admin), 3000 (upstream), 8081 (nginx proxy).
 #   bench/proxy.sh [DURATION_SECS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,22 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-sed "s|^path = \"data/samlgate.db\"|path = \"$work/samlgate.db\"|; s|^outbox_dir.*||" config/samlgate.toml > "$work/samlgate.toml"
+sed "s|^path = \"data/samlgate.db\"|path = \"$work/samlgate.db\"|; s|^enabled = true.*|enabled = true\nserve_upstream = false|" \
+  config/samlgate.toml > "$work/samlgate.toml"
+page=$(python3 -c 'print("<html><body>" + "x" * 1000 + "</body></html>")')
+cat > "$work/upstream.conf" <<NGINX
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:3000; location / { default_type text/html; return 200 '$page'; } }
+}
+NGINX
+nginx -c "$work/upstream.conf" -g 'daemon off;' &
+pids+=($!)
+until curl -sf http://127.0.0.1:3000/ >/dev/null; do sleep 0.1; done
 target/release/samlgate serve --config "$work/samlgate.toml" 2>"$work/samlgate.log" &
 pids+=($!)
 until curl -sf http://127.0.0.1:9090/healthz >/dev/null; do sleep 0.1; done
@@ -35,7 +52,7 @@ resp=$(curl -s -X POST http://127.0.0.1:8080/_demo-idp/login --data-urlencode us
 cookie=$(curl -s -D - -o /dev/null -X POST http://127.0.0.1:8080/saml/acs --data-urlencode "SAMLResponse=$resp" \
   | grep -i '^set-cookie' | sed 's/^[Ss]et-[Cc]ookie: //; s/;.*//' | tr -d '\r')
 [ -n "$cookie" ] || { echo "login failed"; cat "$work/samlgate.log"; exit 1; }
-curl -sf -H "Cookie: $cookie" http://127.0.0.1:8080/ | grep -q x-samlgate-email || { echo "session does not reach the upstream"; exit 1; }
+curl -sf -H "Cookie: $cookie" http://127.0.0.1:8080/ | grep -q xxxx || { echo "session does not reach the upstream"; exit 1; }
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 2;
 pid $work/nginx.pid;
@@ -53,7 +70,7 @@ NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 until curl -sf http://127.0.0.1:8081/ >/dev/null; do sleep 0.1; done
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); wrk -t2 -c$conns -d${dur}s --latency"
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); wrk -t2 -c$conns -d${dur}s --latency; upstream: nginx, 1 worker, 1 KB page"
 run() { # label url [header]
   local out
   if [ $# -eq 3 ]; then out=$(wrk -t2 -c"$conns" -d"${dur}s" --latency -H "$3" "$2"); else out=$(wrk -t2 -c"$conns" -d"${dur}s" --latency "$2"); fi

@@ -125,6 +125,38 @@ async fn run(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path) {
     );
 }
 
+/// The login decision alone for an existing, active user (a read, no change).
+async fn decision(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path) {
+    let cfg = Config::load(&fixtures.join("config.toml")).unwrap();
+    let mapped = samlgate::mapping::MappedUser {
+        email: "decide@example.com".into(),
+        first_name: "D".into(),
+        last_name: "E".into(),
+        department: String::new(),
+        groups: vec![],
+        license: samlgate::mapping::License::Basic,
+        features: vec![],
+    };
+    let now = SystemClock.now();
+    samlgate::provisioning::decide(store.as_ref(), &cfg, &mapped, now, true)
+        .await
+        .unwrap();
+    let n = if std::env::args().any(|a| a == "--bench") {
+        20_000
+    } else {
+        10
+    };
+    let start = Instant::now();
+    for _ in 0..n {
+        let a = samlgate::provisioning::decide(store.as_ref(), &cfg, &mapped, now, true)
+            .await
+            .unwrap();
+        assert_eq!(a.action, samlgate::provisioning::Action::Unchanged);
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    println!("{label:<24} login decision for an existing user: {us:.1} µs (sequential, {n} runs)");
+}
+
 fn main() {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -139,7 +171,9 @@ fn main() {
             Arc::new(SystemClock),
         )
         .unwrap();
-        run("embedded store", Arc::new(store), &fixtures).await;
+        let store: Arc<dyn Store> = Arc::new(store);
+        decision("embedded store", Arc::clone(&store), &fixtures).await;
+        run("embedded store", store, &fixtures).await;
         if let Ok(url) = std::env::var("SAMLGATE_BENCH_REDIS_URL") {
             let prefix = format!("bench{}", std::process::id());
             let store = samlgate::store::redis::RedisStore::standalone(&url, &prefix)

@@ -58,7 +58,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     logins: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    proxied: Mutex<BTreeMap<u16, u64>>,
+    /// Proxied responses by status class: index 1..=5 for 1xx..5xx.
+    proxied: [AtomicU64; 6],
     store_errors: AtomicU64,
     /// Time spent verifying a SAMLResponse.
     pub verify_latency: Histogram,
@@ -76,8 +77,8 @@ impl Metrics {
 
     /// Counts a proxied request by status class (2, 3, 4, 5).
     pub fn proxied(&self, status: u16) {
-        if let Ok(mut m) = self.proxied.lock() {
-            *m.entry(status / 100).or_default() += 1;
+        if let Some(c) = self.proxied.get(usize::from(status / 100)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -99,8 +100,9 @@ impl Metrics {
             }
         }
         out.push_str("# HELP samlgate_proxied_requests_total Requests proxied upstream by status class.\n# TYPE samlgate_proxied_requests_total counter\n");
-        if let Ok(m) = self.proxied.lock() {
-            for (class, n) in m.iter() {
+        for (class, c) in self.proxied.iter().enumerate().skip(1) {
+            let n = c.load(Ordering::Relaxed);
+            if n > 0 {
                 let _ = writeln!(
                     out,
                     "samlgate_proxied_requests_total{{status=\"{class}xx\"}} {n}"

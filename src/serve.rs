@@ -130,7 +130,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         stop_rx.clone(),
         drain,
     )));
-    if cfg.demo {
+    if cfg.demo_upstream {
         let addr: SocketAddr = cfg
             .upstream
             .url

@@ -154,6 +154,13 @@ pub struct UpstreamConfig {
     /// Header name per identity field (email, first_name, last_name,
     /// department, groups, license, vanity).
     pub headers: Vec<(String, String)>,
+    /// The same names, parsed once.
+    pub header_names: Vec<(String, http::HeaderName)>,
+    /// Client headers whose normalised name (lowercase, `_` → `-`) is one
+    /// of these, or starts with `strip_prefix`, are removed.
+    pub strip_names: Vec<String>,
+    /// Normalised identity header prefix.
+    pub strip_prefix: String,
     /// Client-supplied headers starting with this (normalised) are stripped.
     pub identity_header_prefix: String,
     /// Peers whose X-Forwarded-For is trusted (exact IPs).
@@ -261,8 +268,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Sessions.
     pub session: SessionConfig,
-    /// Demo mode: the test-only development IdP and demo upstream.
+    /// Demo mode: the test-only development IdP.
     pub demo: bool,
+    /// Demo mode also serves the demo upstream page on `upstream.url`.
+    pub demo_upstream: bool,
     /// SMTP; `None` writes mail to the outbox folder.
     pub smtp: Option<SmtpConfig>,
     /// Admin bearer tokens (config plus `SAMLGATE_ADMIN_TOKENS`).
@@ -657,9 +666,23 @@ impl Config {
                 "must be at least 32 characters",
             );
         }
+        let normalise = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+        let header_names = headers
+            .iter()
+            .filter_map(|(f, n)| {
+                http::HeaderName::from_bytes(n.as_bytes())
+                    .ok()
+                    .map(|h| (f.clone(), h))
+            })
+            .collect();
+        let strip_names = headers.iter().map(|(_, n)| normalise(n)).collect();
+        let strip_prefix = normalise(&prefix);
         let upstream = UpstreamConfig {
             url: upstream_url.trim_end_matches('/').to_owned(),
             headers,
+            header_names,
+            strip_names,
+            strip_prefix,
             identity_header_prefix: prefix,
             trusted_proxies,
             signed_header_key,
@@ -694,7 +717,9 @@ impl Config {
         {
             p.add("session.cookie_name", "letters, digits, '_' and '-' only");
         }
-        let demo = raw.demo.and_then(|d| d.enabled).unwrap_or(false);
+        let demo_raw = raw.demo.unwrap_or_default();
+        let demo = demo_raw.enabled.unwrap_or(false);
+        let demo_upstream = demo && demo_raw.serve_upstream.unwrap_or(true);
 
         // [smtp]
         let smtp = raw.smtp.and_then(|m| {
@@ -782,6 +807,7 @@ impl Config {
             upstream,
             session,
             demo,
+            demo_upstream,
             smtp,
             admin_tokens,
         })

@@ -45,6 +45,7 @@ pub struct RawSession {
 #[serde(deny_unknown_fields)]
 pub struct RawDemo {
     pub enabled: Option<bool>,
+    pub serve_upstream: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,9 @@ use crate::metrics::Metrics;
 use crate::server::{Body, BoxError, json_error};
 use crate::store::UserRecord;
 
+/// Bodies up to this size (with a Content-Length) are buffered, not streamed.
+const SMALL_BODY: usize = 64 * 1024;
+
 /// The pooled upstream client.
 pub type UpstreamClient = Client<HttpConnector, Incoming>;
 
@@ -80,18 +83,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// configured names and anything under the configured prefix, compared
 /// after normalisation. Returns how many were removed.
 pub fn strip_identity(h: &mut HeaderMap, cfg: &Config) -> usize {
-    let prefix = normalise(&cfg.upstream.identity_header_prefix);
-    let names: Vec<String> = cfg
-        .upstream
-        .headers
-        .iter()
-        .map(|(_, n)| normalise(n))
-        .collect();
+    let up = &cfg.upstream;
     let doomed: Vec<HeaderName> = h
         .keys()
         .filter(|k| {
-            let n = normalise(k.as_str());
-            n.starts_with(&prefix) || names.contains(&n)
+            // Header names are already lowercase; only `_` needs folding.
+            let n = k.as_str();
+            let n: std::borrow::Cow<'_, str> = if n.contains('_') {
+                n.replace('_', "-").into()
+            } else {
+                n.into()
+            };
+            n.starts_with(up.strip_prefix.as_str()) || up.strip_names.iter().any(|s| *s == n)
         })
         .cloned()
         .collect();
@@ -114,7 +117,8 @@ fn value(s: &str) -> Option<HeaderValue> {
 /// Adds the identity headers (and the signed one when configured).
 fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64) {
     let mut signed_parts = Vec::new();
-    for (field, name) in &cfg.upstream.headers {
+    let signing = cfg.upstream.signed_header_key.is_some();
+    for (field, name) in &cfg.upstream.header_names {
         let v = match field.as_str() {
             "email" => user.email.clone(),
             "first_name" => user.first_name.clone(),
@@ -125,9 +129,11 @@ fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64)
             "vanity" => user.vanity.clone().unwrap_or_default(),
             _ => continue,
         };
-        signed_parts.push(v.clone());
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(name.as_bytes()), value(&v)) {
-            h.insert(n, v);
+        if let Some(hv) = value(&v) {
+            h.insert(name.clone(), hv);
+        }
+        if signing {
+            signed_parts.push(v);
         }
     }
     if let Some(key) = &cfg.upstream.signed_header_key {
@@ -306,6 +312,32 @@ pub async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    // Small bodies of known length are read whole and sent with the head in
+    // one write (one TCP segment instead of two on the way back); anything
+    // else streams.
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= SMALL_BODY);
+    if small {
+        return match http_body_util::Limited::new(body, SMALL_BODY)
+            .collect()
+            .await
+        {
+            Ok(c) => Response::from_parts(parts, crate::server::full(c.to_bytes())),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream body failed");
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the meeting platform's answer broke off",
+                    None,
+                )
+            }
+        };
+    }
     Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed())
 }
 

@@ -10,7 +10,7 @@
 //! within `recheck_secs` too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -57,7 +57,7 @@ pub struct LoginFacts {
 /// Session management for one gateway process.
 #[derive(Default)]
 pub struct Sessions {
-    cache: Mutex<HashMap<String, (SessionData, Instant)>>,
+    cache: Mutex<HashMap<String, (Arc<SessionData>, Instant)>>,
 }
 
 /// A new random session id (32 bytes, base64url).
@@ -123,7 +123,7 @@ impl Sessions {
         cfg: &Config,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<SessionData>, StoreError> {
+    ) -> Result<Option<Arc<SessionData>>, StoreError> {
         let key = token_hash(id);
         let n = now.timestamp();
         let recheck = Duration::from_secs(cfg.session.recheck_secs);
@@ -132,7 +132,7 @@ impl Sessions {
             && at.elapsed() < recheck
             && data.expires > n
         {
-            return Ok(Some(data.clone()));
+            return Ok(Some(Arc::clone(data)));
         }
         let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
             self.forget(&key);
@@ -166,11 +166,12 @@ impl Sessions {
                 .put_ephemeral(Ephemeral::Session, &key, &json, ttl(&data, cfg, n))
                 .await?;
         }
+        let data = Arc::new(data);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(key, (data.clone(), Instant::now()));
+            cache.insert(key, (Arc::clone(&data), Instant::now()));
         }
         Ok(Some(data))
     }

@@ -256,10 +256,13 @@ pub async fn verify_token(
 
 /// SHA-256 hex of a token (tokens are stored hashed).
 pub fn token_hash(token: &str) -> String {
-    openssl::sha::sha256(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::fmt::Write;
+    let digest = openssl::sha::sha256(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 fn sanitize(email: &str) -> String {

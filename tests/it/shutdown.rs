@@ -1,6 +1,6 @@
-//! Signals sent to a real `samlgate serve` process: SIGTERM drains
-//! in-flight requests, SIGINT stops at once, SIGHUP with a broken config
-//! keeps the old one serving.
+//! Real `samlgate serve` processes: SIGTERM drains in-flight requests,
+//! SIGINT stops at once, SIGHUP with a broken config keeps the old one
+//! serving; two processes share sessions and the replay cache through Redis.
 #![allow(clippy::disallowed_methods)] // thread::sleep while polling a child process
 
 use std::process::{Child, Command, Stdio};
@@ -29,24 +29,46 @@ impl Drop for Proc {
     }
 }
 
-fn config_text(public: u16, admin: u16, upstream: &str, dir: &std::path::Path) -> String {
+fn config_text(
+    public: u16,
+    admin: u16,
+    upstream: &str,
+    dir: &std::path::Path,
+    store: &str,
+) -> String {
     let f = fixtures();
     format!(
         "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\ndrain_secs = 5\n\
 [sp]\nentity_id = \"https://sp.example.com/saml/metadata\"\nacs_url = \"http://127.0.0.1:{public}/saml/acs\"\n\
 [idp]\nmetadata_file = \"{}\"\n[provisioning]\nassociated_domains = [\"example.com\"]\noutbox_dir = \"{}\"\n\
-[store]\npath = \"{}\"\n[upstream]\nurl = \"{upstream}\"\n",
+{store}\n[upstream]\nurl = \"{upstream}\"\n",
         f.join("idp-metadata.xml").display(),
         dir.join("outbox").display(),
-        dir.join("s.db").display()
     )
 }
 
 async fn start(upstream: &str) -> Proc {
+    start_with(upstream, None, None).await
+}
+
+/// Starts a process; `redis` selects the Redis store, `acs_port` makes the
+/// SP's ACS URL name another process's port (replicas share one SP identity).
+async fn start_with(upstream: &str, redis: Option<&str>, acs_port: Option<u16>) -> Proc {
     let dir = tempfile::tempdir().unwrap();
     let (public, admin) = (free_port(), free_port());
     let config = dir.path().join("samlgate.toml");
-    std::fs::write(&config, config_text(public, admin, upstream, dir.path())).unwrap();
+    let store = match redis {
+        Some(url) => format!("[store]\nkind = \"redis\"\nurl = \"{url}\""),
+        None => format!("[store]\npath = \"{}\"", dir.path().join("s.db").display()),
+    };
+    let mut text = config_text(public, admin, upstream, dir.path(), &store);
+    if let Some(p) = acs_port {
+        text = text.replace(
+            &format!("127.0.0.1:{public}/saml/acs"),
+            &format!("127.0.0.1:{p}/saml/acs"),
+        );
+    }
+    std::fs::write(&config, text).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_samlgate"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -84,30 +106,37 @@ fn signal(p: &Proc, sig: &str) {
 }
 
 async fn login(p: &Proc) -> String {
+    let acs = format!("{}/saml/acs", p.public);
+    let b64 = signed(&acs);
+    let r = post_acs(p, &b64).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    super::gateway::cookie_of(&r)
+}
+
+fn signed(acs: &str) -> String {
     let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
     let params = samlgate::devidp::ResponseParams {
         name_id: "alice@example.com".into(),
         attributes: vec![],
-        acs_url: format!("{}/saml/acs", p.public),
+        acs_url: acs.to_owned(),
         audience: "https://sp.example.com/saml/metadata".into(),
         in_response_to: None,
         now,
         validity: chrono::Duration::minutes(5),
         assertion_id: None,
     };
-    let body = format!(
-        "SAMLResponse={}",
-        samlgate::gateway::url_encode(&idp().response_b64(&params).unwrap())
-    );
-    let r = request(
+    idp().response_b64(&params).unwrap()
+}
+
+async fn post_acs(p: &Proc, b64: &str) -> super::http_support::Reply {
+    let body = format!("SAMLResponse={}", samlgate::gateway::url_encode(b64));
+    request(
         Method::POST,
         &format!("{}/saml/acs", p.public),
         &[("content-type", "application/x-www-form-urlencoded")],
         body,
     )
-    .await;
-    assert_eq!(r.status, 303, "{}", r.text());
-    super::gateway::cookie_of(&r)
+    .await
 }
 
 fn wait_exit(p: &mut Proc, within: Duration) -> Option<i32> {
@@ -193,4 +222,49 @@ async fn sighup_with_a_broken_config_keeps_serving() {
         m.contains("samlgate_proxied_requests_total{status=\"2xx\"} 1"),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_sessions_and_replay_cache_through_redis() {
+    let (url, _guard) = super::redis_support::standalone();
+    let (up, _g) = spawn(Arc::new(EchoUpstream)).await;
+    let upstream = format!("http://{up}");
+    let a = start_with(&upstream, Some(&url), None).await;
+    let a_port: u16 = a.public.rsplit(':').next().unwrap().parse().unwrap();
+    let b = start_with(&upstream, Some(&url), Some(a_port)).await;
+    // Log in on A; the session works on B.
+    let b64 = signed(&format!("{}/saml/acs", a.public));
+    let r = post_acs(&a, &b64).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = super::gateway::cookie_of(&r);
+    let r = request(
+        Method::GET,
+        &format!("{}/x", b.public),
+        &[("cookie", &cookie), ("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-samlgate-email"], "alice@example.com");
+    // The same assertion replayed to B is refused.
+    let r = post_acs(&b, &b64).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("<code>replayed</code>"), "{}", r.text());
+    // Logout on B ends the session on A within recheck_secs (default 5 s).
+    request(
+        Method::GET,
+        &format!("{}/saml/logout", b.public),
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let r = request(
+        Method::GET,
+        &format!("{}/x", a.public),
+        &[("cookie", &cookie), ("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
 }
