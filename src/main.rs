@@ -507,7 +507,8 @@ async fn import(
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    let rt = runtime()?;
+    rt.block_on(Config::load_async(path)).map_err(|e| {
         eprintln!("samlgate: [{}] {e}", e.code());
         ExitCode::from(2)
     })

@@ -86,7 +86,11 @@ impl Handler for DemoUpstream {
 
 /// Runs the gateway until a signal stops it.
 pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
-    let cfg = Arc::new(Config::load(&config_path).map_err(|e| ServeError::Other(e.to_string()))?);
+    let cfg = Arc::new(
+        Config::load_async(&config_path)
+            .await
+            .map_err(|e| ServeError::Other(e.to_string()))?,
+    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = crate::store::open(&cfg.store, Arc::clone(&clock)).await?;
     if let Err(e) = store.ping().await {
@@ -148,6 +152,16 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
         );
     }
+    if let Some(url) = cfg.idp.metadata_url.clone() {
+        let every = Duration::from_secs(cfg.idp.metadata_refresh_secs);
+        let g = Arc::clone(&gateway);
+        tasks.push(tokio::spawn(refresh_metadata(
+            g,
+            url,
+            every,
+            stop_rx.clone(),
+        )));
+    }
     tracing::info!(public = %cfg.listen.public, admin = %cfg.listen.admin, store = ?cfg.store, "samlgate listening");
     let scheme = if cfg.listen.tls_cert.is_some() {
         "https"
@@ -177,13 +191,13 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 tracing::info!("SIGINT: stopping now");
                 return Ok(());
             }
-            _ = hup.recv() => reload(&config_path, &gateway, &cfg),
+            _ = hup.recv() => reload(&config_path, &gateway, &cfg).await,
         }
     }
 }
 
-fn reload(path: &Path, gateway: &Gateway, started: &Config) {
-    match Config::load(path) {
+async fn reload(path: &Path, gateway: &Gateway, started: &Config) {
+    match Config::load_async(path).await {
         Ok(new) => {
             if new.listen.public != started.listen.public
                 || new.listen.admin != started.listen.admin
@@ -198,6 +212,38 @@ fn reload(path: &Path, gateway: &Gateway, started: &Config) {
         }
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the old one")
+        }
+    }
+}
+
+/// Re-fetches the IdP metadata every `every`; a good copy replaces the one in
+/// force, a failed or unusable fetch keeps the last good copy.
+pub async fn refresh_metadata(
+    gateway: Arc<Gateway>,
+    url: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let current = gateway.config();
+        let fetched = crate::fetch::get_text(&url, 10 * 1024 * 1024, Duration::from_secs(10)).await;
+        match fetched.and_then(|t| {
+            crate::saml::metadata::IdpMetadata::parse(&t, current.idp.entity_selector.as_deref())
+        }) {
+            Ok(md) => {
+                let mut next = (*current).clone();
+                let certs = md.signing_certs.len();
+                next.idp.metadata = md;
+                gateway.reload(Arc::new(next));
+                tracing::info!(url = %url, certs, "IdP metadata refreshed");
+            }
+            Err(e) => {
+                tracing::warn!(url = %url, error = %e, "IdP metadata refresh failed; keeping the last good copy")
+            }
         }
     }
 }

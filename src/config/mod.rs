@@ -180,6 +180,12 @@ pub struct Idp {
     pub metadata_source: String,
     /// Accept unsolicited responses (no InResponseTo).
     pub allow_idp_initiated: bool,
+    /// Where the metadata is fetched from and refreshed, if anywhere.
+    pub metadata_url: Option<String>,
+    /// Refresh interval for `metadata_url`, seconds (default 3600).
+    pub metadata_refresh_secs: u64,
+    /// `[idp] entity_id`: selects one IdP in a multi-entity metadata file.
+    pub entity_selector: Option<String>,
 }
 
 /// Security knobs, all with safe defaults.
@@ -319,6 +325,41 @@ impl Config {
         })
     }
 
+    /// Reads a config file and, when `idp.metadata_url` is set, fetches the
+    /// metadata (falling back to `idp.metadata_file` when the fetch fails).
+    pub async fn load_async(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let url = toml::from_str::<RawConfig>(&text)
+            .ok()
+            .and_then(|r| r.idp)
+            .and_then(|i| i.metadata_url);
+        let fetched = match url {
+            Some(u) => Some(
+                crate::fetch::get_text(&u, 10 * 1024 * 1024, std::time::Duration::from_secs(10))
+                    .await
+                    .map(|t| (t, u)),
+            ),
+            None => None,
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_toml_fetched(&text, &base, &|k| std::env::var(k).ok(), fetched).map_err(|e| {
+            match e {
+                ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message,
+                },
+                ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                    path: path.to_owned(),
+                    problems,
+                },
+                other => other,
+            }
+        })
+    }
+
     /// Parses config text. Relative file paths are tried against the working
     /// directory first, then `base` (the config file's folder). `env` reads
     /// environment variables (injected so tests need not touch the process).
@@ -327,12 +368,23 @@ impl Config {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        Self::from_toml_fetched(text, base, env, None)
+    }
+
+    /// [`Config::from_toml`] with the result of fetching `idp.metadata_url`
+    /// (text and URL, or the fetch error).
+    pub fn from_toml_fetched(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        fetched: Option<Result<(String, String), String>>,
+    ) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: PathBuf::new(),
             message: e.to_string(),
         })?;
         let mut p = Problems::default();
-        let cfg = Self::from_raw(raw, base, env, &mut p);
+        let cfg = Self::from_raw(raw, base, env, fetched, &mut p);
         match cfg {
             Some(c) if p.0.is_empty() => Ok(c),
             _ => Err(ConfigError::Invalid {
@@ -346,6 +398,7 @@ impl Config {
         raw: RawConfig,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        fetched: Option<Result<(String, String), String>>,
         p: &mut Problems,
     ) -> Option<Self> {
         let resolve = |s: &str| -> PathBuf {
@@ -447,35 +500,65 @@ impl Config {
 
         // [idp]
         let idp = raw.idp.unwrap_or_default();
-        let metadata = match (&idp.metadata_file, &idp.metadata_url) {
-            (Some(f), _) => {
-                let path = resolve(f);
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
-                        Ok(m) => Some((m, path.display().to_string())),
-                        Err(e) => {
-                            p.add("idp.metadata_file", format!("{}: {e}", path.display()));
-                            None
-                        }
-                    },
+        let from_file = |p: &mut Problems, f: &str| {
+            let path = resolve(f);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
+                    Ok(m) => Some((m, path.display().to_string())),
                     Err(e) => {
                         p.add("idp.metadata_file", format!("{}: {e}", path.display()));
                         None
                     }
+                },
+                Err(e) => {
+                    p.add("idp.metadata_file", format!("{}: {e}", path.display()));
+                    None
                 }
             }
-            (None, Some(_)) => {
-                p.add(
-                    "idp.metadata_url",
-                    "fetching metadata from a URL is not available in this build yet; download it and set idp.metadata_file",
-                );
+        };
+        let metadata = match (&idp.metadata_file, &idp.metadata_url, fetched) {
+            (_, Some(_), Some(Ok((text, url)))) => {
+                match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
+                    Ok(m) => Some((m, url)),
+                    Err(e) => match &idp.metadata_file {
+                        Some(f) => {
+                            tracing::warn!(url = %url, error = %e, "fetched IdP metadata is unusable; using idp.metadata_file");
+                            from_file(p, f)
+                        }
+                        None => {
+                            p.add("idp.metadata_url", format!("{url}: {e}"));
+                            None
+                        }
+                    },
+                }
+            }
+            (Some(f), Some(url), Some(Err(e))) => {
+                tracing::warn!(url = %url, error = %e, "cannot fetch IdP metadata; using idp.metadata_file");
+                from_file(p, f)
+            }
+            (None, Some(_), Some(Err(e))) => {
+                p.add("idp.metadata_url", e);
                 None
             }
-            (None, None) => {
+            (Some(f), _, _) => from_file(p, f),
+            (None, Some(u), None) => {
+                p.add("idp.metadata_url", format!("{u} is fetched by serve, check-response and config check; this caller did not fetch it"));
+                None
+            }
+            (None, None, _) => {
                 p.add("idp.metadata_file", "is required (or idp.metadata_url)");
                 None
             }
         };
+        if let Some(u) = &idp.metadata_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            p.add("idp.metadata_url", format!("{u:?} is not an http(s) URL"));
+        }
+        let metadata_refresh_secs = idp.metadata_refresh_secs.unwrap_or(3600);
+        if !(10..=7 * 86_400).contains(&metadata_refresh_secs) {
+            p.add("idp.metadata_refresh_secs", "must be between 10 and 604800");
+        }
 
         // [security]
         let s = raw.security.unwrap_or_default();
@@ -793,6 +876,9 @@ impl Config {
                 metadata,
                 metadata_source,
                 allow_idp_initiated: idp.allow_idp_initiated.unwrap_or(true),
+                metadata_url: idp.metadata_url.clone(),
+                metadata_refresh_secs,
+                entity_selector: idp.entity_id.clone(),
             },
             security,
             mapping,

@@ -80,6 +80,7 @@ pub struct RawIdp {
     /// Selects one IdP when the metadata holds several.
     pub entity_id: Option<String>,
     pub allow_idp_initiated: Option<bool>,
+    pub metadata_refresh_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

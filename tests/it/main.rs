@@ -16,6 +16,7 @@ mod csv_import;
 mod fuzz_replay;
 mod gateway;
 mod http_support;
+mod metadata_url;
 mod provisioning;
 mod redis_support;
 mod shutdown;
