@@ -176,10 +176,13 @@ fn main() {
         run("embedded store", store, &fixtures).await;
         if let Ok(url) = std::env::var("SAMLGATE_BENCH_REDIS_URL") {
             let prefix = format!("bench{}", std::process::id());
-            let store = samlgate::store::redis::RedisStore::standalone(&url, &prefix)
-                .await
-                .unwrap();
-            run("redis", Arc::new(store), &fixtures).await;
+            let store: Arc<dyn Store> = Arc::new(
+                samlgate::store::redis::RedisStore::standalone(&url, &prefix)
+                    .await
+                    .unwrap(),
+            );
+            decision("redis", Arc::clone(&store), &fixtures).await;
+            run("redis", store, &fixtures).await;
         }
     });
 }

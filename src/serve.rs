@@ -45,6 +45,26 @@ pub enum ServeError {
     Other(String),
 }
 
+/// A listening socket with SO_REUSEPORT, handed over as a std listener so
+/// a worker thread's runtime can adopt it.
+fn reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let err = |source: std::io::Error| ServeError::Bind {
+        addr,
+        key: "listen.public",
+        source,
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_reuseport(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)?.into_std().map_err(err)
+}
+
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
@@ -97,21 +117,66 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         tracing::warn!(error = %e, "store not reachable at start; logins fail closed until it is");
     }
     let metrics = Arc::new(Metrics::default());
-    let public = bind(cfg.listen.public, "listen.public").await?;
-    let admin_listener = bind(cfg.listen.admin, "listen.admin").await?;
-    if cfg.listen.tls_cert.is_some() {
-        return Err(ServeError::Other("listen.tls_cert: TLS termination is not built yet; terminate TLS in front of samlgate for now".into()));
+    let tls = match (&cfg.listen.tls_cert, &cfg.listen.tls_key) {
+        (Some(c), Some(k)) => Some(crate::server::tls::acceptor(c, k).map_err(ServeError::Other)?),
+        _ => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain = Duration::from_secs(cfg.listen.drain_secs);
+
+    // The public listener: one thread per core, each a single-threaded
+    // runtime with its own SO_REUSEPORT socket and upstream pool (the kernel
+    // spreads connections; no cross-thread wake-ups on the request path).
+    // They share the store, the metrics and the session cache.
+    let workers = std::env::var("SAMLGATE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(2);
+    let sessions = Arc::new(crate::gateway::session::Sessions::default());
+    let mut gateways = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..workers {
+        let gw = Arc::new(
+            Gateway::with_sessions(
+                Arc::clone(&cfg),
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+                tls.is_some(),
+                Arc::clone(&sessions),
+            )
+            .map_err(ServeError::Other)?,
+        );
+        gateways.push(Arc::clone(&gw));
+        let listener = reuseport(cfg.listen.public)?;
+        let (tls, mut stop) = (tls.clone(), stop_rx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("samlgate-w{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => crate::server::serve_tls(l, gw, tls, &mut stop, drain).await,
+                        Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+                    }
+                });
+            })
+            .map_err(|e| ServeError::Other(format!("cannot start worker thread: {e}")))?;
+        threads.push(handle);
     }
-    let gateway = Arc::new(
-        Gateway::new(
-            Arc::clone(&cfg),
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-            false,
-        )
-        .map_err(ServeError::Other)?,
-    );
+
+    let admin_listener = bind(cfg.listen.admin, "listen.admin").await?;
     let m = Arc::clone(&metrics);
     let admin = Arc::new(Admin {
         config: Arc::clone(&cfg),
@@ -119,15 +184,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         clock: Arc::clone(&clock),
         metrics: Arc::new(move || m.render()),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let drain = Duration::from_secs(cfg.listen.drain_secs);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve(
-        public,
-        Arc::clone(&gateway) as Arc<dyn Handler>,
-        stop_rx.clone(),
-        drain,
-    )));
     tasks.push(tokio::spawn(serve(
         admin_listener,
         admin,
@@ -148,26 +205,23 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             stop_rx.clone(),
             drain,
         )));
+    }
+    if cfg.demo {
         tracing::warn!(
             "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
         );
     }
     if let Some(url) = cfg.idp.metadata_url.clone() {
         let every = Duration::from_secs(cfg.idp.metadata_refresh_secs);
-        let g = Arc::clone(&gateway);
         tasks.push(tokio::spawn(refresh_metadata(
-            g,
+            gateways.clone(),
             url,
             every,
             stop_rx.clone(),
         )));
     }
-    tracing::info!(public = %cfg.listen.public, admin = %cfg.listen.admin, store = ?cfg.store, "samlgate listening");
-    let scheme = if cfg.listen.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    tracing::info!(public = %cfg.listen.public, admin = %cfg.listen.admin, workers, store = ?cfg.store, "samlgate listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
         "samlgate listening on {scheme}://{} (admin on http://{}); open {scheme}://{}/ in a browser",
         cfg.listen.public, cfg.listen.admin, cfg.listen.public
@@ -184,6 +238,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 for t in tasks {
                     let _ = t.await;
                 }
+                let _ = tokio::task::spawn_blocking(move || {
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                })
+                .await;
                 tracing::info!("drained; bye");
                 return Ok(());
             }
@@ -191,12 +251,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 tracing::info!("SIGINT: stopping now");
                 return Ok(());
             }
-            _ = hup.recv() => reload(&config_path, &gateway, &cfg).await,
+            _ = hup.recv() => reload(&config_path, &gateways, &cfg).await,
         }
     }
 }
 
-async fn reload(path: &Path, gateway: &Gateway, started: &Config) {
+async fn reload(path: &Path, gateways: &[Arc<Gateway>], started: &Config) {
     match Config::load_async(path).await {
         Ok(new) => {
             if new.listen.public != started.listen.public
@@ -208,7 +268,10 @@ async fn reload(path: &Path, gateway: &Gateway, started: &Config) {
                 );
             }
             tracing::info!(idp = %new.idp.metadata.entity_id, certs = new.idp.metadata.signing_certs.len(), rules = new.mapping.rules.len(), "SIGHUP: config reloaded");
-            gateway.reload(Arc::new(new));
+            let new = Arc::new(new);
+            for g in gateways {
+                g.reload(Arc::clone(&new));
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the old one")
@@ -219,17 +282,20 @@ async fn reload(path: &Path, gateway: &Gateway, started: &Config) {
 /// Re-fetches the IdP metadata every `every`; a good copy replaces the one in
 /// force, a failed or unusable fetch keeps the last good copy.
 pub async fn refresh_metadata(
-    gateway: Arc<Gateway>,
+    gateways: Vec<Arc<Gateway>>,
     url: String,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Some(first) = gateways.first().cloned() else {
+        return;
+    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        let current = gateway.config();
+        let current = first.config();
         let fetched = crate::fetch::get_text(&url, 10 * 1024 * 1024, Duration::from_secs(10)).await;
         match fetched.and_then(|t| {
             crate::saml::metadata::IdpMetadata::parse(&t, current.idp.entity_selector.as_deref())
@@ -238,7 +304,10 @@ pub async fn refresh_metadata(
                 let mut next = (*current).clone();
                 let certs = md.signing_certs.len();
                 next.idp.metadata = md;
-                gateway.reload(Arc::new(next));
+                let next = Arc::new(next);
+                for g in &gateways {
+                    g.reload(Arc::clone(&next));
+                }
                 tracing::info!(url = %url, certs, "IdP metadata refreshed");
             }
             Err(e) => {

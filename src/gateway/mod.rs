@@ -77,7 +77,7 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
     client: proxy::UpstreamClient,
     tls: bool,
     dev_idp: Option<DevIdp>,
@@ -194,11 +194,26 @@ impl Gateway {
             store,
             clock,
             metrics,
-            sessions: Sessions::default(),
+            sessions: Arc::new(Sessions::default()),
             client: proxy::client(),
             tls,
             dev_idp,
         })
+    }
+
+    /// Like [`Gateway::new`], sharing a session cache with other gateways of
+    /// the same process (one per worker thread).
+    pub fn with_sessions(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        tls: bool,
+        sessions: Arc<Sessions>,
+    ) -> Result<Self, String> {
+        let mut g = Self::new(config, store, clock, metrics, tls)?;
+        g.sessions = sessions;
+        Ok(g)
     }
 
     /// The config in force.

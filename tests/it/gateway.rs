@@ -718,14 +718,14 @@ async fn reload_changes_mapping_and_keeps_sessions() {
     );
 }
 
-mod tls {
+pub mod tls {
     use super::*;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio_rustls::rustls;
 
     /// A test CA and a leaf for 127.0.0.1 signed by it (webpki refuses a
     /// self-signed CA certificate as the server's own). Returns (ca, leaf, key).
-    fn test_pki(
+    pub fn test_pki(
         dir: &std::path::Path,
     ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
         let (ca, cak, c, k) = (
@@ -787,7 +787,7 @@ mod tls {
         (ca, c, k)
     }
 
-    async fn client(
+    pub async fn client(
         cert: &std::path::Path,
         addr: &str,
         alpn: &[&[u8]],

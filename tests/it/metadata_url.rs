@@ -103,7 +103,7 @@ async fn refresh_picks_up_a_key_rollover_and_keeps_the_last_good_copy() {
     .await;
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(samlgate::serve::refresh_metadata(
-        Arc::clone(&g.gateway),
+        vec![Arc::clone(&g.gateway)],
         format!("http://{addr}/md"),
         Duration::from_millis(200),
         stop_rx,

@@ -54,6 +54,15 @@ async fn start(upstream: &str) -> Proc {
 /// Starts a process; `redis` selects the Redis store, `acs_port` makes the
 /// SP's ACS URL name another process's port (replicas share one SP identity).
 async fn start_with(upstream: &str, redis: Option<&str>, acs_port: Option<u16>) -> Proc {
+    start_full(upstream, redis, acs_port, None).await
+}
+
+async fn start_full(
+    upstream: &str,
+    redis: Option<&str>,
+    acs_port: Option<u16>,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Proc {
     let dir = tempfile::tempdir().unwrap();
     let (public, admin) = (free_port(), free_port());
     let config = dir.path().join("samlgate.toml");
@@ -66,6 +75,16 @@ async fn start_with(upstream: &str, redis: Option<&str>, acs_port: Option<u16>) 
         text = text.replace(
             &format!("127.0.0.1:{public}/saml/acs"),
             &format!("127.0.0.1:{p}/saml/acs"),
+        );
+    }
+    if let Some((cert, key)) = tls {
+        text = text.replace(
+            "drain_secs = 5\n",
+            &format!(
+                "drain_secs = 5\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
         );
     }
     std::fs::write(&config, text).unwrap();
@@ -267,4 +286,25 @@ async fn two_processes_share_sessions_and_replay_cache_through_redis() {
     )
     .await;
     assert_eq!(r.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_terminates_tls() {
+    use hyper_util::rt::TokioIo;
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = super::gateway::tls::test_pki(pki.path());
+    let (up, _g) = spawn(Arc::new(EchoUpstream)).await;
+    let p = start_full(&format!("http://{up}"), None, None, Some((&cert, &key))).await;
+    let addr = p.public.trim_start_matches("http://").to_owned();
+    let tls = super::gateway::tls::client(&ca, &addr, &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/saml/metadata")
+        .header("host", &addr)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
 }
