@@ -124,18 +124,20 @@ impl Sessions {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Arc<SessionData>>, StoreError> {
-        let key = token_hash(id);
         let n = now.timestamp();
         let recheck = Duration::from_secs(cfg.session.recheck_secs);
+        // The in-memory cache is keyed by the cookie value itself (it never
+        // leaves the process); the store is keyed by its SHA-256.
         if let Ok(cache) = self.cache.lock()
-            && let Some((data, at)) = cache.get(&key)
+            && let Some((data, at)) = cache.get(id)
             && at.elapsed() < recheck
             && data.expires > n
         {
             return Ok(Some(Arc::clone(data)));
         }
+        let key = token_hash(id);
         let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
-            self.forget(&key);
+            self.forget(id);
             return Ok(None);
         };
         let Ok(mut data) = serde_json::from_slice::<SessionData>(&raw) else {
@@ -144,7 +146,7 @@ impl Sessions {
         };
         if data.expires <= n {
             store.delete_ephemeral(Ephemeral::Session, &key).await?;
-            self.forget(&key);
+            self.forget(id);
             return Ok(None);
         }
         // Re-check the user: deleted or not active ends the session.
@@ -152,7 +154,7 @@ impl Sessions {
             Some(u) if u.status == UserStatus::Active => data.user = u,
             _ => {
                 store.delete_ephemeral(Ephemeral::Session, &key).await?;
-                self.forget(&key);
+                self.forget(id);
                 return Ok(None);
             }
         }
@@ -171,7 +173,7 @@ impl Sessions {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(key, (Arc::clone(&data), Instant::now()));
+            cache.insert(id.to_owned(), (Arc::clone(&data), Instant::now()));
         }
         Ok(Some(data))
     }
@@ -179,13 +181,13 @@ impl Sessions {
     /// Ends a session.
     pub async fn destroy(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
         let key = token_hash(id);
-        self.forget(&key);
+        self.forget(id);
         store.delete_ephemeral(Ephemeral::Session, &key).await
     }
 
-    fn forget(&self, key: &str) {
+    fn forget(&self, id: &str) {
         if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(key);
+            cache.remove(id);
         }
     }
 }

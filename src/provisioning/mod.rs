@@ -256,11 +256,13 @@ pub async fn verify_token(
 
 /// SHA-256 hex of a token (tokens are stored hashed).
 pub fn token_hash(token: &str) -> String {
-    use std::fmt::Write;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = openssl::sha::sha256(token.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
-        let _ = write!(out, "{b:02x}");
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+        }
     }
     out
 }
