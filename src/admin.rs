@@ -129,6 +129,24 @@ fn license_of_type(v: &serde_json::Value) -> Option<License> {
     }
 }
 
+/// Reads a JSON body (at most [`MAX_JSON`] bytes) into `T`; the error is
+/// the response to send (400 `invalid_json`, 413).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Box<Response<Body>>> {
+    let body = read_body(req.into_body(), MAX_JSON)
+        .await
+        .map_err(Box::new)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &e.to_string(),
+            None,
+        ))
+    })
+}
+
 /// A name field: at most 64 characters, no control characters. The error
 /// is the 400 response naming the field (boxed: responses are large).
 fn check_name(v: &Option<String>, field: &str) -> Result<String, Box<Response<Body>>> {
@@ -231,20 +249,9 @@ impl Admin {
     }
 
     async fn create(&self, req: Request<Incoming>) -> Response<Body> {
-        let body = match read_body(req.into_body(), MAX_JSON).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let parsed: CreateRequest = match serde_json::from_slice(&body) {
+        let parsed: CreateRequest = match read_json(req).await {
             Ok(p) => p,
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    &e.to_string(),
-                    None,
-                );
-            }
+            Err(r) => return *r,
         };
         if parsed.action != "ssoCreate" {
             return bad("unknown_action", "action must be \"ssoCreate\"", "action");
@@ -372,20 +379,9 @@ impl Admin {
     }
 
     async fn patch(&self, email: &str, req: Request<Incoming>) -> Response<Body> {
-        let body = match read_body(req.into_body(), MAX_JSON).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let p: PatchRequest = match serde_json::from_slice(&body) {
+        let p: PatchRequest = match read_json(req).await {
             Ok(p) => p,
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    &e.to_string(),
-                    None,
-                );
-            }
+            Err(r) => return *r,
         };
         let mut user: UserRecord = match self.store.get_user(email).await {
             Ok(Some(u)) => u,

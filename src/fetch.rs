@@ -19,6 +19,25 @@ pub async fn get_text(url: &str, limit: usize, timeout: Duration) -> Result<Stri
         .map_err(|_| format!("{url}: no answer within {} s", timeout.as_secs()))?
 }
 
+/// One HTTP/1.1 exchange over an established connection.
+async fn send<I>(
+    url: &str,
+    io: I,
+    req: Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    tokio::spawn(conn);
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
 async fn get_inner(url: &str, limit: usize) -> Result<String, String> {
     let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let https = match uri.scheme_str() {
@@ -58,21 +77,9 @@ async fn get_inner(url: &str, limit: usize) -> Result<String, String> {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("{url}: TLS: {e}"))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        tokio::spawn(conn);
-        send.send_request(req)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?
+        send(url, tls, req).await?
     } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        tokio::spawn(conn);
-        send.send_request(req)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?
+        send(url, tcp, req).await?
     };
     if resp.status() != StatusCode::OK {
         return Err(format!("{url}: HTTP {}", resp.status()));

@@ -262,15 +262,8 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    // One worker per core unless SAMLGATE_WORKERS says otherwise.
-    let workers = std::env::var("SAMLGATE_WORKERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(samlgate::serve::worker_count())
         .enable_all()
         .build()
         .map_err(|e| {

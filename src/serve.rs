@@ -45,6 +45,16 @@ pub enum ServeError {
     Other(String),
 }
 
+/// Worker threads: `SAMLGATE_WORKERS`, else one per core.
+pub fn worker_count() -> usize {
+    std::env::var("SAMLGATE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(2)
+}
+
 /// A listening socket with SO_REUSEPORT, handed over as a std listener so
 /// a worker thread's runtime can adopt it.
 fn reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
@@ -128,12 +138,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     // runtime with its own SO_REUSEPORT socket and upstream pool (the kernel
     // spreads connections; no cross-thread wake-ups on the request path).
     // They share the store, the metrics and the session cache.
-    let workers = std::env::var("SAMLGATE_WORKERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(2);
+    let workers = worker_count();
     let sessions = Arc::new(crate::gateway::session::Sessions::default());
     let mut gateways = Vec::new();
     let mut threads = Vec::new();

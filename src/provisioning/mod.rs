@@ -261,7 +261,9 @@ pub fn token_hash(token: &str) -> String {
     let mut out = String::with_capacity(64);
     for b in digest {
         for nibble in [b >> 4, b & 0x0f] {
-            out.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+            out.push(char::from(
+                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
         }
     }
     out
