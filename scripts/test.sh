@@ -18,3 +18,6 @@ for f in tests/fixtures/responses/*; do
   cmp -s "$f" "$tmp/fixtures/responses/$name" || { echo "fixture $name differs from gen.py output: rerun tests/fixtures/gen.py" >&2; exit 1; }
 done
 cargo test --all-targets "$@"
+# Interop with IdP software nobody here wrote: a full SP-initiated login
+# through Debian's SimpleSAMLphp, driven with curl.
+SAMLGATE_BIN=target/debug/samlgate interop/ssp-login.sh
