@@ -183,3 +183,15 @@ print("OK: check-response accepts it:", r["user"]["email"], r["user"]["license"]
 PY
 if [ -n "${SAVE_RESPONSE:-}" ]; then cp "$work/response.b64" "$SAVE_RESPONSE"; fi
 echo "interop: 2 passed, 0 failed"
+if [ "${BROWSER:-0}" = "1" ]; then
+  need=()
+  for p in chromium chromium-driver python3-selenium; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  mkdir -p target/interop-artifacts
+  GW="$gw" IDP="$idp" ARTIFACTS="$(pwd)/target/interop-artifacts" /usr/bin/python3 interop/browser.py
+fi

@@ -5,7 +5,9 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in pkg-config libssl-dev libxml2-dev libxmlsec1-dev libxmlsec1-openssl libclang-dev \
-         xmlsec1 python3-lxml python3-cryptography python3-aiosmtpd redis-server redis-tools; do
+         xmlsec1 python3-lxml python3-cryptography python3-aiosmtpd redis-server redis-tools \
+         simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring php8.2-curl nginx-light \
+         chromium chromium-driver python3-selenium; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

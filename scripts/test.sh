@@ -19,5 +19,6 @@ for f in tests/fixtures/responses/*; do
 done
 cargo test --all-targets "$@"
 # Interop with IdP software nobody here wrote: a full SP-initiated login
-# through Debian's SimpleSAMLphp, driven with curl.
-SAMLGATE_BIN=target/debug/samlgate interop/ssp-login.sh
+# through Debian's SimpleSAMLphp, driven with curl, then in headless Chromium
+# (screenshots in target/interop-artifacts/).
+BROWSER=1 SAMLGATE_BIN=target/debug/samlgate interop/ssp-login.sh

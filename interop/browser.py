@@ -1,0 +1,104 @@
+#!/usr/bin/python3
+"""Browser scenarios against SimpleSAMLphp and samlgate, in headless Chromium
+(Debian's chromium + chromium-driver, driven by python3-selenium). Started by
+interop/ssp-login.sh with BROWSER=1, which has already started both servers.
+
+Each step saves a screenshot to $ARTIFACTS (kept as test artefacts).
+"""
+import os
+import sys
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+GW = os.environ["GW"]
+IDP = os.environ["IDP"]
+ART = os.environ["ARTIFACTS"]
+os.makedirs(ART, exist_ok=True)
+passed = failed = 0
+
+
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--window-size=1100,900", f"--user-data-dir={tempfile.mkdtemp()}"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    d.set_page_load_timeout(30)
+    return d
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(ART, f"{name}.png"))
+
+
+def wait_for(d, cond, what, timeout=20):
+    try:
+        return WebDriverWait(d, timeout).until(cond)
+    except Exception:
+        shot(d, "failure-" + what.replace(" ", "_"))
+        raise AssertionError(f"timed out waiting for {what}; at {d.current_url}: {d.page_source[:500]}")
+
+
+def idp_login(d, user, password, prefix):
+    wait_for(d, EC.presence_of_element_located((By.NAME, "username")), "the IdP login form")
+    shot(d, f"{prefix}-1-idp-login-form")
+    d.find_element(By.NAME, "username").send_keys(user)
+    d.find_element(By.NAME, "password").send_keys(password)
+    shot(d, f"{prefix}-2-credentials-typed")
+    d.find_element(By.NAME, "password").submit()
+
+
+def scenario(name, fn):
+    global passed, failed
+    d = browser()
+    try:
+        fn(d)
+        passed += 1
+        print(f"ok   {name}")
+    except Exception as e:  # report and go on with the next scenario
+        failed += 1
+        print(f"FAIL {name}: {e}")
+    finally:
+        d.quit()
+
+
+def jit_login_lands_on_the_requested_page(d):
+    d.get(f"{GW}/meetings/42")
+    idp_login(d, "alice", "alicepass", "jit")
+    wait_for(d, lambda d: d.current_url.startswith(f"{GW}/meetings/42"), "the return to /meetings/42")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "the identity headers")
+    shot(d, "jit-3-upstream-page")
+    body = d.find_element(By.TAG_NAME, "body").text
+    assert "x-samlgate-license" in body and "licensed" in body, body
+    # Logout, then the protected page goes back through the IdP (which
+    # remembers alice: no form this time) and lands on the page again.
+    d.get(f"{GW}/saml/logout")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Signed out"), "the signed-out page")
+    shot(d, "jit-4-signed-out")
+    d.get(f"{GW}/meetings/43")
+    wait_for(d, lambda d: d.current_url.startswith(f"{GW}/meetings/43"), "single sign-on back to /meetings/43")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "headers after SSO")
+    shot(d, "jit-5-back-through-the-idp")
+
+
+def wrong_password_stays_at_the_idp(d):
+    d.get(f"{GW}/meetings/1")
+    idp_login(d, "bob", "wrong", "badpw")
+    time.sleep(1)
+    shot(d, "badpw-3-still-at-idp")
+    assert d.current_url.startswith(IDP), d.current_url
+    assert "x-samlgate-email" not in d.page_source
+
+
+scenario("JIT login lands on the requested page; logout; SSO back", jit_login_lands_on_the_requested_page)
+scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)
+print(f"browser: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
