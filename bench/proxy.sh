@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10}
 conns=${2:-64}
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 for p in wrk nginx-light; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null

@@ -3,7 +3,7 @@
 # fixtures are what tests/fixtures/gen.py produces, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 # Fixtures are generated, never hand-edited: regenerate into a scratch copy
 # and compare (encrypted and ECDSA fixtures carry fresh randomness, so they are
 # compared by name only).
