@@ -98,7 +98,47 @@ def wrong_password_stays_at_the_idp(d):
     assert "x-samlgate-email" not in d.page_source
 
 
+def changed_attribute_is_updated_on_the_next_login(d):
+    # alice logged in before (first scenario); her IdP record changes.
+    path = os.environ["AUTHSOURCES"]
+    text = open(path).read()
+    open(path, "w").write(text.replace("'sn' => ['Liddell']", "'sn' => ['Liddell-Hargreaves']"))
+    d.get(f"{GW}/meetings/44")
+    idp_login(d, "alice", "alicepass", "update")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "Liddell-Hargreaves"), "the updated last name")
+    shot(d, "update-3-new-last-name")
+
+
+def outside_user_verifies_email_then_signs_in(d):
+    import email
+    import glob
+    d.get(f"{GW}/meetings/45")
+    idp_login(d, "carol", "carolpass", "verify")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "pending_verification"), "the verify-your-email page")
+    shot(d, "verify-3-refused-pending")
+    assert "email verification" in d.find_element(By.TAG_NAME, "body").text
+    files = []
+    for _ in range(50):
+        files = glob.glob(os.path.join(os.environ["MAILDIR"], "new", "*"))
+        if files:
+            break
+        time.sleep(0.1)
+    assert files, "no verification mail arrived at the SMTP sink"
+    msg = email.message_from_binary_file(open(files[0], "rb"))
+    assert msg["To"] == "carol@partner.org", msg["To"]
+    body = msg.get_payload(decode=True).decode()
+    link = next(w for w in body.split() if "/saml/verify?token=" in w)
+    d.get(link)
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Email verified"), "the verified page")
+    shot(d, "verify-4-verified")
+    d.get(f"{GW}/meetings/45")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "carol@partner.org"), "carol at the upstream")
+    shot(d, "verify-5-signed-in")
+
+
 scenario("JIT login lands on the requested page; logout; SSO back", jit_login_lands_on_the_requested_page)
+scenario("JIT updates a changed attribute on the next login", changed_attribute_is_updated_on_the_next_login)
+scenario("a user outside the associated domains verifies her email, then signs in", outside_user_verifies_email_then_signs_in)
 scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)
 print(f"browser: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -31,7 +31,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port)
+IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port); SMTP=$(port)
 idp="http://127.0.0.1:$IDP"
 gw="http://127.0.0.1:$GW"
 mkdir -p "$work"/ssp/{config,metadata,cert,data,tmp,log,sessions}
@@ -59,6 +59,11 @@ license = "licensed"
 [provisioning]
 associated_domains = ["example.com"]
 outbox_dir = "$work/outbox"
+[smtp]
+host = "127.0.0.1"
+port = $SMTP
+tls = "none"
+from = "meetings@example.com"
 [store]
 path = "$work/samlgate.db"
 [upstream]
@@ -109,6 +114,10 @@ $config = [
       'email' => ['bob@example.com'], 'givenName' => ['Bob'], 'sn' => ['Builder'],
       'department' => ['Sales'], 'groups' => ['staff'],
     ],
+    'carol:carolpass' => [
+      'email' => ['carol@partner.org'], 'givenName' => ['Carol'], 'sn' => ['Danvers'],
+      'department' => ['Partners'], 'groups' => ['partners'],
+    ],
   ],
 ];
 PHP
@@ -135,6 +144,9 @@ cat > "$work/ssp/metadata/saml20-sp-remote.php" <<PHP
   'certData' => '$sp_cert',
 ];
 PHP
+# A real SMTP server for the verification mail (aiosmtpd, into a maildir).
+/usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP" -c aiosmtpd.handlers.Mailbox "$work/maildir" 2>/dev/null &
+pids+=($!)
 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" php -d display_errors=0 -S "127.0.0.1:$IDP" \
   -t /usr/share/simplesamlphp/www 2>"$work/php.log" &
 pids+=($!)
@@ -193,5 +205,7 @@ if [ "${BROWSER:-0}" = "1" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
   mkdir -p target/interop-artifacts
-  GW="$gw" IDP="$idp" ARTIFACTS="$(pwd)/target/interop-artifacts" /usr/bin/python3 interop/browser.py
+  GW="$gw" IDP="$idp" ADMIN="http://127.0.0.1:$ADMIN" MAILDIR="$work/maildir" \
+    AUTHSOURCES="$work/ssp/config/authsources.php" DB="$work/samlgate.db" \
+    ARTIFACTS="$(pwd)/target/interop-artifacts" /usr/bin/python3 interop/browser.py
 fi
