@@ -136,7 +136,31 @@ def outside_user_verifies_email_then_signs_in(d):
     shot(d, "verify-5-signed-in")
 
 
+def prior_to_sign_in_refuses_until_sso_create(d):
+    import json
+    import urllib.request
+    gw2 = os.environ["GW2"]
+    d.get(f"{gw2}/meetings/46")
+    idp_login(d, "bob", "bobpass", "prior")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "not_provisioned"), "the not-provisioned page")
+    shot(d, "prior-3-not-provisioned")
+    assert "has not been provisioned" in d.find_element(By.TAG_NAME, "body").text
+    req = urllib.request.Request(
+        f"{os.environ['ADMIN2']}/api/v2/users",
+        data=json.dumps({"action": "ssoCreate", "user_info": {
+            "email": "bob@example.com", "type": 1, "first_name": "Bob", "last_name": "Builder"}}).encode(),
+        headers={"Authorization": f"Bearer {os.environ['ADMIN_TOKEN']}", "Content-Type": "application/json"},
+        method="POST")
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 201, r.status
+    # The IdP remembers bob: no form; straight back and in.
+    d.get(f"{gw2}/meetings/46")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "bob@example.com"), "bob at the upstream")
+    shot(d, "prior-4-signed-in-after-ssocreate")
+
+
 scenario("JIT login lands on the requested page; logout; SSO back", jit_login_lands_on_the_requested_page)
+scenario("prior_to_sign_in refuses, then admits after ssoCreate", prior_to_sign_in_refuses_until_sso_create)
 scenario("JIT updates a changed attribute on the next login", changed_attribute_is_updated_on_the_next_login)
 scenario("a user outside the associated domains verifies her email, then signs in", outside_user_verifies_email_then_signs_in)
 scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)

@@ -31,9 +31,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port); SMTP=$(port)
+IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port); SMTP=$(port); GW2=$(port); ADMIN2=$(port)
 idp="http://127.0.0.1:$IDP"
 gw="http://127.0.0.1:$GW"
+gw2="http://127.0.0.1:$GW2"     # a second gateway in prior_to_sign_in mode
 mkdir -p "$work"/ssp/{config,metadata,cert,data,tmp,log,sessions}
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=SimpleSAMLphp interop IdP (TEST ONLY)" \
   -keyout "$work/ssp/cert/idp.key" -out "$work/ssp/cert/idp.crt" 2>/dev/null
@@ -71,6 +72,12 @@ url = "http://127.0.0.1:$UP"
 [demo]
 enabled = true        # only for its upstream page showing the identity headers
 TOML
+# The prior_to_sign_in gateway: its own SP entity, store and admin token.
+sed -e "s|127.0.0.1:$GW|127.0.0.1:$GW2|g" -e "s|127.0.0.1:$ADMIN\"|127.0.0.1:$ADMIN2\"|" \
+    -e "s|$work/samlgate.db|$work/samlgate2.db|" -e "s|^enabled = true.*|enabled = true\nserve_upstream = false|" \
+    -e "s|^associated_domains|mode = \"prior_to_sign_in\"\nassociated_domains|" \
+    "$work/samlgate.toml" > "$work/samlgate2.toml"
+printf '[admin]\ntokens = ["interop-admin-token-0123456789"]\n' >> "$work/samlgate2.toml"
 sp_cert=$(grep -v -- '-----' certs/demo-sp.crt | tr -d '\n')
 
 cat > "$work/ssp/config/config.php" <<PHP
@@ -143,6 +150,14 @@ cat > "$work/ssp/metadata/saml20-sp-remote.php" <<PHP
   'validate.authnrequest' => true,
   'certData' => '$sp_cert',
 ];
+\$metadata['$gw2/saml/metadata'] = [
+  'AssertionConsumerService' => '$gw2/saml/acs',
+  'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
+  'simplesaml.nameidattribute' => 'email',
+  'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
+  'validate.authnrequest' => true,
+  'certData' => '$sp_cert',
+];
 PHP
 # A real SMTP server for the verification mail (aiosmtpd, into a maildir).
 /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP" -c aiosmtpd.handlers.Mailbox "$work/maildir" 2>/dev/null &
@@ -205,7 +220,11 @@ if [ "${BROWSER:-0}" = "1" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
   mkdir -p target/interop-artifacts
-  GW="$gw" IDP="$idp" ADMIN="http://127.0.0.1:$ADMIN" MAILDIR="$work/maildir" \
+  "$bin" serve --config "$work/samlgate2.toml" 2>"$work/samlgate2.log" &
+  pids+=($!)
+  until curl -sf "http://127.0.0.1:$ADMIN2/healthz" >/dev/null; do sleep 0.2; done
+  GW="$gw" GW2="$gw2" ADMIN2="http://127.0.0.1:$ADMIN2" ADMIN_TOKEN="interop-admin-token-0123456789" \
+  IDP="$idp" ADMIN="http://127.0.0.1:$ADMIN" MAILDIR="$work/maildir" \
     AUTHSOURCES="$work/ssp/config/authsources.php" DB="$work/samlgate.db" \
     ARTIFACTS="$(pwd)/target/interop-artifacts" /usr/bin/python3 interop/browser.py
 fi
