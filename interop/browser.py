@@ -159,10 +159,90 @@ def prior_to_sign_in_refuses_until_sso_create(d):
     shot(d, "prior-4-signed-in-after-ssocreate")
 
 
+def metric(admin, name):
+    """The value of one sample in a gateway's /metrics (0 when absent)."""
+    import urllib.request
+    with urllib.request.urlopen(f"{admin}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def get_status(url, cookie):
+    """Status of an API-style GET carrying a session cookie."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, headers={"Cookie": f"samlgate_session={cookie}", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def expired_session_goes_back_through_the_idp(d):
+    admin = os.environ["ADMIN"]
+    started = 'samlgate_authn_requests_total'
+    accepted = 'samlgate_logins_total{outcome="accept",code=""}'
+    d.get(f"{GW}/meetings/50")
+    idp_login(d, "alice", "alicepass", "expiry")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "the first login")
+    old = d.get_cookie("samlgate_session")["value"]
+    before = (metric(admin, started), metric(admin, accepted))
+    # The interop gateway's session.idle_timeout_secs is 30: stay idle past it.
+    time.sleep(32)
+    status, body = get_status(f"{GW}/meetings/50", old)
+    assert status == 401 and "unauthenticated" in body, (status, body)
+    d.get(f"{GW}/meetings/51")
+    # The IdP still knows alice: no form, straight back through the ACS.
+    wait_for(d, lambda d: d.current_url.startswith(f"{GW}/meetings/51"), "the return after the expired session")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "headers after re-login")
+    shot(d, "expiry-3-back-through-the-idp")
+    new = d.get_cookie("samlgate_session")["value"]
+    assert new != old, "the expired session cookie was reused"
+    after = (metric(admin, started), metric(admin, accepted))
+    assert after == (before[0] + 1, before[1] + 1), (before, after)
+
+
+def scale_out_login_crosses_replicas_and_survives_one_dying(d):
+    import signal
+    front, r1, r2 = os.environ["FRONT"], os.environ["R1"], os.environ["R2"]
+    a1, a2 = os.environ["R1ADMIN"], os.environ["R2ADMIN"]
+    started = 'samlgate_authn_requests_total'
+    accepted = 'samlgate_logins_total{outcome="accept",code=""}'
+    before = [metric(a, m) for a in (a1, a2) for m in (started, accepted)]
+    # nginx sends /saml/login to replica 1 and /saml/acs to replica 2: the
+    # login starts on one replica and finishes on the other.
+    d.get(f"{front}/meetings/60")
+    idp_login(d, "alice", "alicepass", "scale")
+    wait_for(d, lambda d: d.current_url.startswith(f"{front}/meetings/60"), "the return through the front")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "alice via the front")
+    shot(d, "scale-3-logged-in-via-front")
+    after = [metric(a, m) for a in (a1, a2) for m in (started, accepted)]
+    # replica 1 started one login and finished none; replica 2 the reverse.
+    delta = [b - a for a, b in zip(before, after)]
+    assert delta == [1, 0, 0, 1], f"(r1 started, r1 accepted, r2 started, r2 accepted) grew by {delta}"
+    cookie = d.get_cookie("samlgate_session")
+    assert cookie, d.get_cookies()
+    for replica in (r1, r2):
+        status, body = get_status(f"{replica}/meetings/61", cookie["value"])
+        assert status == 200 and "alice@example.com" in body, (replica, status, body[:200])
+    # Replica 1 dies mid-session: the front fails over and the session lives on.
+    os.kill(int(os.environ["R1PID"]), signal.SIGKILL)
+    for i in range(4):
+        d.get(f"{front}/meetings/{62 + i}")
+        wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "the session after a replica died")
+    shot(d, "scale-4-after-replica-1-died")
+
+
 scenario("JIT login lands on the requested page; logout; SSO back", jit_login_lands_on_the_requested_page)
 scenario("prior_to_sign_in refuses, then admits after ssoCreate", prior_to_sign_in_refuses_until_sso_create)
 scenario("JIT updates a changed attribute on the next login", changed_attribute_is_updated_on_the_next_login)
 scenario("a user outside the associated domains verifies her email, then signs in", outside_user_verifies_email_then_signs_in)
 scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)
+scenario("an expired session goes back through the IdP", expired_session_goes_back_through_the_idp)
+scenario("scale-out: login crosses replicas; one replica dies, the session lives",
+         scale_out_login_crosses_replicas_and_survives_one_dying)
 print(f"browser: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Interop smoke test against real IdP software nobody here wrote: Debian's
-# SimpleSAMLphp (1.19, served by `php -S` on loopback, no Apache) as a SAML 2.0
-# IdP with exampleauth:UserPass users, and samlgate configured from the IdP's
-# own metadata URL (and the IdP from samlgate's /saml/metadata, as an operator
-# would). A full SP-initiated login is driven with curl (the browser-driven
-# scenarios of issue #5 come next): login form, signed Response and Assertion
-# (RSA-SHA256), ACS, session, identity headers at the upstream; then the same
-# captured response is run through `samlgate check-response`.
+# Interop against real IdP software nobody here wrote: Debian's SimpleSAMLphp
+# (1.19, served by `php -S` on loopback, no Apache) as a SAML 2.0 IdP with
+# exampleauth:UserPass users, and samlgate configured from the IdP's own
+# metadata URL (and the IdP from samlgate's /saml/metadata, as an operator
+# would). Everything it starts is stopped on exit, failure included.
+#  1. an SP-initiated login driven with curl: login form, signed Response and
+#     Assertion (RSA-SHA256), ACS, session, identity headers at the upstream;
+#  2. the same captured response through `samlgate check-response`;
+#  3. scale-out: two replicas on a 3-master Redis Cluster behind an nginx
+#     front; an IdP-initiated assertion used on one is refused on the other;
+#  with BROWSER=1, the scenarios of interop/browser.py in headless Chromium
+#  (JIT, prior_to_sign_in, email verification, logout, expired session, and
+#  the scale-out login crossing replicas while one of them is killed).
 #   interop/ssp-login.sh        (SAMLGATE_BIN picks the binary; default: the
 #                                release build, else the debug one, else builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring php8.2-curl nginx-light; do
+for p in simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring php8.2-curl nginx-light redis-server redis-tools; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,8 +35,24 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+# Waits up to 60 s for a command to succeed.
+wait_for() { for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "FAIL: timed out waiting for: $*"; exit 1; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A Redis Cluster node listens on its port + 10000 too, so its port must be at
+# most 55535 with both free: picked below the kernel's ephemeral range.
+cluster_port() { python3 -c '
+import random, socket
+def free(p):
+    s = socket.socket()
+    try: s.bind(("127.0.0.1", p)); return True
+    except OSError: return False
+    finally: s.close()
+while True:
+    p = random.randint(20000, 30000)
+    if free(p) and free(p + 10000): print(p); break'; }
 IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port); SMTP=$(port); GW2=$(port); ADMIN2=$(port)
+FRONT=$(port); R1=$(port); R2=$(port); R1A=$(port); R2A=$(port); C1=$(cluster_port); C2=$(cluster_port); C3=$(cluster_port)
+front="http://127.0.0.1:$FRONT"   # nginx round-robin in front of two replicas
 idp="http://127.0.0.1:$IDP"
 gw="http://127.0.0.1:$GW"
 gw2="http://127.0.0.1:$GW2"     # a second gateway in prior_to_sign_in mode
@@ -69,6 +90,8 @@ from = "meetings@example.com"
 path = "$work/samlgate.db"
 [upstream]
 url = "http://127.0.0.1:$UP"
+[session]
+idle_timeout_secs = 30  # the expired-session scenario waits this out
 [demo]
 enabled = true        # only for its upstream page showing the identity headers
 TOML
@@ -158,36 +181,44 @@ cat > "$work/ssp/metadata/saml20-sp-remote.php" <<PHP
   'validate.authnrequest' => true,
   'certData' => '$sp_cert',
 ];
+\$metadata['$front/saml/metadata'] = [
+  'AssertionConsumerService' => '$front/saml/acs',
+  'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
+  'simplesaml.nameidattribute' => 'email',
+  'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
+  'validate.authnrequest' => true,
+  'certData' => '$sp_cert',
+];
 PHP
 # A real SMTP server for the verification mail (aiosmtpd, into a maildir).
 /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP" -c aiosmtpd.handlers.Mailbox "$work/maildir" 2>/dev/null &
 pids+=($!)
-SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" php -d display_errors=0 -S "127.0.0.1:$IDP" \
+PHP_CLI_SERVER_WORKERS=4 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" php -d display_errors=0 -S "127.0.0.1:$IDP" \
   -t /usr/share/simplesamlphp/www 2>"$work/php.log" &
 pids+=($!)
-until curl -sf "$idp/saml2/idp/metadata.php" >/dev/null; do sleep 0.2; done
+wait_for curl --max-time 5 -sf "$idp/saml2/idp/metadata.php"
 "$bin" serve --config "$work/samlgate.toml" 2>"$work/samlgate.log" &
 pids+=($!)
-until curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null; do sleep 0.2; done
+wait_for curl --max-time 5 -sf "http://127.0.0.1:$ADMIN/healthz"
 
 # --- the login, as a browser would do it ---
 jar="$work/cookies"
-login=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' "$gw/saml/login?return_to=/meetings/7")
+login=$(curl --max-time 30 -s -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' "$gw/saml/login?return_to=/meetings/7")
 case "$login" in "$idp/saml2/idp/SSOService.php?SAMLRequest="*) ;; *) echo "FAIL: login did not go to the IdP: $login"; exit 1;; esac
-form=$(curl -s -L -c "$jar" -b "$jar" "$login")
+form=$(curl --max-time 30 -s -L -c "$jar" -b "$jar" "$login")
 state=$(echo "$form" | grep -o 'name="AuthState" value="[^"]*"' | head -1 | sed 's/.*value="//;s/"$//' | python3 -c 'import html,sys; print(html.unescape(sys.stdin.read().strip()))')
 [ -n "$state" ] || { echo "FAIL: no login form at the IdP"; echo "$form" | head -20; exit 1; }
-post=$(curl -s -c "$jar" -b "$jar" "$idp/module.php/core/loginuserpass.php" \
+post=$(curl --max-time 30 -s -c "$jar" -b "$jar" "$idp/module.php/core/loginuserpass.php" \
   --data-urlencode "username=alice" --data-urlencode "password=alicepass" --data-urlencode "AuthState=$state")
 resp=$(echo "$post" | grep -o 'name="SAMLResponse" value="[^"]*"' | sed 's/.*value="//;s/"$//')
 relay=$(echo "$post" | grep -o 'name="RelayState" value="[^"]*"' | sed 's/.*value="//;s/"$//')
 [ -n "$resp" ] || { echo "FAIL: the IdP returned no SAMLResponse"; echo "$post" | head -20; exit 1; }
 echo "$resp" > "$work/response.b64"
-acs=$(curl -s -D - -o /dev/null -c "$jar" -b "$jar" "$gw/saml/acs" \
+acs=$(curl --max-time 30 -s -D - -o /dev/null -c "$jar" -b "$jar" "$gw/saml/acs" \
   --data-urlencode "SAMLResponse=$resp" --data-urlencode "RelayState=$relay")
 echo "$acs" | grep -q "^HTTP/1.1 303" || { echo "FAIL: ACS refused"; echo "$acs"; tail -5 "$work/samlgate.log"; exit 1; }
 echo "$acs" | grep -qi "^location: /meetings/7" || { echo "FAIL: wrong return path"; echo "$acs"; exit 1; }
-page=$(curl -s -c "$jar" -b "$jar" "$gw/meetings/7")
+page=$(curl --max-time 30 -s -c "$jar" -b "$jar" "$gw/meetings/7")
 echo "$page" | grep -q "alice@example.com" || { echo "FAIL: identity headers missing"; echo "$page"; exit 1; }
 echo "$page" | grep -q "licensed" || { echo "FAIL: license rule did not apply"; exit 1; }
 echo "OK: SP-initiated login through SimpleSAMLphp reached the upstream as alice@example.com (licensed)"
@@ -209,7 +240,84 @@ assert r["assertion"]["signed_by"] == "both", r["assertion"]["signed_by"]
 print("OK: check-response accepts it:", r["user"]["email"], r["user"]["license"], "signed by", r["assertion"]["signed_by"])
 PY
 if [ -n "${SAVE_RESPONSE:-}" ]; then cp "$work/response.b64" "$SAVE_RESPONSE"; fi
-echo "interop: 2 passed, 0 failed"
+
+# --- scale-out: two replicas on a 3-master Redis Cluster behind nginx ---
+for c in $C1 $C2 $C3; do
+  mkdir -p "$work/redis-$c"
+  redis-server --port "$c" --bind 127.0.0.1 --save "" --appendonly no --cluster-enabled yes \
+    --cluster-config-file nodes.conf --dir "$work/redis-$c" >/dev/null 2>&1 &
+  pids+=($!)
+done
+for c in $C1 $C2 $C3; do wait_for redis-cli -p "$c" ping; done
+redis-cli --cluster create "127.0.0.1:$C1" "127.0.0.1:$C2" "127.0.0.1:$C3" --cluster-replicas 0 --cluster-yes >/dev/null
+cluster_ok() { redis-cli -p "$1" cluster info | grep -q cluster_state:ok; }
+for c in $C1 $C2 $C3; do wait_for cluster_ok "$c"; done
+for r in 1 2; do
+  pub=$R1; adm=$R1A; [ "$r" = 2 ] && { pub=$R2; adm=$R2A; }
+  cat > "$work/replica$r.toml" <<TOML
+[listen]
+public = "127.0.0.1:$pub"
+admin = "127.0.0.1:$adm"
+[sp]
+entity_id = "$front/saml/metadata"
+acs_url = "$front/saml/acs"
+key_file = "$(pwd)/certs/demo-sp.key"
+cert_file = "$(pwd)/certs/demo-sp.crt"
+[idp]
+metadata_url = "$idp/saml2/idp/metadata.php"
+[provisioning]
+associated_domains = ["example.com"]
+outbox_dir = "$work/outbox"
+[store]
+kind = "redis"
+nodes = ["redis://127.0.0.1:$C1", "redis://127.0.0.1:$C2", "redis://127.0.0.1:$C3"]
+[upstream]
+url = "http://127.0.0.1:$UP"
+TOML
+  "$bin" serve --config "$work/replica$r.toml" 2>"$work/replica$r.log" &
+  pids+=($!)
+  echo $! > "$work/replica$r.pid"
+  disown $!   # the browser test SIGKILLs replica 1: no "Killed" job notice
+done
+wait_for curl --max-time 5 -sf "http://127.0.0.1:$R1A/readyz"
+wait_for curl --max-time 5 -sf "http://127.0.0.1:$R2A/readyz"
+cat > "$work/front.conf" <<NGINX
+worker_processes 1;
+pid $work/front.pid;
+error_log $work/front-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream replicas { server 127.0.0.1:$R1 max_fails=1 fail_timeout=30s; server 127.0.0.1:$R2 max_fails=1 fail_timeout=30s; }
+  server {
+    listen 127.0.0.1:$FRONT;
+    proxy_set_header Host \$http_host;
+    # Logins start on replica 1 and finish on replica 2; everything else alternates.
+    location = /saml/login { proxy_pass http://127.0.0.1:$R1; }
+    location = /saml/acs { proxy_pass http://127.0.0.1:$R2; }
+    location / { proxy_pass http://replicas; proxy_next_upstream error timeout; }
+  }
+}
+NGINX
+nginx -c "$work/front.conf" -g 'daemon off;' 2>"$work/front.stderr" &
+pids+=($!)
+for _ in $(seq 100); do curl --max-time 30 -s -o /dev/null "$front/" && break; sleep 0.1; done
+curl --max-time 30 -s -o /dev/null "$front/" || { echo "FAIL: the nginx front did not start"; cat "$work/front.stderr" "$work/front-error.log" 2>/dev/null; exit 1; }
+# An IdP-initiated response used on replica 2 is refused on replica 1.
+jar2="$work/cookies2"
+start=$(curl --max-time 30 -s -L -c "$jar2" -b "$jar2" "$idp/saml2/idp/SSOService.php?spentityid=$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=""))' "$front/saml/metadata")")
+st=$(echo "$start" | grep -o 'name="AuthState" value="[^"]*"' | head -1 | sed 's/.*value="//;s/"$//' | python3 -c 'import html,sys; print(html.unescape(sys.stdin.read().strip()))')
+post=$(curl --max-time 30 -s -c "$jar2" -b "$jar2" "$idp/module.php/core/loginuserpass.php" \
+  --data-urlencode "username=bob" --data-urlencode "password=bobpass" --data-urlencode "AuthState=$st")
+unsolicited=$(echo "$post" | grep -o 'name="SAMLResponse" value="[^"]*"' | sed 's/.*value="//;s/"$//')
+[ -n "$unsolicited" ] || { echo "FAIL: no IdP-initiated response"; echo "$post" | head; exit 1; }
+code2=$(curl --max-time 30 -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$R2/saml/acs" --data-urlencode "SAMLResponse=$unsolicited")
+code1=$(curl --max-time 30 -s "http://127.0.0.1:$R1/saml/acs" --data-urlencode "SAMLResponse=$unsolicited")
+[ "$code2" = "303" ] || { echo "FAIL: replica 2 refused the IdP-initiated login ($code2)"; tail -3 "$work/replica2.log"; exit 1; }
+echo "$code1" | grep -q "<code>replayed</code>" || { echo "FAIL: replica 1 did not refuse the replay"; echo "$code1" | head -5; exit 1; }
+echo "OK: an assertion used on replica 2 is refused as replayed on replica 1 (Redis Cluster)"
+echo "interop: 3 passed, 0 failed"
+
 if [ "${BROWSER:-0}" = "1" ]; then
   need=()
   for p in chromium chromium-driver python3-selenium; do
@@ -222,9 +330,11 @@ if [ "${BROWSER:-0}" = "1" ]; then
   mkdir -p target/interop-artifacts
   "$bin" serve --config "$work/samlgate2.toml" 2>"$work/samlgate2.log" &
   pids+=($!)
-  until curl -sf "http://127.0.0.1:$ADMIN2/healthz" >/dev/null; do sleep 0.2; done
+  wait_for curl --max-time 5 -sf "http://127.0.0.1:$ADMIN2/healthz"
   GW="$gw" GW2="$gw2" ADMIN2="http://127.0.0.1:$ADMIN2" ADMIN_TOKEN="interop-admin-token-0123456789" \
   IDP="$idp" ADMIN="http://127.0.0.1:$ADMIN" MAILDIR="$work/maildir" \
     AUTHSOURCES="$work/ssp/config/authsources.php" DB="$work/samlgate.db" \
+    FRONT="$front" R1="http://127.0.0.1:$R1" R2="http://127.0.0.1:$R2" \
+    R1ADMIN="http://127.0.0.1:$R1A" R2ADMIN="http://127.0.0.1:$R2A" R1PID="$(cat "$work/replica1.pid")" \
     ARTIFACTS="$(pwd)/target/interop-artifacts" /usr/bin/python3 interop/browser.py
 fi

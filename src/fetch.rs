@@ -60,6 +60,9 @@ async fn get_inner(url: &str, limit: usize) -> Result<String, String> {
             uri.authority().map_or(host.as_str(), |a| a.as_str()),
         )
         .header(http::header::USER_AGENT, "samlgate")
+        // One request per connection: close it, so single-process servers
+        // (php -S) never wait on an idle keep-alive connection.
+        .header(http::header::CONNECTION, "close")
         .header(
             http::header::ACCEPT,
             "application/samlmetadata+xml, application/xml, text/xml",

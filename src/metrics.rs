@@ -61,6 +61,7 @@ pub struct Metrics {
     /// Proxied responses by status class: index 1..=5 for 1xx..5xx.
     proxied: [AtomicU64; 6],
     store_errors: AtomicU64,
+    authn_requests: AtomicU64,
     /// Time spent verifying a SAMLResponse.
     pub verify_latency: Histogram,
     /// Upstream response time (headers received).
@@ -82,6 +83,11 @@ impl Metrics {
         }
     }
 
+    /// Counts an AuthnRequest sent to the IdP (a login started here).
+    pub fn authn_request(&self) {
+        self.authn_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a store error.
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -99,6 +105,11 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP samlgate_authn_requests_total AuthnRequests sent to the IdP (logins started).\n# TYPE samlgate_authn_requests_total counter\nsamlgate_authn_requests_total {}",
+            self.authn_requests.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP samlgate_proxied_requests_total Requests proxied upstream by status class.\n# TYPE samlgate_proxied_requests_total counter\n");
         for (class, c) in self.proxied.iter().enumerate().skip(1) {
             let n = c.load(Ordering::Relaxed);
@@ -141,6 +152,7 @@ mod tests {
         m.proxied(200);
         m.proxied(502);
         m.store_error();
+        m.authn_request();
         m.verify_latency.observe(Duration::from_micros(700));
         let text = m.render();
         for line in [
@@ -149,6 +161,7 @@ mod tests {
             "samlgate_proxied_requests_total{status=\"2xx\"} 1",
             "samlgate_proxied_requests_total{status=\"5xx\"} 1",
             "samlgate_store_errors_total 1",
+            "samlgate_authn_requests_total 1",
             "samlgate_verify_seconds_bucket{le=\"0.0005\"} 0",
             "samlgate_verify_seconds_bucket{le=\"0.001\"} 1",
             "samlgate_verify_seconds_bucket{le=\"+Inf\"} 1",

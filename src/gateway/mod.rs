@@ -398,6 +398,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 }
             }
         }
+        self.metrics.authn_request();
         let sep = if sso.contains('?') { '&' } else { '?' };
         redirect(StatusCode::FOUND, &format!("{sso}{sep}{qs}"))
     }

@@ -9,6 +9,21 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free port for a cluster node. Redis Cluster listens on the port plus
+/// 10,000 for its bus, so the port must be at most 55,535 (the kernel's
+/// ephemeral range here reaches 60,999) and both must be free. Picked below
+/// the ephemeral range so an outgoing connection cannot take it meanwhile.
+pub fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let p: u16 = rand::random_range(20_000..=30_000);
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(p) && free(p + 10_000) {
+            return p;
+        }
+    }
+    panic!("no free port pair for a cluster node in 20000-40000");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -124,7 +139,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     pub fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::spawn(free_port(), tempfile::tempdir().unwrap(), true))
+            .map(|_| RedisServer::spawn(cluster_port(), tempfile::tempdir().unwrap(), true))
             .collect();
         let addrs: Vec<String> = nodes
             .iter()
