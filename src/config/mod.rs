@@ -199,6 +199,19 @@ pub struct Security {
     pub max_response_bytes: usize,
     /// Accept SHA-1 signatures and digests (default false).
     pub insecure_allow_sha1: bool,
+    /// Which XML-DSig implementation verifies signatures.
+    pub verifier: VerifierKind,
+}
+
+/// `security.verifier`: the XML-DSig implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierKind {
+    /// Exclusive c14n on the parsed tree + openssl (`"native"`).
+    Native,
+    /// libxmlsec1 through samael, verify then reduce (`"libxmlsec1"`).
+    #[default]
+    Libxmlsec1,
 }
 
 impl Default for Security {
@@ -208,6 +221,7 @@ impl Default for Security {
             max_issue_delay_secs: 90,
             max_response_bytes: 512 * 1024,
             insecure_allow_sha1: false,
+            verifier: VerifierKind::default(),
         }
     }
 }
@@ -568,6 +582,18 @@ impl Config {
             max_issue_delay_secs: s.max_issue_delay_secs.unwrap_or(d.max_issue_delay_secs),
             max_response_bytes: s.max_response_bytes.unwrap_or(d.max_response_bytes),
             insecure_allow_sha1: s.insecure_allow_sha1.unwrap_or(false),
+            verifier: match s.verifier.as_deref() {
+                None => d.verifier,
+                Some("native") => VerifierKind::Native,
+                Some("libxmlsec1") => VerifierKind::Libxmlsec1,
+                Some(other) => {
+                    p.add(
+                        "security.verifier",
+                        format!("{other:?} is not one of \"native\", \"libxmlsec1\""),
+                    );
+                    d.verifier
+                }
+            },
         };
         if !(0..=3600).contains(&security.clock_skew_secs) {
             p.add("security.clock_skew_secs", "must be between 0 and 3600");

@@ -26,6 +26,8 @@ pub struct SigningCert {
     pub subject: String,
     /// SHA-256 fingerprint (hex, colon-separated), for traces and logs.
     pub fingerprint: String,
+    /// The public key, parsed once for the native verifier.
+    pub key: openssl::pkey::PKey<openssl::pkey::Public>,
 }
 
 /// An SSO endpoint.
@@ -149,9 +151,13 @@ fn parse_cert(b64: &str) -> Result<SigningCert, String> {
         .filter_map(|e| e.data().to_string().ok())
         .collect::<Vec<_>>()
         .join(", ");
+    let key = cert
+        .public_key()
+        .map_err(|e| format!("X509Certificate has no usable public key: {e}"))?;
     Ok(SigningCert {
         der,
         subject,
         fingerprint,
+        key,
     })
 }

@@ -9,9 +9,11 @@
 //!   read afterwards comes from the signed content only.
 //! * checks: one function per rule ([`checks`]).
 
+pub mod c14n;
 pub mod checks;
 pub mod decode;
 pub mod decrypt;
+pub mod dsig;
 pub mod error;
 pub mod metadata;
 pub mod precheck;
@@ -21,7 +23,7 @@ pub mod xml;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, VerifierKind};
 use crate::mapping::{MappedUser, MappingInput, SamlAttribute, TraceLine};
 use checks::TimeWindow;
 pub use error::SamlError;
@@ -162,25 +164,44 @@ pub fn verify_response(
     let certs = &cfg.idp.metadata.signing_certs;
     let allow_sha1 = sec.insecure_allow_sha1;
 
-    // Signature: obtain the signed Response (if signed) and the signed assertion.
-    let signed_doc = if shape.response_signed || shape.assertion_signed {
+    // Signature: obtain the signed Response (if signed) and the signed
+    // assertion. libxmlsec1 hands back a reduced copy (what its verified
+    // signatures cover); the native verifier hands back nodes of `doc` itself.
+    let native = sec.verifier == VerifierKind::Native;
+    let reduced: Option<Element>;
+    let signed_doc: Option<&Element> = if !(shape.response_signed || shape.assertion_signed) {
+        if !shape.encrypted {
+            return Err(SamlError::SignatureMissing);
+        }
+        None
+    } else if native {
+        let mut top = None;
+        if shape.response_signed {
+            let v = dsig::verify_element(&doc, &[], certs)?;
+            trace.push(signature_trace(&v, certs));
+            top = Some(v.element());
+        }
+        if shape.assertion_signed {
+            let v = dsig::verify_element(raw_assertion, &[&doc], certs)?;
+            trace.push(signature_trace(&v, certs));
+            top = top.or(Some(v.element()));
+        }
+        top
+    } else {
         let v = signature::verify_and_reduce(xml_text, certs, allow_sha1)?;
         trace.push(TraceLine::new(
             "signature",
             format!(
-                "verified against {} metadata certificate(s); signed content rooted at {}",
+                "libxmlsec1 verified against {} metadata certificate(s); signed content rooted at {}",
                 certs.len(),
                 v.signed.name
             ),
         ));
-        Some(v.signed)
-    } else if !shape.encrypted {
-        return Err(SamlError::SignatureMissing);
-    } else {
-        None
+        reduced = Some(v.signed);
+        reduced.as_ref()
     };
 
-    let signed_response: Option<&Element> = match &signed_doc {
+    let signed_response: Option<&Element> = match signed_doc {
         Some(d) if shape.response_signed => {
             if !d.is(xml::NS_PROTOCOL, "Response") {
                 return Err(SamlError::SignatureInvalid(
@@ -229,8 +250,14 @@ pub fn verify_response(
         ));
         decrypted_doc = match inner_sig {
             Some(_) => {
-                let v = signature::verify_and_reduce(&plain, certs, allow_sha1)?;
-                if !v.signed.is(NS_ASSERTION, "Assertion") {
+                let signed = if native {
+                    let v = dsig::verify_element(&parsed, &[], certs)?;
+                    trace.push(signature_trace(&v, certs));
+                    parsed
+                } else {
+                    signature::verify_and_reduce(&plain, certs, allow_sha1)?.signed
+                };
+                if !signed.is(NS_ASSERTION, "Assertion") {
                     return Err(SamlError::AssertionNotSigned);
                 }
                 signed_by = if signed_response.is_some() {
@@ -238,7 +265,7 @@ pub fn verify_response(
                 } else {
                     SignedBy::Assertion
                 };
-                Some(v.signed)
+                Some(signed)
             }
             None if signed_response.is_some() => {
                 signed_by = SignedBy::Response;
@@ -250,7 +277,7 @@ pub fn verify_response(
             .as_ref()
             .ok_or(SamlError::AssertionNotSigned)?
     } else {
-        match &signed_doc {
+        match signed_doc {
             Some(d) if d.is(xml::NS_PROTOCOL, "Response") => {
                 let mut found = d.children_named(NS_ASSERTION, "Assertion");
                 let a = found.next().ok_or(SamlError::AssertionNotSigned)?;
@@ -366,6 +393,21 @@ pub fn verify_response(
         attributes,
         signed_by,
     })
+}
+
+/// The trace line of a natively verified signature.
+fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> TraceLine {
+    TraceLine::new(
+        "signature",
+        format!(
+            "{} {:?} verified natively with metadata certificate {}",
+            v.element().name,
+            v.element().attr("ID").unwrap_or(""),
+            certs
+                .get(v.cert_index())
+                .map_or("?", |c| c.fingerprint.as_str())
+        ),
+    )
 }
 
 /// Applies the configured mapping; a mapping failure is a refusal.

@@ -28,6 +28,8 @@ pub const NS_ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 pub const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 /// XML-Enc namespace.
 pub const NS_XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
+/// The namespace bound to the `xml` prefix.
+pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 /// Exclusive c14n namespace (InclusiveNamespaces).
 pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 
@@ -36,6 +38,8 @@ pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub struct Attr {
     /// Namespace URI, `None` for unprefixed attributes.
     pub ns: Option<String>,
+    /// The prefix as written (canonicalisation writes it back).
+    pub prefix: Option<String>,
     /// Local name.
     pub name: String,
     /// Value after entity and whitespace normalisation.
@@ -51,15 +55,28 @@ pub enum Node {
     Text(String),
 }
 
+/// A namespace declaration written on an element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsDecl {
+    /// The prefix declared, `None` for the default namespace.
+    pub prefix: Option<String>,
+    /// The namespace URI (empty for `xmlns=""`).
+    pub uri: String,
+}
+
 /// An element with its namespace resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     /// Namespace URI, `None` when unqualified.
     pub ns: Option<String>,
+    /// The prefix as written, `None` when unprefixed.
+    pub prefix: Option<String>,
     /// Local name.
     pub name: String,
     /// Attributes, namespace declarations excluded.
     pub attrs: Vec<Attr>,
+    /// Namespace declarations on this element, in document order.
+    pub ns_decls: Vec<NsDecl>,
     /// Children in document order.
     pub children: Vec<Node>,
 }
@@ -186,11 +203,48 @@ pub fn parse(xml: &str) -> Result<Element, SamlError> {
                 }
                 let el_ns = resolved_ns(&ns, "element", s.name().as_ref())?;
                 let name = utf8(s.local_name().as_ref())?.to_owned();
+                let prefix = match s.name().prefix() {
+                    Some(p) => Some(utf8(p.as_ref())?.to_owned()),
+                    None => None,
+                };
                 let mut attrs: Vec<Attr> = Vec::new();
+                let mut ns_decls: Vec<NsDecl> = Vec::new();
                 for a in s.attributes() {
                     let a = a.map_err(|e| SamlError::MalformedXml(e.to_string()))?;
                     let key = a.key;
-                    if key.as_namespace_binding().is_some() {
+                    if let Some(binding) = key.as_namespace_binding() {
+                        let uri = a
+                            .normalized_value(quick_xml::XmlVersion::Explicit1_0)
+                            .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
+                        check_chars(&uri)?;
+                        let prefix = match binding {
+                            quick_xml::name::PrefixDeclaration::Default => None,
+                            quick_xml::name::PrefixDeclaration::Named(p) => {
+                                let p = utf8(p)?;
+                                if p == "xmlns" || (p == "xml" && uri != NS_XML) {
+                                    return Err(SamlError::MalformedXml(format!(
+                                        "reserved prefix {p} cannot be declared"
+                                    )));
+                                }
+                                if uri.is_empty() {
+                                    return Err(SamlError::MalformedXml(format!(
+                                        "prefix {p} cannot be undeclared (xmlns:{p}=\"\")"
+                                    )));
+                                }
+                                Some(p.to_owned())
+                            }
+                        };
+                        if ns_decls.iter().any(|d| d.prefix == prefix) {
+                            return Err(SamlError::MalformedXml(format!(
+                                "namespace prefix {} declared twice on {}",
+                                prefix.as_deref().unwrap_or("(default)"),
+                                utf8(s.name().as_ref())?
+                            )));
+                        }
+                        ns_decls.push(NsDecl {
+                            prefix,
+                            uri: uri.into_owned(),
+                        });
                         continue;
                     }
                     let (ans, local) = reader.resolver().resolve_attribute(key);
@@ -200,6 +254,10 @@ pub fn parse(xml: &str) -> Result<Element, SamlError> {
                         .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
                     check_chars(&value)?;
                     let name = utf8(local.as_ref())?.to_owned();
+                    let aprefix = match key.prefix() {
+                        Some(p) => Some(utf8(p.as_ref())?.to_owned()),
+                        None => None,
+                    };
                     if attrs.iter().any(|x| x.ns == ans && x.name == name) {
                         return Err(SamlError::MalformedXml(format!(
                             "duplicate attribute {name} on {}",
@@ -208,14 +266,17 @@ pub fn parse(xml: &str) -> Result<Element, SamlError> {
                     }
                     attrs.push(Attr {
                         ns: ans,
+                        prefix: aprefix,
                         name,
                         value: value.into_owned(),
                     });
                 }
                 let el = Element {
                     ns: el_ns,
+                    prefix,
                     name,
                     attrs,
+                    ns_decls,
                     children: Vec::new(),
                 };
                 if matches!(event, Event::Start(_)) {

@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod corpus;
 mod csv_import;
+mod differential;
 mod fuzz_replay;
 mod gateway;
 mod http_support;

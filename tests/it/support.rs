@@ -62,6 +62,13 @@ pub fn run_bytes(e: &Entry, bytes: &[u8]) -> Report {
     check_response(bytes, &config(&e.config), &e.request_ids, &clock(&e.at))
 }
 
+/// Like [`run_bytes`], with the given signature verifier.
+pub fn run_bytes_with(e: &Entry, bytes: &[u8], verifier: samlgate::config::VerifierKind) -> Report {
+    let mut cfg = config(&e.config);
+    cfg.security.verifier = verifier;
+    check_response(bytes, &cfg, &e.request_ids, &clock(&e.at))
+}
+
 /// Asserts the fixture is refused with `code`.
 pub fn rejects(name: &str, code: &str) -> Report {
     let r = run(name);

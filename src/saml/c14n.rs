@@ -1,0 +1,262 @@
+//! Exclusive XML canonicalisation (`xml-exc-c14n#`, without comments) of an
+//! element subtree of the parsed tree, as XML-DSig needs it for the SAML
+//! signature profile: the signed element minus its enveloped Signature, and
+//! SignedInfo.
+//!
+//! Rules (W3C Exclusive XML Canonicalization 1.0 and C14N 1.0):
+//!
+//! * an element renders only the namespaces it visibly uses (its own prefix,
+//!   or the default namespace when unprefixed, and its attributes' prefixes;
+//!   never `xml`), skipping one an output ancestor already rendered with the
+//!   same value; `xmlns=""` only when an output ancestor rendered a non-empty
+//!   default. Prefixes in the `InclusiveNamespaces` PrefixList (`#default` for
+//!   the default namespace) follow the inclusive rules instead: rendered
+//!   wherever in scope and not already rendered with that value. The apex
+//!   inherits declarations from its ancestors in the document.
+//! * declarations sort by prefix (default first), attributes by namespace URI
+//!   then local name (unqualified first); a QName inside an attribute value
+//!   does not count as use.
+//! * text escapes `& < >` and CR; attribute values `& < "`, TAB, LF, CR;
+//!   empty elements are written as start/end pairs; comments are dropped
+//!   (the parser already joined the text around them); CDATA is text.
+
+use super::xml::{Element, Node};
+
+/// A namespace binding: prefix (`None` = default) and URI.
+type Binding<'a> = (Option<&'a str>, &'a str);
+
+/// Canonicalises `apex` into `out`. `ancestors` are the apex's ancestors from
+/// the document root down (their declarations are in scope at the apex);
+/// `exclude` is an element left out with its subtree (the enveloped
+/// Signature); `inclusive` is the PrefixList (`None` for `#default`).
+pub fn canonicalize(
+    apex: &Element,
+    ancestors: &[&Element],
+    exclude: Option<&Element>,
+    inclusive: &[Option<&str>],
+    out: &mut Vec<u8>,
+) {
+    let mut c = Canon {
+        scope: Vec::with_capacity(16),
+        rendered: Vec::with_capacity(16),
+        inclusive,
+        exclude: exclude.map(|e| e as *const Element),
+    };
+    for a in ancestors {
+        for d in &a.ns_decls {
+            c.scope.push((d.prefix.as_deref(), d.uri.as_str()));
+        }
+    }
+    c.element(apex, out);
+}
+
+/// Parses an `InclusiveNamespaces` PrefixList (`#default` → `None`).
+pub fn prefix_list(list: &str) -> Vec<Option<&str>> {
+    list.split_ascii_whitespace()
+        .map(|p| if p == "#default" { None } else { Some(p) })
+        .collect()
+}
+
+struct Canon<'a> {
+    /// In-scope bindings, innermost last.
+    scope: Vec<Binding<'a>>,
+    /// Bindings rendered by output ancestors, innermost last.
+    rendered: Vec<Binding<'a>>,
+    inclusive: &'a [Option<&'a str>],
+    exclude: Option<*const Element>,
+}
+
+fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
+    stack
+        .iter()
+        .rev()
+        .find(|(p, _)| *p == prefix)
+        .map(|(_, uri)| *uri)
+}
+
+impl<'a> Canon<'a> {
+    fn element(&mut self, e: &'a Element, out: &mut Vec<u8>) {
+        let scope_len = self.scope.len();
+        let rendered_len = self.rendered.len();
+        for d in &e.ns_decls {
+            self.scope.push((d.prefix.as_deref(), d.uri.as_str()));
+        }
+        // Candidate prefixes: visibly used, then the inclusive list.
+        let mut cands: Vec<Option<&str>> = Vec::with_capacity(4);
+        cands.push(e.prefix.as_deref());
+        for a in &e.attrs {
+            if let Some(p) = a.prefix.as_deref()
+                && p != "xml"
+                && !cands.contains(&Some(p))
+            {
+                cands.push(Some(p));
+            }
+        }
+        for p in self.inclusive {
+            if *p != Some("xml") && !cands.contains(p) {
+                cands.push(*p);
+            }
+        }
+        let mut decls: Vec<Binding<'a>> = Vec::with_capacity(cands.len());
+        for p in cands {
+            let uri = match (p, lookup(&self.scope, p)) {
+                (_, Some(u)) => u,
+                (None, None) => "",
+                // A listed prefix not in scope here: nothing to render.
+                (Some(_), None) => continue,
+            };
+            let prev = lookup(&self.rendered, p);
+            let render = if p.is_none() && uri.is_empty() {
+                prev.is_some_and(|v| !v.is_empty())
+            } else {
+                prev != Some(uri)
+            };
+            if render {
+                decls.push((p, uri));
+            }
+        }
+        // Default (None) sorts before any prefix, prefixes by code point.
+        decls.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.rendered.extend(decls.iter().copied());
+
+        out.push(b'<');
+        write_qname(out, e.prefix.as_deref(), &e.name);
+        for (p, uri) in &decls {
+            out.extend_from_slice(b" xmlns");
+            if let Some(p) = p {
+                out.push(b':');
+                out.extend_from_slice(p.as_bytes());
+            }
+            out.extend_from_slice(b"=\"");
+            escape_attr(out, uri);
+            out.push(b'"');
+        }
+        let mut attrs: Vec<&'a super::xml::Attr> = e.attrs.iter().collect();
+        attrs.sort_unstable_by(|a, b| {
+            (a.ns.as_deref().unwrap_or(""), a.name.as_str())
+                .cmp(&(b.ns.as_deref().unwrap_or(""), b.name.as_str()))
+        });
+        for a in attrs {
+            out.push(b' ');
+            write_qname(out, a.prefix.as_deref(), &a.name);
+            out.extend_from_slice(b"=\"");
+            escape_attr(out, &a.value);
+            out.push(b'"');
+        }
+        out.push(b'>');
+        for child in &e.children {
+            match child {
+                Node::Text(t) => escape_text(out, t),
+                Node::Element(c) => {
+                    if self.exclude != Some(c as *const Element) {
+                        self.element(c, out);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(b"</");
+        write_qname(out, e.prefix.as_deref(), &e.name);
+        out.push(b'>');
+        self.scope.truncate(scope_len);
+        self.rendered.truncate(rendered_len);
+    }
+}
+
+fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
+    if let Some(p) = prefix {
+        out.extend_from_slice(p.as_bytes());
+        out.push(b':');
+    }
+    out.extend_from_slice(local.as_bytes());
+}
+
+/// Text node escaping: `&`, `<`, `>`, CR.
+fn escape_text(out: &mut Vec<u8>, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'\r' => b"&#xD;",
+            _ => continue,
+        };
+        out.extend_from_slice(s.as_bytes().get(start..i).unwrap_or_default());
+        out.extend_from_slice(rep);
+        start = i + 1;
+    }
+    out.extend_from_slice(s.as_bytes().get(start..).unwrap_or_default());
+}
+
+/// Attribute value escaping: `&`, `<`, `"`, TAB, LF, CR.
+fn escape_attr(out: &mut Vec<u8>, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'"' => b"&quot;",
+            b'\t' => b"&#x9;",
+            b'\n' => b"&#xA;",
+            b'\r' => b"&#xD;",
+            _ => continue,
+        };
+        out.extend_from_slice(s.as_bytes().get(start..i).unwrap_or_default());
+        out.extend_from_slice(rep);
+        start = i + 1;
+    }
+    out.extend_from_slice(s.as_bytes().get(start..).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saml::xml::parse;
+
+    fn c14n(xml: &str, inclusive: &[Option<&str>]) -> String {
+        let root = parse(xml).unwrap();
+        let mut out = Vec::new();
+        canonicalize(&root, &[], None, inclusive, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn unused_namespaces_dropped_used_ones_rendered_once() {
+        assert_eq!(
+            c14n(
+                r#"<p:a xmlns:p="urn:p" xmlns:q="urn:q" xmlns:xs="urn:xs" z="1" q:y="2" b="&amp;&lt;&gt;&quot;'"><p:b xmlns:p="urn:p" t="xs:string">x &amp; &lt; &gt; "</p:b><c/></p:a>"#,
+                &[]
+            ),
+            r#"<p:a xmlns:p="urn:p" xmlns:q="urn:q" b="&amp;&lt;>&quot;'" z="1" q:y="2"><p:b t="xs:string">x &amp; &lt; &gt; "</p:b><c></c></p:a>"#
+        );
+    }
+
+    #[test]
+    fn default_namespace_and_empty_default() {
+        assert_eq!(
+            c14n(r#"<a xmlns="urn:d"><b xmlns=""><c/></b><d/></a>"#, &[]),
+            r#"<a xmlns="urn:d"><b xmlns=""><c></c></b><d></d></a>"#
+        );
+        // No default rendered above: xmlns="" is not written.
+        assert_eq!(c14n(r#"<a><b xmlns=""/></a>"#, &[]), "<a><b></b></a>");
+    }
+
+    #[test]
+    fn inclusive_prefixes_render_at_the_apex() {
+        assert_eq!(
+            c14n(
+                r#"<p:a xmlns:p="urn:p" xmlns:xs="urn:xs" xmlns="urn:d"><p:b/></p:a>"#,
+                &[Some("xs"), None]
+            ),
+            r#"<p:a xmlns="urn:d" xmlns:p="urn:p" xmlns:xs="urn:xs"><p:b></p:b></p:a>"#
+        );
+    }
+
+    #[test]
+    fn whitespace_references_in_attributes_and_text() {
+        assert_eq!(
+            c14n("<a k=\"x&#9;y&#xA;z&#xD;\">1&#xD;2</a>", &[]),
+            "<a k=\"x&#x9;y&#xA;z&#xD;\">1&#xD;2</a>"
+        );
+    }
+}
