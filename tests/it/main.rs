@@ -9,6 +9,7 @@
 )]
 mod admin_api;
 mod attacks;
+mod c14n_oracle;
 mod cli;
 mod config;
 mod corpus;
