@@ -15,7 +15,7 @@ use samlgate::saml::xml::{self, Element, NS_DSIG};
 use super::support::fixtures;
 
 /// Every element in document order with its ancestors (root first).
-fn elements<'a>(root: &'a Element) -> Vec<(&'a Element, Vec<&'a Element>)> {
+fn elements(root: &Element) -> Vec<(&Element, Vec<&Element>)> {
     fn go<'a>(
         e: &'a Element,
         path: &mut Vec<&'a Element>,
