@@ -1,6 +1,8 @@
 //! `cargo bench --bench verify`: full checks per second on one core
-//! (decode → pre-check → libxmlsec1 verify-then-reduce → checks → mapping),
-//! per fixture shape, plus how fast the pre-check refuses a transform bomb.
+//! (decode → pre-check → signature → checks → mapping), per fixture shape,
+//! with both verifiers side by side in the same run (native, then
+//! libxmlsec1 verify-then-reduce, and their ratio), plus how fast the
+//! pre-check refuses a transform bomb.
 //! A plain timing loop (no criterion: fewer dependencies on a 2-core box);
 //! each case runs for about two seconds after a warm-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,11 +12,20 @@ use std::time::{Duration, Instant};
 
 use samlgate::check::check_response;
 use samlgate::clock::FixedClock;
-use samlgate::config::Config;
+use samlgate::config::{Config, VerifierKind};
 
 fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let config = Config::load(&dir.join("config.toml")).unwrap();
+    let base = Config::load(&dir.join("config.toml")).unwrap();
+    let with = |v: VerifierKind| {
+        let mut c = base.clone();
+        c.security.verifier = v;
+        c
+    };
+    let configs = [
+        ("native", with(VerifierKind::Native)),
+        ("libxmlsec1", with(VerifierKind::Libxmlsec1)),
+    ];
     let clock = FixedClock(
         chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:30Z")
             .unwrap()
@@ -26,8 +37,8 @@ fn main() {
     let timing = std::env::args().any(|a| a == "--bench");
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
-        "{:<44} {:>8} {:>12} {:>10}",
-        "case", "bytes", "checks/s", "µs/check"
+        "{:<44} {:>8} {:>11} {:>12} {:>10} {:>7}",
+        "case", "bytes", "verifier", "checks/s", "µs/check", "ratio"
     );
     for (name, expect_accept) in [
         ("valid_okta_assertion_signed.xml", true),
@@ -44,30 +55,50 @@ fn main() {
             continue;
         }
         let bytes = std::fs::read(dir.join("responses").join(name)).unwrap();
-        let run = || {
-            let r = check_response(&bytes, &config, &req, &clock);
-            assert_eq!(r.code.is_none(), expect_accept, "{name}: {:?}", r.reason);
-        };
-        if !timing {
-            run();
-            continue;
+        let mut rates = Vec::new();
+        for (verifier, config) in &configs {
+            // SAMLGATE_BENCH_VERIFIER=native (or libxmlsec1) runs one side only (for profiling).
+            if std::env::var("SAMLGATE_BENCH_VERIFIER").is_ok_and(|v| v != *verifier) {
+                continue;
+            }
+            let run = || {
+                let r = check_response(&bytes, config, &req, &clock);
+                assert_eq!(
+                    r.code.is_none(),
+                    expect_accept,
+                    "{name} ({verifier}): {:?}",
+                    r.reason
+                );
+            };
+            if !timing {
+                run();
+                continue;
+            }
+            for _ in 0..20 {
+                run();
+            }
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_secs(2) {
+                run();
+                n += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let rate = n as f64 / secs;
+            rates.push(rate);
+            let ratio = match rates.as_slice() {
+                [native, other] => format!("{:.1}x", native / other),
+                _ => String::new(),
+            };
+            println!(
+                "{:<44} {:>8} {:>11} {:>12.0} {:>10.1} {:>7}",
+                name.trim_end_matches(".xml"),
+                bytes.len(),
+                verifier,
+                rate,
+                secs * 1e6 / n as f64,
+                ratio
+            );
         }
-        for _ in 0..20 {
-            run();
-        }
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < Duration::from_secs(2) {
-            run();
-            n += 1;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{:<44} {:>8} {:>12.0} {:>10.1}",
-            name.trim_end_matches(".xml"),
-            bytes.len(),
-            n as f64 / secs,
-            secs * 1e6 / n as f64
-        );
     }
 }

@@ -1,0 +1,91 @@
+//! `cargo bench --bench stages`: where a native full check spends its time,
+//! stage by stage, on the Okta-shaped fixture (decode, parse, pre-check,
+//! canonicalisation, digest, RSA verify, whole verify_response, mapping).
+//! A profiling aid for the native verifier; figures in BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use samlgate::clock::FixedClock;
+use samlgate::config::{Config, VerifierKind};
+use samlgate::saml::xml::{NS_ASSERTION, NS_DSIG};
+use samlgate::saml::{self, VerifyContext, c14n, decode, dsig, precheck, xml};
+
+fn time(name: &str, timing: bool, mut f: impl FnMut()) {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !name.contains(&f)) {
+        return;
+    }
+    if !timing {
+        f();
+        return;
+    }
+    for _ in 0..50 {
+        f();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        f();
+        n += 1;
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("{name:<36} {us:>9.1} µs");
+}
+
+fn main() {
+    let timing = std::env::args().any(|a| a == "--bench");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut config = Config::load(&dir.join("config.toml")).unwrap();
+    config.security.verifier = VerifierKind::Native;
+    let clock = FixedClock(
+        chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    let bytes = std::fs::read(dir.join("responses/valid_okta_assertion_signed.xml")).unwrap();
+    let text = decode::decode_any(&bytes, 1 << 20).unwrap();
+    let doc = xml::parse(&text).unwrap();
+    let assertion = doc.child(NS_ASSERTION, "Assertion").unwrap();
+    let sig = assertion.child(NS_DSIG, "Signature").unwrap();
+    let certs = &config.idp.metadata.signing_certs;
+    let policy = precheck::AlgorithmPolicy::default();
+    let ctx = VerifyContext {
+        config: &config,
+        outstanding: &[],
+    };
+    println!("{} bytes", bytes.len());
+    time("decode", timing, || {
+        black_box(decode::decode_any(&bytes, 1 << 20).unwrap());
+    });
+    time("xml::parse", timing, || {
+        black_box(xml::parse(&text).unwrap());
+    });
+    time("precheck", timing, || {
+        black_box(precheck::precheck_response(&doc, policy).unwrap());
+    });
+    let mut buf = Vec::new();
+    time("c14n assertion (enveloped)", timing, || {
+        buf.clear();
+        c14n::canonicalize(assertion, &[&doc], Some(sig), &[], &mut buf);
+        black_box(&buf);
+    });
+    time("sha256 of it", timing, || {
+        black_box(openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &buf).unwrap());
+    });
+    time("dsig::verify_element", timing, || {
+        black_box(dsig::verify_element(assertion, &[&doc], certs).unwrap());
+    });
+    time("verify_response (all checks)", timing, || {
+        let mut trace = Vec::new();
+        black_box(saml::verify_response(&text, &ctx, &clock, &mut trace).ok());
+    });
+    let mut trace = Vec::new();
+    let v = saml::verify_response(&text, &ctx, &clock, &mut trace).unwrap();
+    time("map_user", timing, || {
+        let mut trace = Vec::new();
+        black_box(saml::map_user(&v, &config, &mut trace).unwrap());
+    });
+}
