@@ -2,8 +2,9 @@
 # Seeds the fuzz corpora from the generated fixtures.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/saml_response corpus/metadata corpus/mapping
+mkdir -p corpus/saml_response corpus/metadata corpus/mapping corpus/verifier_differential
 cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/saml_response/
+cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/verifier_differential/
 cp ../tests/fixtures/idp-metadata.xml corpus/metadata/fixtures-idp.xml
 cp ../config/idp-metadata.xml corpus/metadata/demo-idp.xml
 printf 'alice@example.com\nemail=Alice@Example.com\ngroups=a|b|Meetings-Licensed\n' > corpus/mapping/basic

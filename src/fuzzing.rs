@@ -6,32 +6,61 @@ use std::sync::OnceLock;
 
 use crate::check::check_response;
 use crate::clock::FixedClock;
-use crate::config::Config;
+use crate::config::{Config, VerifierKind};
 use crate::mapping::{Mapping, MappingInput, SamlAttribute};
 use crate::saml::metadata::IdpMetadata;
 
-fn config() -> Option<&'static Config> {
-    static CONFIG: OnceLock<Option<Config>> = OnceLock::new();
-    CONFIG
+/// The fixture config with each verifier: `(native, libxmlsec1)`.
+fn configs() -> Option<&'static (Config, Config)> {
+    static CONFIGS: OnceLock<Option<(Config, Config)>> = OnceLock::new();
+    CONFIGS
         .get_or_init(|| {
             let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-            Config::load(&dir.join("config.toml")).ok()
+            let mut native = Config::load(&dir.join("config.toml")).ok()?;
+            native.security.verifier = VerifierKind::Native;
+            let mut oracle = native.clone();
+            oracle.security.verifier = VerifierKind::Libxmlsec1;
+            Some((native, oracle))
         })
         .as_ref()
 }
 
-/// Runs the whole check on `data` with the fixture config and clock.
-pub fn saml_response(data: &[u8]) {
-    let Some(cfg) = config() else { return };
+fn check(data: &[u8], cfg: &Config) -> crate::check::Report {
     let at = chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:30Z")
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_default();
-    let _ = check_response(
+    check_response(
         data,
         cfg,
         &["_4f1c3b9e2a7d4e6f8a9b0c1d2e3f4a5b".into()],
         &FixedClock(at),
-    );
+    )
+}
+
+/// Runs the whole check on `data` with the fixture config (each verifier)
+/// and clock.
+pub fn saml_response(data: &[u8]) {
+    let Some((native, oracle)) = configs() else {
+        return;
+    };
+    let _ = check(data, native);
+    let _ = check(data, oracle);
+}
+
+/// The differential target: both verifiers on `data`. Returns a description
+/// of the disagreement when one accepts what the other refuses (the fuzz
+/// target panics on it; a native accept of what libxmlsec1 refuses is the
+/// failure that matters most).
+pub fn verifier_differential(data: &[u8]) -> Option<String> {
+    let (native, oracle) = configs()?;
+    let n = check(data, native);
+    let o = check(data, oracle);
+    (n.code.is_none() != o.code.is_none()).then(|| {
+        format!(
+            "native {:?} {:?} vs libxmlsec1 {:?} {:?}",
+            n.code, n.reason, o.code, o.reason
+        )
+    })
 }
 
 /// Parses metadata text.

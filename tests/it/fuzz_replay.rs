@@ -1,5 +1,6 @@
 //! Replays the fixtures and every saved fuzz regression through the fuzz
-//! entry points, so a past crasher stays fixed.
+//! entry points, so a past crasher stays fixed, and checks both verifiers
+//! agree on each (the differential fuzz target's property).
 
 use super::support::fixtures;
 
@@ -19,5 +20,8 @@ fn fuzz_entry_points_survive_fixtures_and_regressions() {
         samlgate::fuzzing::saml_response(data);
         samlgate::fuzzing::metadata(data);
         samlgate::fuzzing::mapping(data);
+        if let Some(d) = samlgate::fuzzing::verifier_differential(data) {
+            panic!("verifiers disagree on a replayed input: {d}");
+        }
     }
 }
