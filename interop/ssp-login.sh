@@ -237,8 +237,17 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["decision"] == "accept", r
 assert r["assertion"]["signed_by"] == "both", r["assertion"]["signed_by"]
-print("OK: check-response accepts it:", r["user"]["email"], r["user"]["license"], "signed by", r["assertion"]["signed_by"])
+assert any("verified natively" in t["detail"] for t in r["trace"]), r["trace"]
+print("OK: check-response accepts it:", r["user"]["email"], r["user"]["license"], "signed by", r["assertion"]["signed_by"], "(native verifier)")
 PY
+# The same response through libxmlsec1, the reference verifier: same decision.
+{ cat "$work/samlgate.toml"; printf '[security]\nverifier = "libxmlsec1"\n'; } > "$work/samlgate-xmlsec.toml"
+"$bin" check-response --config "$work/samlgate-xmlsec.toml" --request-id "$rid" "$work/response.b64" > "$work/check-xmlsec.json" 2>/dev/null \
+  || { echo "FAIL: libxmlsec1 refused what the native verifier accepted"; cat "$work/check-xmlsec.json"; exit 1; }
+cmp -s <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["decision"], r["user"])' "$work/check.json") \
+       <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["decision"], r["user"])' "$work/check-xmlsec.json") \
+  || { echo "FAIL: the verifiers disagree on SimpleSAMLphp's response"; exit 1; }
+echo "OK: libxmlsec1 decides SimpleSAMLphp's response the same way"
 if [ -n "${SAVE_RESPONSE:-}" ]; then cp "$work/response.b64" "$SAVE_RESPONSE"; fi
 
 # --- scale-out: two replicas on a 3-master Redis Cluster behind nginx ---

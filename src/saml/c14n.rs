@@ -40,11 +40,11 @@ pub fn canonicalize(
         scope: Vec::with_capacity(16),
         rendered: Vec::with_capacity(16),
         inclusive,
-        exclude: exclude.map(|e| e as *const Element),
+        exclude: exclude.map(|e| (e as *const Element<'_>).cast::<()>()),
     };
     for a in ancestors {
         for d in &a.ns_decls {
-            c.scope.push((d.prefix.as_deref(), d.uri.as_str()));
+            c.scope.push((d.prefix, d.uri.as_ref()));
         }
     }
     c.element(apex, out);
@@ -63,7 +63,7 @@ struct Canon<'a> {
     /// Bindings rendered by output ancestors, innermost last.
     rendered: Vec<Binding<'a>>,
     inclusive: &'a [Option<&'a str>],
-    exclude: Option<*const Element>,
+    exclude: Option<*const ()>,
 }
 
 fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
@@ -75,17 +75,17 @@ fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
 }
 
 impl<'a> Canon<'a> {
-    fn element(&mut self, e: &'a Element, out: &mut Vec<u8>) {
+    fn element(&mut self, e: &'a Element<'a>, out: &mut Vec<u8>) {
         let scope_len = self.scope.len();
         let rendered_len = self.rendered.len();
         for d in &e.ns_decls {
-            self.scope.push((d.prefix.as_deref(), d.uri.as_str()));
+            self.scope.push((d.prefix, d.uri.as_ref()));
         }
         // Candidate prefixes: visibly used, then the inclusive list.
         let mut cands: Vec<Option<&str>> = Vec::with_capacity(4);
-        cands.push(e.prefix.as_deref());
+        cands.push(e.prefix);
         for a in &e.attrs {
-            if let Some(p) = a.prefix.as_deref()
+            if let Some(p) = a.prefix
                 && p != "xml"
                 && !cands.contains(&Some(p))
             {
@@ -120,7 +120,7 @@ impl<'a> Canon<'a> {
         self.rendered.extend(decls.iter().copied());
 
         out.push(b'<');
-        write_qname(out, e.prefix.as_deref(), &e.name);
+        write_qname(out, e.prefix, e.name);
         for (p, uri) in &decls {
             out.extend_from_slice(b" xmlns");
             if let Some(p) = p {
@@ -131,14 +131,13 @@ impl<'a> Canon<'a> {
             escape_attr(out, uri);
             out.push(b'"');
         }
-        let mut attrs: Vec<&'a super::xml::Attr> = e.attrs.iter().collect();
+        let mut attrs: Vec<&'a super::xml::Attr<'a>> = e.attrs.iter().collect();
         attrs.sort_unstable_by(|a, b| {
-            (a.ns.as_deref().unwrap_or(""), a.name.as_str())
-                .cmp(&(b.ns.as_deref().unwrap_or(""), b.name.as_str()))
+            (a.ns.as_deref().unwrap_or(""), a.name).cmp(&(b.ns.as_deref().unwrap_or(""), b.name))
         });
         for a in attrs {
             out.push(b' ');
-            write_qname(out, a.prefix.as_deref(), &a.name);
+            write_qname(out, a.prefix, a.name);
             out.extend_from_slice(b"=\"");
             escape_attr(out, &a.value);
             out.push(b'"');
@@ -148,14 +147,14 @@ impl<'a> Canon<'a> {
             match child {
                 Node::Text(t) => escape_text(out, t),
                 Node::Element(c) => {
-                    if self.exclude != Some(c as *const Element) {
+                    if self.exclude != Some((c as *const Element<'_>).cast::<()>()) {
                         self.element(c, out);
                     }
                 }
             }
         }
         out.extend_from_slice(b"</");
-        write_qname(out, e.prefix.as_deref(), &e.name);
+        write_qname(out, e.prefix, e.name);
         out.push(b'>');
         self.scope.truncate(scope_len);
         self.rendered.truncate(rendered_len);

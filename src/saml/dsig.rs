@@ -28,13 +28,13 @@ use super::xml::{Element, NS_DSIG, NS_EXC_C14N};
 /// metadata certificate. Only [`verify_element`] builds one.
 #[derive(Debug, Clone, Copy)]
 pub struct Verified<'a> {
-    element: &'a Element,
+    element: &'a Element<'a>,
     cert: usize,
 }
 
 impl<'a> Verified<'a> {
     /// The element the signature covers (from the same parse).
-    pub fn element(&self) -> &'a Element {
+    pub fn element(&self) -> &'a Element<'a> {
         self.element
     }
     /// Index of the metadata certificate that verified it.
@@ -85,7 +85,7 @@ fn b64(what: &str, text: &str) -> Result<Vec<u8>, SamlError> {
 }
 
 /// The PrefixList of a c14n method's `InclusiveNamespaces`, if any.
-fn inclusive_of(method: &Element) -> Vec<Option<&str>> {
+fn inclusive_of<'a>(method: &'a Element<'_>) -> Vec<Option<&'a str>> {
     method
         .child(NS_EXC_C14N, "InclusiveNamespaces")
         .and_then(|i| i.attr("PrefixList"))
@@ -93,7 +93,7 @@ fn inclusive_of(method: &Element) -> Vec<Option<&str>> {
         .unwrap_or_default()
 }
 
-fn child<'a>(parent: &'a Element, name: &str) -> Result<&'a Element, SamlError> {
+fn child<'a, 'x>(parent: &'a Element<'x>, name: &str) -> Result<&'a Element<'x>, SamlError> {
     parent
         .child(NS_DSIG, name)
         .ok_or_else(|| invalid(format!("{name} missing in {}", parent.name)))
@@ -105,8 +105,8 @@ fn child<'a>(parent: &'a Element, name: &str) -> Result<&'a Element, SamlError> 
 /// verifies when its Reference digest matches the canonical element and the
 /// SignatureValue verifies over the canonical SignedInfo with any of `certs`.
 pub fn verify_element<'a>(
-    signed: &'a Element,
-    ancestors: &[&'a Element],
+    signed: &'a Element<'a>,
+    ancestors: &[&'a Element<'a>],
     certs: &[SigningCert],
 ) -> Result<Verified<'a>, SamlError> {
     if certs.is_empty() {
@@ -174,7 +174,7 @@ pub fn verify_element<'a>(
 
     // 2. SignedInfo, canonical in its own namespace context.
     buf.clear();
-    let mut si_ancestors: Vec<&Element> = Vec::with_capacity(ancestors.len() + 2);
+    let mut si_ancestors: Vec<&Element<'_>> = Vec::with_capacity(ancestors.len() + 2);
     si_ancestors.extend_from_slice(ancestors);
     si_ancestors.push(signed);
     si_ancestors.push(sig);

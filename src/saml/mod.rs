@@ -168,7 +168,11 @@ pub fn verify_response(
     // assertion. libxmlsec1 hands back a reduced copy (what its verified
     // signatures cover); the native verifier hands back nodes of `doc` itself.
     let native = sec.verifier == VerifierKind::Native;
-    let reduced: Option<Element>;
+    // Declared before the trees that borrow from them.
+    let reduced_xml: String;
+    let plain: String;
+    let reduced_plain: String;
+    let reduced: Option<Element<'_>>;
     let signed_doc: Option<&Element> = if !(shape.response_signed || shape.assertion_signed) {
         if !shape.encrypted {
             return Err(SamlError::SignatureMissing);
@@ -188,16 +192,17 @@ pub fn verify_response(
         }
         top
     } else {
-        let v = signature::verify_and_reduce(xml_text, certs, allow_sha1)?;
+        reduced_xml = signature::verify_and_reduce(xml_text, certs, allow_sha1)?.signed_xml;
+        let parsed = xml::parse(&reduced_xml)?;
         trace.push(TraceLine::new(
             "signature",
             format!(
                 "libxmlsec1 verified against {} metadata certificate(s); signed content rooted at {}",
                 certs.len(),
-                v.signed.name
+                parsed.name
             ),
         ));
-        reduced = Some(v.signed);
+        reduced = Some(parsed);
         reduced.as_ref()
     };
 
@@ -212,7 +217,7 @@ pub fn verify_response(
         }
         _ => None,
     };
-    let decrypted_doc: Option<Element>;
+    let decrypted_doc: Option<Element<'_>>;
     let mut signed_by = match (shape.response_signed, shape.assertion_signed) {
         (true, true) => SignedBy::Both,
         (true, false) => SignedBy::Response,
@@ -231,7 +236,7 @@ pub fn verify_response(
                 .ok_or(SamlError::AssertionNotSigned)?,
             None => raw_assertion,
         };
-        let plain = decrypt::decrypt_assertion(ea, key)?;
+        plain = decrypt::decrypt_assertion(ea, key)?;
         if plain.len() > sec.max_response_bytes {
             return Err(SamlError::TooLarge {
                 what: "decrypted assertion",
@@ -255,7 +260,9 @@ pub fn verify_response(
                     trace.push(signature_trace(&v, certs));
                     parsed
                 } else {
-                    signature::verify_and_reduce(&plain, certs, allow_sha1)?.signed
+                    reduced_plain =
+                        signature::verify_and_reduce(&plain, certs, allow_sha1)?.signed_xml;
+                    xml::parse(&reduced_plain)?
                 };
                 if !signed.is(NS_ASSERTION, "Assertion") {
                     return Err(SamlError::AssertionNotSigned);

@@ -226,7 +226,7 @@ fn check_signatures(
 
 fn profile(parent: &Element, reason: impl Into<String>) -> SamlError {
     SamlError::SignatureProfile {
-        element: parent.name.clone(),
+        element: parent.name.to_owned(),
         reason: reason.into(),
     }
 }
@@ -242,9 +242,9 @@ fn check_one_signature(
     sig.walk(&mut |e, p| {
         if forbidden.is_none()
             && e.ns.as_deref() == Some(NS_DSIG)
-            && matches!(e.name.as_str(), "Object" | "Manifest" | "RetrievalMethod")
+            && matches!(e.name, "Object" | "Manifest" | "RetrievalMethod")
         {
-            forbidden = Some(e.name.clone());
+            forbidden = Some(e.name.to_owned());
         }
         if forbidden.is_none() && p.is_some() && e.is(NS_DSIG, "Signature") {
             forbidden = Some("nested Signature".into());
@@ -423,11 +423,11 @@ fn check_unique_ids(root: &Element) -> Result<(), SamlError> {
     root.walk(&mut |e, _| {
         for a in &e.attrs {
             if a.ns.is_none()
-                && matches!(a.name.as_str(), "ID" | "Id" | "AssertionID")
-                && !seen.insert(a.value.as_str())
+                && matches!(a.name, "ID" | "Id" | "AssertionID")
+                && !seen.insert(a.value.as_ref())
                 && dup.is_none()
             {
-                dup = Some(a.value.clone());
+                dup = Some(a.value.to_string());
             }
         }
     });

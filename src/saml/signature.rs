@@ -10,14 +10,13 @@ use samael::crypto::{
 
 use super::error::SamlError;
 use super::metadata::SigningCert;
-use super::xml::{self, Element};
 
 /// Proof that a document's signatures verified: holds the signed content
-/// only. It can be built only here.
+/// only (as XML text; parse it with [`xml::parse`]). It can be built only here.
 #[derive(Debug)]
 pub struct SignatureValid {
     /// The reduced document: only what verified signatures cover.
-    pub signed: Element,
+    pub signed_xml: String,
 }
 
 /// Verifies every signature of `xml` against `certs` and returns the signed
@@ -63,7 +62,6 @@ pub fn verify_and_reduce(
             Err(e) => last_error = e.to_string(),
         }
     }
-    let reduced = reduced.ok_or(SamlError::SignatureInvalid(last_error))?;
-    let signed = xml::parse(&reduced)?;
-    Ok(SignatureValid { signed })
+    let signed_xml = reduced.ok_or(SamlError::SignatureInvalid(last_error))?;
+    Ok(SignatureValid { signed_xml })
 }

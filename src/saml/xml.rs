@@ -1,7 +1,9 @@
 //! A small, bounded, namespace-resolved XML tree built on quick-xml.
 //!
-//! SAML messages are small (the decode step caps them), so one pass into an
-//! owned tree is cheap and lets every check read the document the same way.
+//! SAML messages are small (the decode step caps them), so one pass into a
+//! tree that borrows names, values and text from the input (copies only
+//! where entities or line endings had to be decoded) is cheap and lets every
+//! check, the canonicaliser and the signature verifier read the same parse.
 //! The builder refuses what a SAML message never needs and attackers love:
 //! DOCTYPE (and with it DTDs, entity expansion and XXE), processing
 //! instructions, undefined entity references, invalid character references
@@ -11,9 +13,11 @@
 //! libxmlsec1's reduce step cannot match such text either. Text is always read
 //! whole (adjacent runs, entities and CDATA joined), never a truncated prefix.
 
-use quick_xml::NsReader;
-use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::PrefixDeclaration;
 
 use super::error::SamlError;
 
@@ -35,53 +39,53 @@ pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 
 /// One attribute, its namespace resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
+pub struct Attr<'a> {
     /// Namespace URI, `None` for unprefixed attributes.
-    pub ns: Option<String>,
+    pub ns: Option<Cow<'a, str>>,
     /// The prefix as written (canonicalisation writes it back).
-    pub prefix: Option<String>,
+    pub prefix: Option<&'a str>,
     /// Local name.
-    pub name: String,
+    pub name: &'a str,
     /// Value after entity and whitespace normalisation.
-    pub value: String,
+    pub value: Cow<'a, str>,
 }
 
 /// A child of an element.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
+pub enum Node<'a> {
     /// A child element.
-    Element(Element),
+    Element(Element<'a>),
     /// Character data (text and CDATA, comments removed, adjacent runs joined).
-    Text(String),
+    Text(Cow<'a, str>),
 }
 
 /// A namespace declaration written on an element.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NsDecl {
+pub struct NsDecl<'a> {
     /// The prefix declared, `None` for the default namespace.
-    pub prefix: Option<String>,
+    pub prefix: Option<&'a str>,
     /// The namespace URI (empty for `xmlns=""`).
-    pub uri: String,
+    pub uri: Cow<'a, str>,
 }
 
 /// An element with its namespace resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element {
+pub struct Element<'a> {
     /// Namespace URI, `None` when unqualified.
-    pub ns: Option<String>,
+    pub ns: Option<Cow<'a, str>>,
     /// The prefix as written, `None` when unprefixed.
-    pub prefix: Option<String>,
+    pub prefix: Option<&'a str>,
     /// Local name.
-    pub name: String,
+    pub name: &'a str,
     /// Attributes, namespace declarations excluded.
-    pub attrs: Vec<Attr>,
+    pub attrs: Vec<Attr<'a>>,
     /// Namespace declarations on this element, in document order.
-    pub ns_decls: Vec<NsDecl>,
+    pub ns_decls: Vec<NsDecl<'a>>,
     /// Children in document order.
-    pub children: Vec<Node>,
+    pub children: Vec<Node<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     /// Whether this element is `{ns}name`.
     pub fn is(&self, ns: &str, name: &str) -> bool {
         self.ns.as_deref() == Some(ns) && self.name == name
@@ -91,7 +95,7 @@ impl Element {
     pub fn display_name(&self) -> String {
         match &self.ns {
             Some(ns) => format!("{{{ns}}}{}", self.name),
-            None => self.name.clone(),
+            None => self.name.to_owned(),
         }
     }
 
@@ -100,11 +104,11 @@ impl Element {
         self.attrs
             .iter()
             .find(|a| a.ns.is_none() && a.name == name)
-            .map(|a| a.value.as_str())
+            .map(|a| a.value.as_ref())
     }
 
     /// Child elements in document order.
-    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+    pub fn elements(&self) -> impl Iterator<Item = &Element<'a>> {
         self.children.iter().filter_map(|c| match c {
             Node::Element(e) => Some(e),
             Node::Text(_) => None,
@@ -112,16 +116,16 @@ impl Element {
     }
 
     /// Child elements named `{ns}name`.
-    pub fn children_named<'a>(
-        &'a self,
-        ns: &'a str,
-        name: &'a str,
-    ) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'s>(
+        &'s self,
+        ns: &'s str,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
         self.elements().filter(move |e| e.is(ns, name))
     }
 
     /// The first child element named `{ns}name`.
-    pub fn child(&self, ns: &str, name: &str) -> Option<&Element> {
+    pub fn child(&self, ns: &str, name: &str) -> Option<&Element<'a>> {
         self.elements().find(|e| e.is(ns, name))
     }
 
@@ -143,12 +147,12 @@ impl Element {
 
     /// Depth-first walk over this element and its descendants, with each
     /// element's parent (None for `self`).
-    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Element, Option<&'a Element>)) {
+    pub fn walk<'s>(&'s self, f: &mut dyn FnMut(&'s Element<'a>, Option<&'s Element<'a>>)) {
         f(self, None);
         self.walk_children(f);
     }
 
-    fn walk_children<'a>(&'a self, f: &mut dyn FnMut(&'a Element, Option<&'a Element>)) {
+    fn walk_children<'s>(&'s self, f: &mut dyn FnMut(&'s Element<'a>, Option<&'s Element<'a>>)) {
         for e in self.elements() {
             f(e, Some(self));
             e.walk_children(f);
@@ -158,24 +162,27 @@ impl Element {
 
 /// Parses `xml` into a tree, refusing DOCTYPE, processing instructions,
 /// undefined entities and nesting deeper than [`MAX_DEPTH`].
-pub fn parse(xml: &str) -> Result<Element, SamlError> {
-    let mut reader = NsReader::from_str(xml);
+pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
+    let mut reader = Reader::from_str(xml);
     {
         let cfg = reader.config_mut();
         cfg.check_end_names = true;
         cfg.expand_empty_elements = false;
         cfg.trim_text(false);
     }
-    let mut stack: Vec<Element> = Vec::new();
-    // Per open element: (saw a comment, saw non-whitespace text).
-    let mut mixed: Vec<(bool, bool)> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut p = Parser {
+        xml,
+        stack: Vec::with_capacity(16),
+        mixed: Vec::with_capacity(16),
+        bindings: Vec::with_capacity(16),
+        root: None,
+    };
     let mut seen_decl = false;
     let mut seen_anything = false;
     loop {
         let pos = reader.buffer_position();
-        let (ns, event) = reader
-            .read_resolved_event()
+        let event = reader
+            .read_event()
             .map_err(|e| SamlError::MalformedXml(format!("{e} (near byte {pos})")))?;
         match event {
             Event::Decl(_) => {
@@ -191,121 +198,36 @@ pub fn parse(xml: &str) -> Result<Element, SamlError> {
                 let target = String::from_utf8_lossy(pi.target()).into_owned();
                 return Err(SamlError::ProcessingInstruction(target));
             }
-            Event::Start(ref s) | Event::Empty(ref s) => {
+            Event::Start(ref s) => {
                 seen_anything = true;
-                if root.is_some() {
-                    return Err(SamlError::MalformedXml(
-                        "content after the root element".into(),
-                    ));
-                }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(SamlError::TooDeep(MAX_DEPTH));
-                }
-                let el_ns = resolved_ns(&ns, "element", s.name().as_ref())?;
-                let name = utf8(s.local_name().as_ref())?.to_owned();
-                let prefix = match s.name().prefix() {
-                    Some(p) => Some(utf8(p.as_ref())?.to_owned()),
-                    None => None,
-                };
-                let mut attrs: Vec<Attr> = Vec::new();
-                let mut ns_decls: Vec<NsDecl> = Vec::new();
-                for a in s.attributes() {
-                    let a = a.map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                    let key = a.key;
-                    if let Some(binding) = key.as_namespace_binding() {
-                        let uri = a
-                            .normalized_value(quick_xml::XmlVersion::Explicit1_0)
-                            .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                        check_chars(&uri)?;
-                        let prefix = match binding {
-                            quick_xml::name::PrefixDeclaration::Default => None,
-                            quick_xml::name::PrefixDeclaration::Named(p) => {
-                                let p = utf8(p)?;
-                                if p == "xmlns" || (p == "xml" && uri != NS_XML) {
-                                    return Err(SamlError::MalformedXml(format!(
-                                        "reserved prefix {p} cannot be declared"
-                                    )));
-                                }
-                                if uri.is_empty() {
-                                    return Err(SamlError::MalformedXml(format!(
-                                        "prefix {p} cannot be undeclared (xmlns:{p}=\"\")"
-                                    )));
-                                }
-                                Some(p.to_owned())
-                            }
-                        };
-                        if ns_decls.iter().any(|d| d.prefix == prefix) {
-                            return Err(SamlError::MalformedXml(format!(
-                                "namespace prefix {} declared twice on {}",
-                                prefix.as_deref().unwrap_or("(default)"),
-                                utf8(s.name().as_ref())?
-                            )));
-                        }
-                        ns_decls.push(NsDecl {
-                            prefix,
-                            uri: uri.into_owned(),
-                        });
-                        continue;
-                    }
-                    let (ans, local) = reader.resolver().resolve_attribute(key);
-                    let ans = resolved_ns(&ans, "attribute", key.as_ref())?;
-                    let value = a
-                        .normalized_value(quick_xml::XmlVersion::Explicit1_0)
-                        .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                    check_chars(&value)?;
-                    let name = utf8(local.as_ref())?.to_owned();
-                    let aprefix = match key.prefix() {
-                        Some(p) => Some(utf8(p.as_ref())?.to_owned()),
-                        None => None,
-                    };
-                    if attrs.iter().any(|x| x.ns == ans && x.name == name) {
-                        return Err(SamlError::MalformedXml(format!(
-                            "duplicate attribute {name} on {}",
-                            utf8(s.name().as_ref())?
-                        )));
-                    }
-                    attrs.push(Attr {
-                        ns: ans,
-                        prefix: aprefix,
-                        name,
-                        value: value.into_owned(),
-                    });
-                }
-                let el = Element {
-                    ns: el_ns,
-                    prefix,
-                    name,
-                    attrs,
-                    ns_decls,
-                    children: Vec::new(),
-                };
-                if matches!(event, Event::Start(_)) {
-                    stack.push(el);
-                    mixed.push((false, false));
-                } else {
-                    attach(&mut stack, &mut root, el);
-                }
+                let el = p.open(s)?;
+                p.stack.push(el);
+                p.mixed.push((false, false));
+            }
+            Event::Empty(ref s) => {
+                seen_anything = true;
+                let el = p.open(s)?;
+                p.close(el);
             }
             Event::End(_) => {
-                let el = stack
+                let el = p
+                    .stack
                     .pop()
                     .ok_or_else(|| SamlError::MalformedXml("unbalanced end tag".into()))?;
-                mixed.pop();
-                attach(&mut stack, &mut root, el);
+                p.mixed.pop();
+                p.close(el);
             }
             Event::Text(t) => {
                 let text = t
                     .xml10_content()
                     .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                note_text(&mut mixed, &stack, &text)?;
-                push_text(&mut stack, &text)?;
+                p.text(text)?;
             }
             Event::CData(c) => {
                 let text = c
                     .xml10_content()
                     .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                note_text(&mut mixed, &stack, &text)?;
-                push_text(&mut stack, &text)?;
+                p.text(text)?;
             }
             Event::GeneralRef(r) => {
                 let ch = match r
@@ -331,108 +253,271 @@ pub fn parse(xml: &str) -> Result<Element, SamlError> {
                         }
                     }
                 };
-                let mut buf = [0u8; 4];
-                let s = ch.encode_utf8(&mut buf);
-                note_text(&mut mixed, &stack, s)?;
-                push_text(&mut stack, s)?;
+                p.text(Cow::Owned(ch.to_string()))?;
             }
             Event::Comment(_) => {
-                if let Some(frame) = mixed.last_mut() {
+                if let Some(frame) = p.mixed.last_mut() {
                     frame.0 = true;
                     if frame.1 {
-                        return Err(comment_in_text(&stack));
+                        return Err(comment_in_text(&p.stack));
                     }
                 }
             }
             Event::Eof => break,
         }
     }
-    if !stack.is_empty() {
+    if !p.stack.is_empty() {
         return Err(SamlError::MalformedXml(
             "document ends inside an element (truncated?)".into(),
         ));
     }
-    root.ok_or_else(|| SamlError::MalformedXml("no root element".into()))
+    p.root
+        .ok_or_else(|| SamlError::MalformedXml("no root element".into()))
 }
 
-/// Records text in the current element; text beside a comment is refused.
-fn note_text(mixed: &mut [(bool, bool)], stack: &[Element], text: &str) -> Result<(), SamlError> {
-    if text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r')) {
-        return Ok(());
+/// Parser state: open elements, comment/text bookkeeping, namespace bindings.
+struct Parser<'a> {
+    xml: &'a str,
+    stack: Vec<Element<'a>>,
+    /// Per open element: (saw a comment, saw non-whitespace text).
+    mixed: Vec<(bool, bool)>,
+    /// In-scope namespace bindings, innermost last; each open element's
+    /// declarations are popped when it closes.
+    bindings: Vec<(Option<&'a str>, Cow<'a, str>)>,
+    root: Option<Element<'a>>,
+}
+
+impl<'a> Parser<'a> {
+    /// `bytes` (a slice of the input handed back by quick-xml) as a `&'a str`
+    /// of the input, located by address; `None` if it is not part of the input.
+    fn borrow(&self, bytes: &[u8]) -> Result<&'a str, SamlError> {
+        let base = self.xml.as_ptr() as usize;
+        let start = (bytes.as_ptr() as usize).wrapping_sub(base);
+        self.xml
+            .get(start..start.wrapping_add(bytes.len()))
+            .ok_or_else(|| SamlError::MalformedXml("name is not valid UTF-8".into()))
     }
-    if let Some(frame) = mixed.last_mut() {
-        frame.1 = true;
-        if frame.0 {
-            return Err(comment_in_text(stack));
+
+    /// A `Cow` from quick-xml re-tied to the input when it borrows from it.
+    fn cow(&self, c: Cow<'_, str>) -> Cow<'a, str> {
+        match c {
+            Cow::Borrowed(b) => match self.borrow(b.as_bytes()) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => Cow::Owned(b.to_owned()),
+            },
+            Cow::Owned(o) => Cow::Owned(o),
         }
     }
-    Ok(())
-}
 
-fn comment_in_text(stack: &[Element]) -> SamlError {
-    SamlError::CommentInText(stack.last().map(|e| e.name.clone()).unwrap_or_default())
-}
-
-fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(Node::Element(el)),
-        None => *root = Some(el),
+    fn lookup(&self, prefix: Option<&str>) -> Option<&Cow<'a, str>> {
+        self.bindings
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == prefix)
+            .map(|(_, u)| u)
     }
-}
 
-fn push_text(stack: &mut [Element], text: &str) -> Result<(), SamlError> {
-    check_chars(text)?;
-    let Some(parent) = stack.last_mut() else {
-        if text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r')) {
-            return Ok(());
+    /// Resolves a prefix: `xml` is predeclared; `None` means the default
+    /// namespace for elements (pass `attribute = true` for no namespace).
+    fn resolve(
+        &self,
+        prefix: Option<&'a str>,
+        attribute: bool,
+        qname: &str,
+    ) -> Result<Option<Cow<'a, str>>, SamlError> {
+        match prefix {
+            Some("xml") => Ok(Some(Cow::Borrowed(NS_XML))),
+            Some("xmlns") => Err(SamlError::MalformedXml(format!(
+                "{qname} uses the reserved prefix xmlns"
+            ))),
+            Some(p) => match self.lookup(Some(p)) {
+                Some(u) => Ok(Some(u.clone())),
+                None => Err(SamlError::MalformedXml(format!(
+                    "{} {qname} uses undeclared prefix {p}",
+                    if attribute { "attribute" } else { "element" }
+                ))),
+            },
+            None if attribute => Ok(None),
+            None => Ok(self.lookup(None).filter(|u| !u.is_empty()).cloned()),
         }
-        return Err(SamlError::MalformedXml(
-            "text outside the root element".into(),
-        ));
-    };
-    if let Some(Node::Text(last)) = parent.children.last_mut() {
-        last.push_str(text);
-    } else {
-        parent.children.push(Node::Text(text.to_owned()));
     }
-    Ok(())
+
+    /// Builds an element from its start tag (declarations first, then names).
+    fn open(&mut self, s: &BytesStart<'_>) -> Result<Element<'a>, SamlError> {
+        if self.root.is_some() {
+            return Err(SamlError::MalformedXml(
+                "content after the root element".into(),
+            ));
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(SamlError::TooDeep(MAX_DEPTH));
+        }
+        let qname = self.borrow(s.name().as_ref())?;
+        let mut ns_decls: Vec<NsDecl<'a>> = Vec::new();
+        // (prefix, local, raw qname, value)
+        let mut raw_attrs: Vec<(Option<&'a str>, &'a str, &'a str, Cow<'a, str>)> = Vec::new();
+        let mut attrs_iter = s.attributes();
+        attrs_iter.with_checks(false);
+        for a in attrs_iter {
+            let a = a.map_err(|e| SamlError::MalformedXml(e.to_string()))?;
+            if a.value.contains(&b'<') {
+                return Err(SamlError::MalformedXml(format!(
+                    "'<' in the value of attribute {} on {qname}",
+                    String::from_utf8_lossy(a.key.as_ref())
+                )));
+            }
+            let value = a
+                .normalized_value(quick_xml::XmlVersion::Explicit1_0)
+                .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
+            check_chars(&value)?;
+            let value = self.cow(value);
+            let key = a.key;
+            if let Some(binding) = key.as_namespace_binding() {
+                let prefix = match binding {
+                    PrefixDeclaration::Default => None,
+                    PrefixDeclaration::Named(p) => {
+                        let p = self.borrow(p)?;
+                        if p == "xmlns"
+                            || (p == "xml" && value != NS_XML)
+                            || value == NS_XML && p != "xml"
+                        {
+                            return Err(SamlError::MalformedXml(format!(
+                                "reserved prefix or namespace misused: xmlns:{p}=\"{value}\""
+                            )));
+                        }
+                        if value.is_empty() {
+                            return Err(SamlError::MalformedXml(format!(
+                                "prefix {p} cannot be undeclared (xmlns:{p}=\"\")"
+                            )));
+                        }
+                        Some(p)
+                    }
+                };
+                if ns_decls.iter().any(|d| d.prefix == prefix) {
+                    return Err(SamlError::MalformedXml(format!(
+                        "namespace prefix {} declared twice on {qname}",
+                        prefix.unwrap_or("(default)"),
+                    )));
+                }
+                ns_decls.push(NsDecl { prefix, uri: value });
+                continue;
+            }
+            let raw = self.borrow(key.as_ref())?;
+            let (prefix, local) = split_qname(raw)?;
+            raw_attrs.push((prefix, local, raw, value));
+        }
+        let (prefix, name) = split_qname(qname)?;
+        for d in &ns_decls {
+            self.bindings.push((d.prefix, d.uri.clone()));
+        }
+        let ns = self.resolve(prefix, false, qname)?;
+        let mut attrs: Vec<Attr<'a>> = Vec::with_capacity(raw_attrs.len());
+        for (aprefix, local, raw, value) in raw_attrs {
+            let ans = self.resolve(aprefix, true, raw)?;
+            if attrs.iter().any(|x| x.ns == ans && x.name == local) {
+                return Err(SamlError::MalformedXml(format!(
+                    "duplicate attribute {local} on {qname}"
+                )));
+            }
+            attrs.push(Attr {
+                ns: ans,
+                prefix: aprefix,
+                name: local,
+                value,
+            });
+        }
+        Ok(Element {
+            ns,
+            prefix,
+            name,
+            attrs,
+            ns_decls,
+            children: Vec::new(),
+        })
+    }
+
+    /// Attaches a finished element and drops its namespace declarations.
+    fn close(&mut self, el: Element<'a>) {
+        let n = el.ns_decls.len();
+        self.bindings
+            .truncate(self.bindings.len().saturating_sub(n));
+        match self.stack.last_mut() {
+            Some(parent) => parent.children.push(Node::Element(el)),
+            None => self.root = Some(el),
+        }
+    }
+
+    /// Records text in the current element; text beside a comment is refused.
+    fn text(&mut self, text: Cow<'a, str>) -> Result<(), SamlError> {
+        let blank = text
+            .bytes()
+            .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+        if !blank && let Some(frame) = self.mixed.last_mut() {
+            frame.1 = true;
+            if frame.0 {
+                return Err(comment_in_text(&self.stack));
+            }
+        }
+        check_chars(&text)?;
+        let Some(parent) = self.stack.last_mut() else {
+            if blank {
+                return Ok(());
+            }
+            return Err(SamlError::MalformedXml(
+                "text outside the root element".into(),
+            ));
+        };
+        if let Some(Node::Text(last)) = parent.children.last_mut() {
+            last.to_mut().push_str(&text);
+        } else {
+            parent.children.push(Node::Text(text));
+        }
+        Ok(())
+    }
 }
 
-/// Refuses characters outside the XML 1.0 `Char` production.
+/// Splits `p:local` (one colon at most, neither part empty).
+fn split_qname(q: &str) -> Result<(Option<&str>, &str), SamlError> {
+    match q.split_once(':') {
+        None if !q.is_empty() => Ok((None, q)),
+        Some((p, l)) if !p.is_empty() && !l.is_empty() && !l.contains(':') => Ok((Some(p), l)),
+        _ => Err(SamlError::MalformedXml(format!("malformed name {q:?}"))),
+    }
+}
+
+fn comment_in_text(stack: &[Element<'_>]) -> SamlError {
+    SamlError::CommentInText(stack.last().map(|e| e.name.to_owned()).unwrap_or_default())
+}
+
+/// Refuses characters outside the XML 1.0 `Char` production: C0 controls
+/// other than TAB/LF/CR, and U+FFFE/U+FFFF (surrogates cannot occur in a
+/// `str`). Scans 32-byte blocks branch-free (the compiler vectorises it) and
+/// looks closer only at a block holding a candidate.
 fn check_chars(s: &str) -> Result<(), SamlError> {
-    for c in s.chars() {
-        let ok = matches!(c, '\t' | '\n' | '\r')
-            || ('\u{20}'..='\u{D7FF}').contains(&c)
-            || ('\u{E000}'..='\u{FFFD}').contains(&c)
-            || c >= '\u{10000}';
-        if !ok {
-            return Err(SamlError::MalformedXml(format!(
-                "character U+{:04X} is not allowed in XML",
-                c as u32
-            )));
+    let b = s.as_bytes();
+    let candidate = |c: u8| (c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r') | (c == 0xEF);
+    for (n, block) in b.chunks(32).enumerate() {
+        if !block.iter().fold(false, |acc, &c| acc | candidate(c)) {
+            continue;
+        }
+        for (j, &c) in block.iter().enumerate() {
+            let i = n * 32 + j;
+            let bad = match c {
+                b'\t' | b'\n' | b'\r' => false,
+                0..=0x1F => true,
+                0xEF => b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)),
+                _ => false,
+            };
+            if bad {
+                let ch = s.get(i..).and_then(|r| r.chars().next()).unwrap_or('\0');
+                return Err(SamlError::MalformedXml(format!(
+                    "character U+{:04X} is not allowed in XML",
+                    ch as u32
+                )));
+            }
         }
     }
     Ok(())
-}
-
-fn resolved_ns(
-    r: &ResolveResult<'_>,
-    what: &str,
-    qname: &[u8],
-) -> Result<Option<String>, SamlError> {
-    match r {
-        ResolveResult::Unbound => Ok(None),
-        ResolveResult::Bound(ns) => Ok(Some(utf8(ns.as_ref())?.to_owned())),
-        ResolveResult::Unknown(p) => Err(SamlError::MalformedXml(format!(
-            "{what} {} uses undeclared prefix {}",
-            String::from_utf8_lossy(qname),
-            String::from_utf8_lossy(p)
-        ))),
-    }
-}
-
-fn utf8(b: &[u8]) -> Result<&str, SamlError> {
-    std::str::from_utf8(b).map_err(|e| SamlError::NotUtf8(e.valid_up_to()))
 }
 
 #[cfg(test)]
@@ -506,6 +591,43 @@ mod tests {
     #[test]
     fn unbound_prefix_refused() {
         assert_eq!(parse("<p:a/>").unwrap_err().code(), "malformed_xml");
+    }
+
+    #[test]
+    fn namespace_tricks_refused() {
+        for xml in [
+            r#"<p:a xmlns:p=""/>"#,
+            r#"<a xmlns:xml="urn:not-xml"/>"#,
+            r#"<a xmlns:xmlns="urn:x"/>"#,
+            r#"<a xmlns:x="http://www.w3.org/XML/1998/namespace"/>"#,
+            r#"<a xmlns:p="urn:x" xmlns:q="urn:x" p:k="1" q:k="2"/>"#,
+            r#"<a k="1" k="2"/>"#,
+            r#"<a k="x<y"/>"#,
+            r#"<a xmlns:p="urn:x" xmlns:p="urn:y"/>"#,
+            r#"<xmlns:a/>"#,
+            r#"<a:b:c xmlns:a="urn:x"/>"#,
+            "<a>\u{FFFE}</a>",
+            "<a k=\"\u{1}\"/>",
+        ] {
+            assert_eq!(parse(xml).unwrap_err().code(), "malformed_xml", "{xml}");
+        }
+    }
+
+    #[test]
+    fn names_and_values_borrow_from_the_input() {
+        let el = parse(r#"<p:a xmlns:p="urn:x" k="v">text</p:a>"#).unwrap();
+        assert!(matches!(el.attrs[0].value, Cow::Borrowed("v")));
+        assert!(matches!(&el.children[0], Node::Text(Cow::Borrowed("text"))));
+        assert_eq!((el.prefix, el.name), (Some("p"), "a"));
+        let el = parse("<a k=\"x&amp;y\">1&#65;2</a>").unwrap();
+        assert_eq!(el.attr("k"), Some("x&y"));
+        assert_eq!(el.text(), "1A2");
+    }
+
+    #[test]
+    fn xml_prefix_is_predeclared() {
+        let el = parse(r#"<a xml:lang="en"/>"#).unwrap();
+        assert_eq!(el.attrs[0].ns.as_deref(), Some(NS_XML));
     }
 
     #[test]

@@ -14,12 +14,15 @@ use samlgate::saml::xml::{self, Element, NS_DSIG};
 
 use super::support::fixtures;
 
+/// One element and its ancestors (root first).
+type WithPath<'a, 'x> = (&'a Element<'x>, Vec<&'a Element<'x>>);
+
 /// Every element in document order with its ancestors (root first).
-fn elements(root: &Element) -> Vec<(&Element, Vec<&Element>)> {
-    fn go<'a>(
-        e: &'a Element,
-        path: &mut Vec<&'a Element>,
-        out: &mut Vec<(&'a Element, Vec<&'a Element>)>,
+fn elements<'a, 'x>(root: &'a Element<'x>) -> Vec<WithPath<'a, 'x>> {
+    fn go<'a, 'x>(
+        e: &'a Element<'x>,
+        path: &mut Vec<&'a Element<'x>>,
+        out: &mut Vec<WithPath<'a, 'x>>,
     ) {
         out.push((e, path.clone()));
         path.push(e);
@@ -70,12 +73,13 @@ fn canonical_bytes_equal_lxml_on_every_element() {
     files.sort();
     // Only documents our parser accepts are canonicalised (DTDs, PIs,
     // comment-split text and malformed input are refused before).
-    let parsed: Vec<(PathBuf, Element)> = files
+    let texts: Vec<(PathBuf, String)> = files
         .into_iter()
-        .filter_map(|p| {
-            let text = std::fs::read_to_string(&p).ok()?;
-            xml::parse(&text).ok().map(|root| (p, root))
-        })
+        .filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+        .collect();
+    let parsed: Vec<(&PathBuf, Element<'_>)> = texts
+        .iter()
+        .filter_map(|(p, text)| xml::parse(text).ok().map(|root| (p, root)))
         .collect();
     assert!(parsed.len() >= 60, "only {} documents parsed", parsed.len());
     let out = Command::new("/usr/bin/python3")
