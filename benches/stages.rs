@@ -75,6 +75,28 @@ fn main() {
     time("sha256 of it", timing, || {
         black_box(openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &buf).unwrap());
     });
+    let signed_info = sig.child(NS_DSIG, "SignedInfo").unwrap();
+    let mut si = Vec::new();
+    c14n::canonicalize(signed_info, &[&doc, assertion, sig], None, &[], &mut si);
+    let value: String = sig
+        .child(NS_DSIG, "SignatureValue")
+        .unwrap()
+        .text()
+        .split_whitespace()
+        .collect();
+    let value = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value).unwrap();
+    time("c14n SignedInfo", timing, || {
+        let mut out = Vec::new();
+        c14n::canonicalize(signed_info, &[&doc, assertion, sig], None, &[], &mut out);
+        black_box(out);
+    });
+    time("RSA-SHA256 verify (openssl Verifier)", timing, || {
+        let mut v =
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &certs[0].key)
+                .unwrap();
+        v.update(&si).unwrap();
+        assert!(v.verify(&value).unwrap());
+    });
     time("dsig::verify_element", timing, || {
         black_box(dsig::verify_element(assertion, &[&doc], certs).unwrap());
     });

@@ -393,6 +393,11 @@ impl<'a> Parser<'a> {
                         Some(p)
                     }
                 };
+                if !value.is_empty() && !absolute_uri(&value) {
+                    return Err(SamlError::MalformedXml(format!(
+                        "namespace name {value:?} is not an absolute URI (canonicalisation refuses relative ones)"
+                    )));
+                }
                 if ns_decls.iter().any(|d| d.prefix == prefix) {
                     return Err(SamlError::MalformedXml(format!(
                         "namespace prefix {} declared twice on {qname}",
@@ -474,6 +479,31 @@ impl<'a> Parser<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether a namespace name is an absolute URI as libxml2's canonicaliser
+/// demands (C14N refuses relative namespace URIs): a scheme, then only
+/// printable ASCII URI characters with well-formed `%XX` escapes.
+fn absolute_uri(u: &str) -> bool {
+    let Some((scheme, _)) = u.split_once(':') else {
+        return false;
+    };
+    let mut sc = scheme.bytes();
+    let scheme_ok = sc.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && sc.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+    let b = u.as_bytes();
+    let chars_ok = b.iter().enumerate().all(|(i, &c)| match c {
+        b'%' => {
+            b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        }
+        b'!'..=b'~' => !matches!(
+            c,
+            b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+        ),
+        _ => false,
+    });
+    scheme_ok && chars_ok
 }
 
 /// Splits `p:local` (one colon at most, neither part empty).
@@ -606,6 +636,10 @@ mod tests {
             r#"<a xmlns:p="urn:x" xmlns:p="urn:y"/>"#,
             r#"<xmlns:a/>"#,
             r#"<a:b:c xmlns:a="urn:x"/>"#,
+            r#"<a xmlns:xs="htw//:tpww.w3.org/2001/XMLSchema"/>"#,
+            r#"<a xmlns="relative/path"/>"#,
+            r#"<a xmlns:p="http://exa mple.org/"/>"#,
+            r#"<a xmlns:p="http://example.org/%zz"/>"#,
             "<a>\u{FFFE}</a>",
             "<a k=\"\u{1}\"/>",
         ] {
