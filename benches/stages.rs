@@ -2,7 +2,12 @@
 //! stage by stage, on the Okta-shaped fixture (decode, parse, pre-check,
 //! canonicalisation, digest, RSA verify, whole verify_response, mapping).
 //! A profiling aid for the native verifier; figures in BENCHMARKS.md.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::path::PathBuf;
