@@ -2,7 +2,8 @@
 //! An in-process gateway (embedded store in a temporary folder, and Redis
 //! when `SAMLGATE_BENCH_REDIS_URL` is set) receives pre-signed IdP-initiated
 //! responses (each a fresh assertion, so the replay cache and JIT user
-//! creation run for real) from 16 concurrent clients.
+//! creation run for real) from 16 concurrent clients, once with each
+//! signature verifier (native, libxmlsec1).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,7 +20,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use samlgate::clock::{Clock, SystemClock};
-use samlgate::config::Config;
+use samlgate::config::{Config, VerifierKind};
 use samlgate::devidp::{DevIdp, ResponseParams};
 use samlgate::gateway::{Gateway, url_encode};
 use samlgate::metrics::Metrics;
@@ -36,12 +37,19 @@ fn n() -> usize {
 }
 const CONCURRENCY: usize = 16;
 
-async fn run(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path) {
+async fn run(
+    label: &str,
+    store: Arc<dyn Store>,
+    fixtures: &std::path::Path,
+    verifier: VerifierKind,
+) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let mut cfg = Config::load(&fixtures.join("config.toml")).unwrap();
     cfg.sp.acs_url = format!("http://{addr}/saml/acs");
     cfg.provisioning.outbox_dir = std::env::temp_dir().join("samlgate-bench-outbox");
+    cfg.security.verifier = verifier;
+    let tag = format!("{verifier:?}").to_lowercase();
     let cfg = Arc::new(cfg);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gw = Arc::new(
@@ -68,7 +76,7 @@ async fn run(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path) {
     let count = n();
     let bodies: Vec<Bytes> = (0..count)
         .map(|i| {
-            let email = format!("bench{i}@example.com");
+            let email = format!("bench-{tag}-{i}@example.com");
             let p = ResponseParams {
                 name_id: email.clone(),
                 attributes: vec![
@@ -120,7 +128,7 @@ async fn run(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path) {
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(ok, count, "every login must succeed");
     println!(
-        "{label:<24} {count} logins in {secs:.2} s: {:.0} logins/s ({CONCURRENCY} concurrent clients)",
+        "{label:<16} {tag:<11} {count} logins in {secs:.2} s: {:.0} logins/s ({CONCURRENCY} concurrent clients)",
         count as f64 / secs
     );
 }
@@ -173,7 +181,9 @@ fn main() {
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
         decision("embedded store", Arc::clone(&store), &fixtures).await;
-        run("embedded store", store, &fixtures).await;
+        for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+            run("embedded store", Arc::clone(&store), &fixtures, v).await;
+        }
         if let Ok(url) = std::env::var("SAMLGATE_BENCH_REDIS_URL") {
             let prefix = format!("bench{}", std::process::id());
             let store: Arc<dyn Store> = Arc::new(
@@ -182,7 +192,9 @@ fn main() {
                     .unwrap(),
             );
             decision("redis", Arc::clone(&store), &fixtures).await;
-            run("redis", store, &fixtures).await;
+            for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+                run("redis", Arc::clone(&store), &fixtures, v).await;
+            }
         }
     });
 }
