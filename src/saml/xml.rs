@@ -185,12 +185,15 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
             .read_event()
             .map_err(|e| SamlError::MalformedXml(format!("{e} (near byte {pos})")))?;
         match event {
-            Event::Decl(_) => {
-                if seen_decl || seen_anything {
+            Event::Decl(d) => {
+                let at_start = matches!(xml.get(..pos as usize), Some("" | "\u{feff}"));
+                if seen_decl || seen_anything || !at_start {
                     return Err(SamlError::MalformedXml(
                         "XML declaration not at the start of the document".into(),
                     ));
                 }
+                check_attribute_spacing(&d, "the XML declaration")?;
+                check_decl(&d)?;
                 seen_decl = true;
             }
             Event::DocType(_) => return Err(SamlError::DtdForbidden),
@@ -218,6 +221,9 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
                 p.close(el);
             }
             Event::Text(t) => {
+                if t.windows(3).any(|w| w == b"]]>") {
+                    return Err(SamlError::MalformedXml("']]>' in text".into()));
+                }
                 let text = t
                     .xml10_content()
                     .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
@@ -255,7 +261,14 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
                 };
                 p.text(Cow::Owned(ch.to_string()))?;
             }
-            Event::Comment(_) => {
+            Event::Comment(c) => {
+                // A comment is dropped, but must still be well-formed.
+                check_chars(
+                    std::str::from_utf8(&c).map_err(|e| SamlError::NotUtf8(e.valid_up_to()))?,
+                )?;
+                if c.windows(2).any(|w| w == b"--") || c.ends_with(b"-") {
+                    return Err(SamlError::MalformedXml("'--' inside a comment".into()));
+                }
                 if let Some(frame) = p.mixed.last_mut() {
                     frame.0 = true;
                     if frame.1 {
@@ -353,6 +366,7 @@ impl<'a> Parser<'a> {
             return Err(SamlError::TooDeep(MAX_DEPTH));
         }
         let qname = self.borrow(s.name().as_ref())?;
+        check_attribute_spacing(s.attributes_raw(), qname)?;
         let mut ns_decls: Vec<NsDecl<'a>> = Vec::new();
         // (prefix, local, raw qname, value)
         let mut raw_attrs: Vec<(Option<&'a str>, &'a str, &'a str, Cow<'a, str>)> = Vec::new();
@@ -481,6 +495,54 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// The XML declaration: version 1.0, UTF-8 (the bytes are decoded as UTF-8
+/// whatever a declaration says, so another encoding is refused rather than
+/// read differently from libxml2), standalone yes/no.
+fn check_decl(d: &quick_xml::events::BytesDecl<'_>) -> Result<(), SamlError> {
+    let bad = |what: &str| SamlError::MalformedXml(format!("XML declaration: {what}"));
+    let version = d.version().map_err(|e| bad(&e.to_string()))?;
+    if version.as_ref() != b"1.0" {
+        return Err(bad("version must be 1.0"));
+    }
+    if let Some(enc) = d.encoding() {
+        let enc = enc.map_err(|e| bad(&e.to_string()))?;
+        if !enc.eq_ignore_ascii_case(b"utf-8") {
+            return Err(bad("encoding must be UTF-8"));
+        }
+    }
+    if let Some(sa) = d.standalone() {
+        let sa = sa.map_err(|e| bad(&e.to_string()))?;
+        if !matches!(sa.as_ref(), b"yes" | b"no") {
+            return Err(bad("standalone must be yes or no"));
+        }
+    }
+    Ok(())
+}
+
+/// Attributes must be separated by whitespace (`<a k="1"j="2">` is not XML).
+fn check_attribute_spacing(raw: &[u8], qname: &str) -> Result<(), SamlError> {
+    let mut quote: Option<u8> = None;
+    let mut iter = raw.iter().peekable();
+    while let Some(&c) = iter.next() {
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                if let Some(&&next) = iter.peek()
+                    && !matches!(next, b' ' | b'\t' | b'\n' | b'\r' | b'/')
+                {
+                    return Err(SamlError::MalformedXml(format!(
+                        "attributes of {qname} are not separated by whitespace"
+                    )));
+                }
+            }
+            Some(_) => {}
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether a namespace name is an absolute URI as libxml2's canonicaliser
 /// demands (C14N refuses relative namespace URIs): a scheme, then only
 /// printable ASCII URI characters with well-formed `%XX` escapes.
@@ -506,13 +568,36 @@ fn absolute_uri(u: &str) -> bool {
     scheme_ok && chars_ok
 }
 
-/// Splits `p:local` (one colon at most, neither part empty).
+/// Splits `p:local` (one colon at most, both parts XML names).
 fn split_qname(q: &str) -> Result<(Option<&str>, &str), SamlError> {
-    match q.split_once(':') {
-        None if !q.is_empty() => Ok((None, q)),
-        Some((p, l)) if !p.is_empty() && !l.is_empty() && !l.contains(':') => Ok((Some(p), l)),
-        _ => Err(SamlError::MalformedXml(format!("malformed name {q:?}"))),
+    let (p, l) = match q.split_once(':') {
+        None => (None, q),
+        Some((p, l)) => (Some(p), l),
+    };
+    if p.is_some_and(|p| !is_ncname(p)) || !is_ncname(l) {
+        return Err(SamlError::MalformedXml(format!("malformed name {q:?}")));
     }
+    Ok((p, l))
+}
+
+/// XML 1.0 (5th edition) `Name` without colons.
+fn is_ncname(n: &str) -> bool {
+    let mut chars = n.chars();
+    let start = |c: char| {
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || matches!(c as u32,
+                0xC0..=0xD6 | 0xD8..=0xF6 | 0xF8..=0x2FF | 0x370..=0x37D | 0x37F..=0x1FFF
+                | 0x200C..=0x200D | 0x2070..=0x218F | 0x2C00..=0x2FEF | 0x3001..=0xD7FF
+                | 0xF900..=0xFDCF | 0xFDF0..=0xFFFD | 0x10000..=0xEFFFF)
+    };
+    chars.next().is_some_and(start)
+        && chars.all(|c| {
+            start(c)
+                || c.is_ascii_digit()
+                || matches!(c, '-' | '.' | '\u{B7}')
+                || matches!(c as u32, 0x300..=0x36F | 0x203F..=0x2040)
+        })
 }
 
 fn comment_in_text(stack: &[Element<'_>]) -> SamlError {
@@ -641,6 +726,19 @@ mod tests {
             r#"<a xmlns:p="http://exa mple.org/"/>"#,
             r#"<a xmlns:p="http://example.org/%zz"/>"#,
             "<a>\u{FFFE}</a>",
+            "<a><!-- \u{8} --></a>",
+            "<a k=\"1\"k2=\"2\"/>",
+            "<a>]]></a>",
+            "<a><!-- a -- b --></a>",
+            "<a><!-- a ---></a>",
+            "<?xml version=\"1.0\" standalone=\"maybe\"?><a/>",
+            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a/>",
+            "<?xml version=\"1.1\"?><a/>",
+            "<a\u{8}b/>",
+            "<a 1k=\"v\"/>",
+            "<a -b=\"v\"/>",
+            "<a:/>",
+            "<:a/>",
             "<a k=\"\u{1}\"/>",
         ] {
             assert_eq!(parse(xml).unwrap_err().code(), "malformed_xml", "{xml}");

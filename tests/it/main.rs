@@ -24,3 +24,4 @@ mod redis_support;
 mod shutdown;
 mod store_conformance;
 mod support;
+mod wellformed;
