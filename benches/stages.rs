@@ -102,6 +102,22 @@ fn main() {
         v.update(&si).unwrap();
         assert!(v.verify(&value).unwrap());
     });
+    let rsa = certs[0].key.rsa().unwrap();
+    let digest = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &si).unwrap();
+    time("RSA verify (PkeyCtx, prehashed)", timing, || {
+        let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&certs[0].key).unwrap();
+        ctx.verify_init().unwrap();
+        ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1).unwrap();
+        ctx.set_signature_md(openssl::md::Md::sha256()).unwrap();
+        assert!(ctx.verify(&digest, &value).unwrap());
+    });
+    time("RSA public_decrypt (raw)", timing, || {
+        let mut out = vec![0u8; rsa.size() as usize];
+        let n = rsa
+            .public_decrypt(&value, &mut out, openssl::rsa::Padding::PKCS1)
+            .unwrap();
+        assert!(out[..n].ends_with(&digest));
+    });
     time("dsig::verify_element", timing, || {
         black_box(dsig::verify_element(assertion, &[&doc], certs).unwrap());
     });
