@@ -20,7 +20,7 @@
 //!   empty elements are written as start/end pairs; comments are dropped
 //!   (the parser already joined the text around them); CDATA is text.
 
-use super::xml::{Element, Node};
+use super::xml::{Attr, Element, Node};
 
 /// A namespace binding: prefix (`None` = default) and URI.
 type Binding<'a> = (Option<&'a str>, &'a str);
@@ -41,6 +41,8 @@ pub fn canonicalize(
         rendered: Vec::with_capacity(16),
         inclusive,
         exclude: exclude.map(|e| (e as *const Element<'_>).cast::<()>()),
+        cands: Vec::with_capacity(8),
+        attrs: Vec::with_capacity(8),
     };
     for a in ancestors {
         for d in &a.ns_decls {
@@ -64,6 +66,9 @@ struct Canon<'a> {
     rendered: Vec<Binding<'a>>,
     inclusive: &'a [Option<&'a str>],
     exclude: Option<*const ()>,
+    /// Scratch buffers, reused per element (free again before recursing).
+    cands: Vec<Option<&'a str>>,
+    attrs: Vec<&'a Attr<'a>>,
 }
 
 fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
@@ -82,7 +87,8 @@ impl<'a> Canon<'a> {
             self.scope.push((d.prefix, d.uri.as_ref()));
         }
         // Candidate prefixes: visibly used, then the inclusive list.
-        let mut cands: Vec<Option<&str>> = Vec::with_capacity(4);
+        let mut cands = std::mem::take(&mut self.cands);
+        cands.clear();
         cands.push(e.prefix);
         for a in &e.attrs {
             if let Some(p) = a.prefix
@@ -97,8 +103,7 @@ impl<'a> Canon<'a> {
                 cands.push(*p);
             }
         }
-        let mut decls: Vec<Binding<'a>> = Vec::with_capacity(cands.len());
-        for p in cands {
+        for &p in &cands {
             let uri = match (p, lookup(&self.scope, p)) {
                 (_, Some(u)) => u,
                 (None, None) => "",
@@ -112,16 +117,18 @@ impl<'a> Canon<'a> {
                 prev != Some(uri)
             };
             if render {
-                decls.push((p, uri));
+                self.rendered.push((p, uri));
             }
         }
-        // Default (None) sorts before any prefix, prefixes by code point.
+        self.cands = cands;
+        // This element's declarations are the tail of `rendered`. Default
+        // (None) sorts before any prefix, prefixes by code point.
+        let decls = self.rendered.get_mut(rendered_len..).unwrap_or_default();
         decls.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.rendered.extend(decls.iter().copied());
 
         out.push(b'<');
         write_qname(out, e.prefix, e.name);
-        for (p, uri) in &decls {
+        for (p, uri) in self.rendered.get(rendered_len..).unwrap_or_default() {
             out.extend_from_slice(b" xmlns");
             if let Some(p) = p {
                 out.push(b':');
@@ -131,17 +138,20 @@ impl<'a> Canon<'a> {
             escape_attr(out, uri);
             out.push(b'"');
         }
-        let mut attrs: Vec<&'a super::xml::Attr<'a>> = e.attrs.iter().collect();
+        let mut attrs = std::mem::take(&mut self.attrs);
+        attrs.clear();
+        attrs.extend(e.attrs.iter());
         attrs.sort_unstable_by(|a, b| {
             (a.ns.as_deref().unwrap_or(""), a.name).cmp(&(b.ns.as_deref().unwrap_or(""), b.name))
         });
-        for a in attrs {
+        for a in attrs.iter() {
             out.push(b' ');
             write_qname(out, a.prefix, a.name);
             out.extend_from_slice(b"=\"");
             escape_attr(out, &a.value);
             out.push(b'"');
         }
+        self.attrs = attrs;
         out.push(b'>');
         for child in &e.children {
             match child {

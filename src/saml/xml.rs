@@ -176,6 +176,7 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
         mixed: Vec::with_capacity(16),
         bindings: Vec::with_capacity(16),
         root: None,
+        scratch: Vec::with_capacity(8),
     };
     let mut seen_decl = false;
     let mut seen_anything = false;
@@ -298,7 +299,12 @@ struct Parser<'a> {
     /// declarations are popped when it closes.
     bindings: Vec<(Option<&'a str>, Cow<'a, str>)>,
     root: Option<Element<'a>>,
+    /// Reused per start tag: (prefix, local name, raw name, value).
+    scratch: Vec<RawAttr<'a>>,
 }
+
+/// An attribute before its prefix is resolved.
+type RawAttr<'a> = (Option<&'a str>, &'a str, &'a str, Cow<'a, str>);
 
 impl<'a> Parser<'a> {
     /// `bytes` (a slice of the input handed back by quick-xml) as a `&'a str`
@@ -369,7 +375,8 @@ impl<'a> Parser<'a> {
         check_attribute_spacing(s.attributes_raw(), qname)?;
         let mut ns_decls: Vec<NsDecl<'a>> = Vec::new();
         // (prefix, local, raw qname, value)
-        let mut raw_attrs: Vec<(Option<&'a str>, &'a str, &'a str, Cow<'a, str>)> = Vec::new();
+        let mut raw_attrs = std::mem::take(&mut self.scratch);
+        raw_attrs.clear();
         let mut attrs_iter = s.attributes();
         attrs_iter.with_checks(false);
         for a in attrs_iter {
@@ -431,9 +438,9 @@ impl<'a> Parser<'a> {
         }
         let ns = self.resolve(prefix, false, qname)?;
         let mut attrs: Vec<Attr<'a>> = Vec::with_capacity(raw_attrs.len());
-        for (aprefix, local, raw, value) in raw_attrs {
+        for (aprefix, local, raw, value) in raw_attrs.drain(..) {
             let ans = self.resolve(aprefix, true, raw)?;
-            if attrs.iter().any(|x| x.ns == ans && x.name == local) {
+            if attrs.iter().any(|x| x.name == local && x.ns == ans) {
                 return Err(SamlError::MalformedXml(format!(
                     "duplicate attribute {local} on {qname}"
                 )));
@@ -445,6 +452,7 @@ impl<'a> Parser<'a> {
                 value,
             });
         }
+        self.scratch = raw_attrs;
         Ok(Element {
             ns,
             prefix,
@@ -582,6 +590,15 @@ fn split_qname(q: &str) -> Result<(Option<&str>, &str), SamlError> {
 
 /// XML 1.0 (5th edition) `Name` without colons.
 fn is_ncname(n: &str) -> bool {
+    // Fast path: the ASCII names every SAML message uses.
+    if n.is_ascii() {
+        let b = n.as_bytes();
+        return b
+            .first()
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+    }
     let mut chars = n.chars();
     let start = |c: char| {
         c.is_ascii_alphabetic()
