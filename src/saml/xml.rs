@@ -552,10 +552,12 @@ fn check_attribute_spacing(raw: &[u8], qname: &str) -> Result<(), SamlError> {
 }
 
 /// Whether a namespace name is an absolute URI as libxml2's canonicaliser
-/// demands (C14N refuses relative namespace URIs): a scheme, then only
-/// printable ASCII URI characters with well-formed `%XX` escapes.
+/// demands (C14N refuses relative namespace URIs, and libxml2 refuses a
+/// namespace name it cannot parse as an RFC 3986 URI): a scheme, an optional
+/// `//authority` (port digits only, no IP literals), then only URI
+/// characters with well-formed `%XX` escapes and at most one `#`.
 fn absolute_uri(u: &str) -> bool {
-    let Some((scheme, _)) = u.split_once(':') else {
+    let Some((scheme, rest)) = u.split_once(':') else {
         return false;
     };
     let mut sc = scheme.bytes();
@@ -567,13 +569,27 @@ fn absolute_uri(u: &str) -> bool {
             b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
         }
-        b'!'..=b'~' => !matches!(
-            c,
-            b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
-        ),
-        _ => false,
+        // RFC 3986 unreserved, gen-delims (without the IP-literal brackets)
+        // and sub-delims.
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => true,
+        _ => b"-._~:/?#@!$&'()*+,;=".contains(&c),
     });
-    scheme_ok && chars_ok
+    let one_fragment = b.iter().filter(|&&c| c == b'#').count() <= 1;
+    let authority_ok = match rest.strip_prefix("//") {
+        None => true,
+        Some(r) => {
+            let end = r.find(['/', '?', '#']).unwrap_or(r.len());
+            let authority = r.get(..end).unwrap_or("");
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            match host_port.rsplit_once(':') {
+                Some((_, port)) => {
+                    port.bytes().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok()
+                }
+                None => true,
+            }
+        }
+    };
+    scheme_ok && chars_ok && one_fragment && authority_ok
 }
 
 /// Splits `p:local` (one colon at most, both parts XML names).
@@ -742,6 +758,9 @@ mod tests {
             r#"<a xmlns="relative/path"/>"#,
             r#"<a xmlns:p="http://exa mple.org/"/>"#,
             r#"<a xmlns:p="http://example.org/%zz"/>"#,
+            r#"<a xmlns:p="http://www.w3.org[2001/XMLSchema"/>"#,
+            r#"<a xmlns:p="http://example.org:8x/"/>"#,
+            r#"<a xmlns:p="http://example.org/#a#b"/>"#,
             "<a>\u{FFFE}</a>",
             "<a><!-- \u{8} --></a>",
             "<a k=\"1\"k2=\"2\"/>",
