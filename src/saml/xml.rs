@@ -398,6 +398,11 @@ impl<'a> Parser<'a> {
                     PrefixDeclaration::Default => None,
                     PrefixDeclaration::Named(p) => {
                         let p = self.borrow(p)?;
+                        if !is_ncname(p) {
+                            return Err(SamlError::MalformedXml(format!(
+                                "malformed namespace prefix {p:?} on {qname}"
+                            )));
+                        }
                         if p == "xmlns"
                             || (p == "xml" && value != NS_XML)
                             || value == NS_XML && p != "xml"
@@ -761,6 +766,8 @@ mod tests {
             r#"<a xmlns:p="http://www.w3.org[2001/XMLSchema"/>"#,
             r#"<a xmlns:p="http://example.org:8x/"/>"#,
             r#"<a xmlns:p="http://example.org/#a#b"/>"#,
+            r#"<a xmlns:x$="urn:x"/>"#,
+            r#"<a xmlns:1x="urn:x"/>"#,
             "<a>\u{FFFE}</a>",
             "<a><!-- \u{8} --></a>",
             "<a k=\"1\"k2=\"2\"/>",
