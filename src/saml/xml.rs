@@ -585,13 +585,16 @@ fn absolute_uri(u: &str) -> bool {
         Some(r) => {
             let end = r.find(['/', '?', '#']).unwrap_or(r.len());
             let authority = r.get(..end).unwrap_or("");
-            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            match host_port.rsplit_once(':') {
-                Some((_, port)) => {
-                    port.bytes().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok()
+            // [userinfo "@"] host [":" port]: one '@' at most, no ':' in
+            // the host (no IP literals), a numeric port that fits.
+            let host_port = authority.split_once('@').map_or(authority, |(_, h)| h);
+            !host_port.contains('@')
+                && match host_port.split_once(':') {
+                    Some((_, port)) => {
+                        port.bytes().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok()
+                    }
+                    None => true,
                 }
-                None => true,
-            }
         }
     };
     scheme_ok && chars_ok && one_fragment && authority_ok
@@ -767,6 +770,8 @@ mod tests {
             r#"<a xmlns:p="http://example.org:8x/"/>"#,
             r#"<a xmlns:p="http://example.org/#a#b"/>"#,
             r#"<a xmlns:x$="urn:x"/>"#,
+            r#"<a xmlns:p="http://w@@ww.w3.org/2001/XMLSchema"/>"#,
+            r#"<a xmlns:p="http://a:b:80/"/>"#,
             r#"<a xmlns:1x="urn:x"/>"#,
             "<a>\u{FFFE}</a>",
             "<a><!-- \u{8} --></a>",
