@@ -532,26 +532,28 @@ fn check_decl(d: &quick_xml::events::BytesDecl<'_>) -> Result<(), SamlError> {
     Ok(())
 }
 
-/// Attributes must be separated by whitespace (`<a k="1"j="2">` is not XML).
+/// Attributes must be separated by whitespace (`<a k="1"j="2">` is not XML):
+/// after each closing quote comes whitespace, `/` or the end of the tag.
 fn check_attribute_spacing(raw: &[u8], qname: &str) -> Result<(), SamlError> {
-    let mut quote: Option<u8> = None;
-    let mut iter = raw.iter().peekable();
-    while let Some(&c) = iter.next() {
-        match quote {
-            Some(q) if c == q => {
-                quote = None;
-                if let Some(&&next) = iter.peek()
-                    && !matches!(next, b' ' | b'\t' | b'\n' | b'\r' | b'/')
-                {
-                    return Err(SamlError::MalformedXml(format!(
-                        "attributes of {qname} are not separated by whitespace"
-                    )));
-                }
-            }
-            Some(_) => {}
-            None if c == b'"' || c == b'\'' => quote = Some(c),
-            None => {}
+    let mut i = 0;
+    while let Some(open) = raw.get(i..).and_then(|r| memchr::memchr2(b'"', b'\'', r)) {
+        let open = i + open;
+        let Some(&quote) = raw.get(open) else { break };
+        let Some(close) = raw
+            .get(open + 1..)
+            .and_then(|r| memchr::memchr(quote, r))
+            .map(|c| open + 1 + c)
+        else {
+            break; // unterminated: quick-xml reports it
+        };
+        if let Some(&next) = raw.get(close + 1)
+            && !matches!(next, b' ' | b'\t' | b'\n' | b'\r' | b'/')
+        {
+            return Err(SamlError::MalformedXml(format!(
+                "attributes of {qname} are not separated by whitespace"
+            )));
         }
+        i = close + 1;
     }
     Ok(())
 }
