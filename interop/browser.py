@@ -102,7 +102,10 @@ def changed_attribute_is_updated_on_the_next_login(d):
     # alice logged in before (first scenario); her IdP record changes.
     path = os.environ["AUTHSOURCES"]
     text = open(path).read()
-    open(path, "w").write(text.replace("'sn' => ['Liddell']", "'sn' => ['Liddell-Hargreaves']"))
+    with open(path, "w") as f:
+        f.write(text.replace("'sn' => ['Liddell']", "'sn' => ['Liddell-Hargreaves']"))
+    # Past any 2-second file-time granularity in PHP's caches.
+    time.sleep(2.5)
     d.get(f"{GW}/meetings/44")
     idp_login(d, "alice", "alicepass", "update")
     wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "Liddell-Hargreaves"), "the updated last name")

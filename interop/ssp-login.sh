@@ -193,7 +193,9 @@ PHP
 # A real SMTP server for the verification mail (aiosmtpd, into a maildir).
 /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP" -c aiosmtpd.handlers.Mailbox "$work/maildir" 2>/dev/null &
 pids+=($!)
-PHP_CLI_SERVER_WORKERS=4 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" php -d display_errors=0 -S "127.0.0.1:$IDP" \
+# No opcode cache: the browser test edits authsources.php between logins
+# (a cache revalidating every 2 s could serve the old attributes).
+PHP_CLI_SERVER_WORKERS=4 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" php -d display_errors=0 -d opcache.enable=0 -d opcache.enable_cli=0 -S "127.0.0.1:$IDP" \
   -t /usr/share/simplesamlphp/www 2>"$work/php.log" &
 pids+=($!)
 wait_for curl --max-time 5 -sf "$idp/saml2/idp/metadata.php"
