@@ -181,40 +181,41 @@ fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
 
 /// Text node escaping: `&`, `<`, `>`, CR.
 fn escape_text(out: &mut Vec<u8>, s: &str) {
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let rep: &[u8] = match b {
-            b'&' => b"&amp;",
-            b'<' => b"&lt;",
-            b'>' => b"&gt;",
-            b'\r' => b"&#xD;",
-            _ => continue,
-        };
-        out.extend_from_slice(s.as_bytes().get(start..i).unwrap_or_default());
-        out.extend_from_slice(rep);
-        start = i + 1;
-    }
-    out.extend_from_slice(s.as_bytes().get(start..).unwrap_or_default());
+    escape(out, s, |b| match b {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'>' => Some(b"&gt;"),
+        b'\r' => Some(b"&#xD;"),
+        _ => None,
+    });
 }
 
 /// Attribute value escaping: `&`, `<`, `"`, TAB, LF, CR.
 fn escape_attr(out: &mut Vec<u8>, s: &str) {
+    escape(out, s, |b| match b {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'"' => Some(b"&quot;"),
+        b'\t' => Some(b"&#x9;"),
+        b'\n' => Some(b"&#xA;"),
+        b'\r' => Some(b"&#xD;"),
+        _ => None,
+    });
+}
+
+/// Copies `s`, replacing each byte `rep` maps (all ASCII, so never inside a
+/// multi-byte character).
+fn escape(out: &mut Vec<u8>, s: &str, rep: impl Fn(u8) -> Option<&'static [u8]>) {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let rep: &[u8] = match b {
-            b'&' => b"&amp;",
-            b'<' => b"&lt;",
-            b'"' => b"&quot;",
-            b'\t' => b"&#x9;",
-            b'\n' => b"&#xA;",
-            b'\r' => b"&#xD;",
-            _ => continue,
-        };
-        out.extend_from_slice(s.as_bytes().get(start..i).unwrap_or_default());
-        out.extend_from_slice(rep);
-        start = i + 1;
+    for (i, &b) in bytes.iter().enumerate() {
+        if let Some(r) = rep(b) {
+            out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+            out.extend_from_slice(r);
+            start = i + 1;
+        }
     }
-    out.extend_from_slice(s.as_bytes().get(start..).unwrap_or_default());
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
 }
 
 #[cfg(test)]
