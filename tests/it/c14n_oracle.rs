@@ -6,13 +6,12 @@
 //! transform for each element carrying a Signature.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use base64::Engine;
 use samlgate::saml::c14n::canonicalize;
 use samlgate::saml::xml::{self, Element, NS_DSIG};
 
-use super::support::fixtures;
+use super::support::{fixtures, python_oracle};
 
 /// One element and its ancestors (root first).
 type WithPath<'a, 'x> = (&'a Element<'x>, Vec<&'a Element<'x>>);
@@ -82,17 +81,8 @@ fn canonical_bytes_equal_lxml_on_every_element() {
         .filter_map(|(p, text)| xml::parse(text).ok().map(|root| (p, root)))
         .collect();
     assert!(parsed.len() >= 60, "only {} documents parsed", parsed.len());
-    let out = Command::new("/usr/bin/python3")
-        .arg(fixtures().join("../c14n_oracle.py"))
-        .args(parsed.iter().map(|(p, _)| p))
-        .output()
-        .expect("/usr/bin/python3 with python3-lxml (scripts/install-deps.sh --test)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let stdout = python_oracle("c14n_oracle.py", parsed.iter().map(|(p, _)| p));
+    let lines: Vec<serde_json::Value> = String::from_utf8(stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -105,3 +105,23 @@ pub fn accepts(name: &str, email: &str) -> Report {
 pub fn reached_crypto(r: &Report) -> bool {
     r.trace.iter().any(|t| t.step == "signature")
 }
+
+/// Runs one of the Python oracles in `tests/` (libxml2 through lxml) with
+/// `args` and returns its stdout; a failing oracle fails the test.
+pub fn python_oracle<I, S>(script: &str, args: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(fixtures().join("..").join(script))
+        .args(args)
+        .output()
+        .expect("/usr/bin/python3 with python3-lxml (scripts/install-deps.sh --test)");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
