@@ -30,14 +30,22 @@ fn time(name: &str, timing: bool, mut f: impl FnMut()) {
     for _ in 0..50 {
         f();
     }
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < Duration::from_secs(1) {
-        f();
-        n += 1;
-    }
-    let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
-    println!("{name:<36} {us:>9.1} µs");
+    // 20 slices of 50 ms: the fastest slice is what the code costs, the
+    // median what this (shared, noisy) machine gave it.
+    let mut slices: Vec<f64> = (0..20)
+        .map(|_| {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_millis(50) {
+                f();
+                n += 1;
+            }
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        })
+        .collect();
+    slices.sort_by(f64::total_cmp);
+    let (best, median) = (slices[0], slices[slices.len() / 2]);
+    println!("{name:<36} {best:>9.1} µs best {median:>9.1} µs median");
 }
 
 fn main() {
@@ -64,6 +72,17 @@ fn main() {
     println!("{} bytes", bytes.len());
     time("decode", timing, || {
         black_box(decode::decode_any(&bytes, 1 << 20).unwrap());
+    });
+    time("quick-xml events only", timing, || {
+        let mut r = quick_xml::Reader::from_str(&text);
+        let mut n = 0usize;
+        loop {
+            match r.read_event().unwrap() {
+                quick_xml::events::Event::Eof => break,
+                e => n += e.len(),
+            }
+        }
+        black_box(n);
     });
     time("xml::parse", timing, || {
         black_box(xml::parse(&text).unwrap());
@@ -118,6 +137,14 @@ fn main() {
             .unwrap();
         assert!(out[..n].ends_with(&digest));
     });
+    let spki = certs[0].key.public_key_to_der().unwrap();
+    let ring_key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        spki_rsa(&spki),
+    );
+    time("RSA-SHA256 verify (ring)", timing, || {
+        ring_key.verify(&si, &value).unwrap();
+    });
     time("dsig::verify_element", timing, || {
         black_box(dsig::verify_element(assertion, &[&doc], certs).unwrap());
     });
@@ -131,4 +158,10 @@ fn main() {
         let mut trace = Vec::new();
         black_box(saml::map_user(&v, &config, &mut trace).unwrap());
     });
+}
+
+/// The RSAPublicKey inside a SubjectPublicKeyInfo (ring wants PKCS#1).
+fn spki_rsa(spki: &[u8]) -> Vec<u8> {
+    let rsa = openssl::rsa::Rsa::public_key_from_der(spki).unwrap();
+    rsa.public_key_to_der_pkcs1().unwrap()
 }

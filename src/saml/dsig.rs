@@ -192,24 +192,20 @@ pub fn verify_element<'a>(
             continue;
         }
         tried += 1;
-        let der_sig;
-        let sig_bytes: &[u8] = if key_type == Id::EC {
-            match ecdsa_der(&value) {
-                Some(d) => {
-                    der_sig = d;
-                    &der_sig
-                }
-                None => continue,
-            }
+        let ok = if key_type == Id::RSA {
+            cert.rsa
+                .as_ref()
+                .is_some_and(|rsa| rsa_pkcs1_verify(rsa, sig_md, &buf, &value))
         } else {
-            &value
-        };
-        let ok = Verifier::new(sig_md, &cert.key)
-            .and_then(|mut v| {
-                v.update(&buf)?;
-                v.verify(sig_bytes)
+            ecdsa_der(&value).is_some_and(|der| {
+                Verifier::new(sig_md, &cert.key)
+                    .and_then(|mut v| {
+                        v.update(&buf)?;
+                        v.verify(&der)
+                    })
+                    .unwrap_or(false)
             })
-            .unwrap_or(false);
+        };
         if ok {
             return Ok(Verified {
                 element: signed,
@@ -227,6 +223,71 @@ pub fn verify_element<'a>(
     }))
 }
 
+/// RSASSA-PKCS1-v1_5 verification (RFC 8017 §8.2.2) the way OpenSSL's
+/// `RSA_verify` does it: the signature must be exactly the modulus length,
+/// the public operation must yield a well-formed type-1 padding, and what it
+/// carries must be byte for byte the DER `DigestInfo` of `message`'s digest
+/// (no ASN.1 parsing of attacker bytes, no alternative encodings). Done on
+/// the parsed RSA key directly: OpenSSL 3's per-call EVP context set-up cost
+/// a fifth of the whole verification.
+fn rsa_pkcs1_verify(
+    rsa: &openssl::rsa::Rsa<openssl::pkey::Public>,
+    md: MessageDigest,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let Some(prefix) = digest_info_prefix(md) else {
+        return false;
+    };
+    let size = rsa.size() as usize;
+    if signature.len() != size {
+        return false;
+    }
+    let Ok(digest) = openssl::hash::hash(md, message) else {
+        return false;
+    };
+    let mut out = vec![0u8; size];
+    let Ok(n) = rsa.public_decrypt(signature, &mut out, openssl::rsa::Padding::PKCS1) else {
+        return false;
+    };
+    let expected_len = prefix.len() + digest.len();
+    n == expected_len
+        && out.get(..prefix.len()) == Some(prefix)
+        && out
+            .get(prefix.len()..n)
+            .is_some_and(|d| openssl::memcmp::eq(d, &digest))
+}
+
+/// The DER `DigestInfo` header (AlgorithmIdentifier with NULL parameters,
+/// then the OCTET STRING tag and length) for each digest we accept.
+fn digest_info_prefix(md: MessageDigest) -> Option<&'static [u8]> {
+    const SHA1: &[u8] = &[
+        0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+    ];
+    const SHA256: &[u8] = &[
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    const SHA384: &[u8] = &[
+        0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        0x05, 0x00, 0x04, 0x30,
+    ];
+    const SHA512: &[u8] = &[
+        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+        0x05, 0x00, 0x04, 0x40,
+    ];
+    let nid = md.type_();
+    [
+        (MessageDigest::sha1(), SHA1),
+        (MessageDigest::sha256(), SHA256),
+        (MessageDigest::sha384(), SHA384),
+        (MessageDigest::sha512(), SHA512),
+    ]
+    .into_iter()
+    .find(|(m, _)| m.type_() == nid)
+    .map(|(_, p)| p)
+}
+
 /// XML-DSig ECDSA signatures are `r || s`, each half the length; openssl
 /// wants DER.
 fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
@@ -238,4 +299,104 @@ fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
         EcdsaSig::from_private_components(BigNum::from_slice(r).ok()?, BigNum::from_slice(s).ok()?)
             .ok()?;
     sig.to_der().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::pkey::PKey;
+    use openssl::rsa::{Padding, Rsa};
+    use openssl::sign::Signer;
+
+    /// What OpenSSL's own EVP verification (libxmlsec1's path) decides.
+    fn evp_verify(
+        key: &PKey<openssl::pkey::Public>,
+        md: MessageDigest,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> bool {
+        Verifier::new(md, key)
+            .and_then(|mut v| {
+                v.update(msg)?;
+                v.verify(sig)
+            })
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn rsa_pkcs1_decides_like_openssl_evp() {
+        let private = Rsa::generate(2048).unwrap();
+        let public = Rsa::from_public_components(
+            private.n().to_owned().unwrap(),
+            private.e().to_owned().unwrap(),
+        )
+        .unwrap();
+        let pkey = PKey::from_rsa(public.clone()).unwrap();
+        let signing = PKey::from_rsa(private.clone()).unwrap();
+        let mds = [
+            MessageDigest::sha1(),
+            MessageDigest::sha256(),
+            MessageDigest::sha384(),
+            MessageDigest::sha512(),
+        ];
+        let msg = b"<ds:SignedInfo>...</ds:SignedInfo>";
+        for md in mds {
+            let mut signer = Signer::new(md, &signing).unwrap();
+            signer.update(msg).unwrap();
+            let sig = signer.sign_to_vec().unwrap();
+            assert!(rsa_pkcs1_verify(&public, md, msg, &sig));
+            assert!(evp_verify(&pkey, md, msg, &sig));
+            // Another message, a flipped bit, another digest: refused by both.
+            assert!(!rsa_pkcs1_verify(&public, md, b"other", &sig));
+            let mut flipped = sig.clone();
+            flipped[100] ^= 1;
+            assert!(!rsa_pkcs1_verify(&public, md, msg, &flipped));
+            assert!(!evp_verify(&pkey, md, msg, &flipped));
+            for other in mds.iter().filter(|o| o.type_() != md.type_()) {
+                assert!(!rsa_pkcs1_verify(&public, *other, msg, &sig));
+                assert!(!evp_verify(&pkey, *other, msg, &sig));
+            }
+        }
+        // Payloads that are not exactly DigestInfo(SHA-256, digest), correctly
+        // padded by the private key: the bare digest, no NULL parameters,
+        // trailing bytes. OpenSSL's EVP path refuses each; so must we.
+        let md = MessageDigest::sha256();
+        let digest = openssl::hash::hash(md, msg).unwrap();
+        let prefix = digest_info_prefix(md).unwrap();
+        let without_null = [
+            &[0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09][..],
+            &prefix[6..15],
+            &[0x04, 0x20],
+        ]
+        .concat();
+        for payload in [
+            digest.to_vec(),
+            [without_null.as_slice(), &digest].concat(),
+            [prefix, &digest, &[0u8]].concat(),
+            [prefix, &digest[..31]].concat(),
+        ] {
+            let mut sig = vec![0u8; private.size() as usize];
+            let n = private
+                .private_encrypt(&payload, &mut sig, Padding::PKCS1)
+                .unwrap();
+            sig.truncate(n);
+            assert!(!rsa_pkcs1_verify(&public, md, msg, &sig), "{payload:02x?}");
+            assert!(!evp_verify(&pkey, md, msg, &sig), "{payload:02x?}");
+        }
+        // A signature whose integer starts with a zero byte is valid only at
+        // full length; without its leading zero both refuse it.
+        let (m, sig) = (0u32..5000)
+            .map(|i| {
+                let m = format!("message {i}").into_bytes();
+                let mut signer = Signer::new(md, &signing).unwrap();
+                signer.update(&m).unwrap();
+                let s = signer.sign_to_vec().unwrap();
+                (m, s)
+            })
+            .find(|(_, s)| s[0] == 0)
+            .expect("a signature with a leading zero byte");
+        assert!(rsa_pkcs1_verify(&public, md, &m, &sig));
+        assert!(!rsa_pkcs1_verify(&public, md, &m, &sig[1..]));
+        assert!(!evp_verify(&pkey, md, &m, &sig[1..]));
+    }
 }

@@ -28,6 +28,9 @@ pub struct SigningCert {
     pub fingerprint: String,
     /// The public key, parsed once for the native verifier.
     pub key: openssl::pkey::PKey<openssl::pkey::Public>,
+    /// The same key as RSA, when it is one (the native verifier's RSA path
+    /// works on it directly, without a per-signature EVP context).
+    pub rsa: Option<openssl::rsa::Rsa<openssl::pkey::Public>>,
 }
 
 /// An SSO endpoint.
@@ -154,10 +157,12 @@ fn parse_cert(b64: &str) -> Result<SigningCert, String> {
     let key = cert
         .public_key()
         .map_err(|e| format!("X509Certificate has no usable public key: {e}"))?;
+    let rsa = key.rsa().ok();
     Ok(SigningCert {
         der,
         subject,
         fingerprint,
         key,
+        rsa,
     })
 }

@@ -17,7 +17,6 @@ use std::borrow::Cow;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::PrefixDeclaration;
 
 use super::error::SamlError;
 
@@ -193,8 +192,7 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
                         "XML declaration not at the start of the document".into(),
                     ));
                 }
-                check_attribute_spacing(&d, "the XML declaration")?;
-                check_decl(&d)?;
+                check_decl(p.borrow(&d)?)?;
                 seen_decl = true;
             }
             Event::DocType(_) => return Err(SamlError::DtdForbidden),
@@ -222,51 +220,24 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
                 p.close(el);
             }
             Event::Text(t) => {
-                if t.windows(3).any(|w| w == b"]]>") {
+                let raw = p.borrow(&t)?;
+                let b = raw.as_bytes();
+                if memchr::memchr_iter(b'>', b).any(|i| i >= 2 && b.get(i - 2..i) == Some(b"]]")) {
                     return Err(SamlError::MalformedXml("']]>' in text".into()));
                 }
-                let text = t
-                    .xml10_content()
-                    .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                p.text(text)?;
+                p.text(line_ends(raw))?;
             }
             Event::CData(c) => {
-                let text = c
-                    .xml10_content()
-                    .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                p.text(text)?;
+                let raw = p.borrow(&c)?;
+                p.text(line_ends(raw))?;
             }
             Event::GeneralRef(r) => {
-                let ch = match r
-                    .resolve_char_ref()
-                    .map_err(|e| SamlError::MalformedXml(e.to_string()))?
-                {
-                    Some(c) => c,
-                    None => {
-                        let name = r
-                            .decode()
-                            .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-                        match name.as_ref() {
-                            "lt" => '<',
-                            "gt" => '>',
-                            "amp" => '&',
-                            "quot" => '"',
-                            "apos" => '\'',
-                            other => {
-                                return Err(SamlError::MalformedXml(format!(
-                                    "undefined entity &{other};"
-                                )));
-                            }
-                        }
-                    }
-                };
+                let ch = reference_char(p.borrow(&r)?)?;
                 p.text(Cow::Owned(ch.to_string()))?;
             }
             Event::Comment(c) => {
                 // A comment is dropped, but must still be well-formed.
-                check_chars(
-                    std::str::from_utf8(&c).map_err(|e| SamlError::NotUtf8(e.valid_up_to()))?,
-                )?;
+                check_chars(p.borrow(&c)?)?;
                 if c.windows(2).any(|w| w == b"--") || c.ends_with(b"-") {
                     return Err(SamlError::MalformedXml("'--' inside a comment".into()));
                 }
@@ -314,18 +285,7 @@ impl<'a> Parser<'a> {
         let start = (bytes.as_ptr() as usize).wrapping_sub(base);
         self.xml
             .get(start..start.wrapping_add(bytes.len()))
-            .ok_or_else(|| SamlError::MalformedXml("name is not valid UTF-8".into()))
-    }
-
-    /// A `Cow` from quick-xml re-tied to the input when it borrows from it.
-    fn cow(&self, c: Cow<'_, str>) -> Cow<'a, str> {
-        match c {
-            Cow::Borrowed(b) => match self.borrow(b.as_bytes()) {
-                Ok(s) => Cow::Borrowed(s),
-                Err(_) => Cow::Owned(b.to_owned()),
-            },
-            Cow::Owned(o) => Cow::Owned(o),
-        }
+            .ok_or_else(|| SamlError::MalformedXml("XML token outside the input".into()))
     }
 
     fn lookup(&self, prefix: Option<&str>) -> Option<&Cow<'a, str>> {
@@ -372,32 +332,23 @@ impl<'a> Parser<'a> {
             return Err(SamlError::TooDeep(MAX_DEPTH));
         }
         let qname = self.borrow(s.name().as_ref())?;
-        check_attribute_spacing(s.attributes_raw(), qname)?;
+        let raw = self.borrow(s.attributes_raw())?;
         let mut ns_decls: Vec<NsDecl<'a>> = Vec::new();
         // (prefix, local, raw qname, value)
         let mut raw_attrs = std::mem::take(&mut self.scratch);
         raw_attrs.clear();
-        let mut attrs_iter = s.attributes();
-        attrs_iter.with_checks(false);
-        for a in attrs_iter {
-            let a = a.map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-            if a.value.contains(&b'<') {
-                return Err(SamlError::MalformedXml(format!(
-                    "'<' in the value of attribute {} on {qname}",
-                    String::from_utf8_lossy(a.key.as_ref())
-                )));
-            }
-            let value = a
-                .normalized_value(quick_xml::XmlVersion::Explicit1_0)
-                .map_err(|e| SamlError::MalformedXml(e.to_string()))?;
-            check_chars(&value)?;
-            let value = self.cow(value);
-            let key = a.key;
-            if let Some(binding) = key.as_namespace_binding() {
+        let mut rest = raw;
+        while let Some((key, value, after)) = next_attribute(rest, qname)? {
+            rest = after;
+            let binding = if key == "xmlns" {
+                Some(None)
+            } else {
+                key.strip_prefix("xmlns:").map(Some)
+            };
+            if let Some(binding) = binding {
                 let prefix = match binding {
-                    PrefixDeclaration::Default => None,
-                    PrefixDeclaration::Named(p) => {
-                        let p = self.borrow(p)?;
+                    None => None,
+                    Some(p) => {
                         if !is_ncname(p) {
                             return Err(SamlError::MalformedXml(format!(
                                 "malformed namespace prefix {p:?} on {qname}"
@@ -433,9 +384,8 @@ impl<'a> Parser<'a> {
                 ns_decls.push(NsDecl { prefix, uri: value });
                 continue;
             }
-            let raw = self.borrow(key.as_ref())?;
-            let (prefix, local) = split_qname(raw)?;
-            raw_attrs.push((prefix, local, raw, value));
+            let (prefix, local) = split_qname(key)?;
+            raw_attrs.push((prefix, local, key, value));
         }
         let (prefix, name) = split_qname(qname)?;
         for d in &ns_decls {
@@ -508,54 +458,204 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// The XML declaration: version 1.0, UTF-8 (the bytes are decoded as UTF-8
-/// whatever a declaration says, so another encoding is refused rather than
-/// read differently from libxml2), standalone yes/no.
-fn check_decl(d: &quick_xml::events::BytesDecl<'_>) -> Result<(), SamlError> {
+/// The XML declaration (`xml version=... ?` as written between `<?` and
+/// `?>`): version 1.0, then optionally encoding UTF-8 (the bytes are decoded
+/// as UTF-8 whatever a declaration says, so another encoding is refused
+/// rather than read differently from libxml2), then optionally standalone
+/// yes/no, in that order and nothing else.
+fn check_decl(content: &str) -> Result<(), SamlError> {
+    const WHAT: &str = "the XML declaration";
     let bad = |what: &str| SamlError::MalformedXml(format!("XML declaration: {what}"));
-    let version = d.version().map_err(|e| bad(&e.to_string()))?;
-    if version.as_ref() != b"1.0" {
-        return Err(bad("version must be 1.0"));
-    }
-    if let Some(enc) = d.encoding() {
-        let enc = enc.map_err(|e| bad(&e.to_string()))?;
-        if !enc.eq_ignore_ascii_case(b"utf-8") {
-            return Err(bad("encoding must be UTF-8"));
+    let mut rest = content.get(3..).unwrap_or("");
+    let mut expect = ["version", "encoding", "standalone"].into_iter();
+    let mut seen_version = false;
+    while let Some((key, value, after)) = next_attribute(rest, WHAT)? {
+        rest = after;
+        if !expect.any(|k| k == key) {
+            return Err(bad(&format!("unexpected or misplaced {key}")));
+        }
+        match key {
+            "version" if value != "1.0" => return Err(bad("version must be 1.0")),
+            "version" => seen_version = true,
+            "encoding" if !value.eq_ignore_ascii_case("utf-8") => {
+                return Err(bad("encoding must be UTF-8"));
+            }
+            "standalone" if !matches!(value.as_ref(), "yes" | "no") => {
+                return Err(bad("standalone must be yes or no"));
+            }
+            _ => {}
         }
     }
-    if let Some(sa) = d.standalone() {
-        let sa = sa.map_err(|e| bad(&e.to_string()))?;
-        if !matches!(sa.as_ref(), b"yes" | b"no") {
-            return Err(bad("standalone must be yes or no"));
-        }
+    if !seen_version {
+        return Err(bad("version missing"));
     }
     Ok(())
 }
 
-/// Attributes must be separated by whitespace (`<a k="1"j="2">` is not XML):
-/// after each closing quote comes whitespace, `/` or the end of the tag.
-fn check_attribute_spacing(raw: &[u8], qname: &str) -> Result<(), SamlError> {
-    let mut i = 0;
-    while let Some(open) = raw.get(i..).and_then(|r| memchr::memchr2(b'"', b'\'', r)) {
-        let open = i + open;
-        let Some(&quote) = raw.get(open) else { break };
-        let Some(close) = raw
-            .get(open + 1..)
-            .and_then(|r| memchr::memchr(quote, r))
-            .map(|c| open + 1 + c)
-        else {
-            break; // unterminated: quick-xml reports it
-        };
-        if let Some(&next) = raw.get(close + 1)
-            && !matches!(next, b' ' | b'\t' | b'\n' | b'\r' | b'/')
-        {
-            return Err(SamlError::MalformedXml(format!(
-                "attributes of {qname} are not separated by whitespace"
-            )));
-        }
-        i = close + 1;
+/// Text as XML 1.0 reads it: CRLF and lone CR become LF. Borrows when the
+/// text has no CR.
+fn line_ends(raw: &str) -> Cow<'_, str> {
+    if memchr::memchr(b'\r', raw.as_bytes()).is_none() {
+        return Cow::Borrowed(raw);
     }
-    Ok(())
+    Cow::Owned(raw.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Reads the next attribute from the rest of a start tag (what follows the
+/// element name, without `>` or `/>`): `(qualified name, normalised value,
+/// what follows)`, or `None` at the end. One pass does what XML demands of
+/// an attribute: whitespace before it (`<a k="1"j="2">` is not XML), `=`
+/// with optional whitespace, a quoted value without `<`, references
+/// resolved, literal TAB/LF/CR (and CRLF) normalised to a space, only XML
+/// characters.
+fn next_attribute<'a>(
+    rest: &'a str,
+    qname: &str,
+) -> Result<Option<(&'a str, Cow<'a, str>, &'a str)>, SamlError> {
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while b.get(i).copied().is_some_and(is_space) {
+        i += 1;
+    }
+    if i == b.len() {
+        return Ok(None);
+    }
+    let bad = |what: &str| SamlError::MalformedXml(format!("{what} in the start tag of {qname}"));
+    if i == 0 {
+        return Err(SamlError::MalformedXml(format!(
+            "attributes of {qname} are not separated by whitespace"
+        )));
+    }
+    let name_start = i;
+    while b.get(i).is_some_and(|&c| !is_space(c) && c != b'=') {
+        i += 1;
+    }
+    let name = rest.get(name_start..i).unwrap_or("");
+    if name.is_empty() {
+        return Err(bad("an attribute without a name"));
+    }
+    while b.get(i).copied().is_some_and(is_space) {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'=') {
+        return Err(bad(&format!("attribute {name} without a value")));
+    }
+    i += 1;
+    while b.get(i).copied().is_some_and(is_space) {
+        i += 1;
+    }
+    let quote = match b.get(i) {
+        Some(&q @ (b'"' | b'\'')) => q,
+        _ => return Err(bad(&format!("unquoted value of attribute {name}"))),
+    };
+    let open = i + 1;
+    let close = b
+        .get(open..)
+        .and_then(|r| memchr::memchr(quote, r))
+        .map(|c| open + c)
+        .ok_or_else(|| bad(&format!("unterminated value of attribute {name}")))?;
+    let raw = rest.get(open..close).unwrap_or("");
+    let after = rest.get(close + 1..).unwrap_or("");
+    let value = attribute_value(raw).map_err(|e| match e {
+        SamlError::MalformedXml(m) => {
+            SamlError::MalformedXml(format!("value of attribute {name} on {qname}: {m}"))
+        }
+        other => other,
+    })?;
+    Ok(Some((name, value, after)))
+}
+
+/// An attribute value as XML 1.0 reads it (no DTD, so every attribute is
+/// CDATA): references resolved, each literal TAB, LF, CR or CRLF becomes one
+/// space; `<` and non-XML characters refused. Borrows when nothing changes.
+fn attribute_value(raw: &str) -> Result<Cow<'_, str>, SamlError> {
+    let b = raw.as_bytes();
+    if !b
+        .iter()
+        .any(|&c| matches!(c, b'<' | b'&' | b'\t' | b'\n' | b'\r'))
+    {
+        check_chars(raw)?;
+        return Ok(Cow::Borrowed(raw));
+    }
+    if memchr::memchr(b'<', b).is_some() {
+        return Err(SamlError::MalformedXml("'<' in an attribute value".into()));
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest
+        .bytes()
+        .position(|c| matches!(c, b'&' | b'\t' | b'\n' | b'\r'))
+    {
+        out.push_str(rest.get(..i).unwrap_or(""));
+        let tail = rest.get(i..).unwrap_or("");
+        if tail.starts_with("\r\n") {
+            out.push(' ');
+            rest = tail.get(2..).unwrap_or("");
+        } else if tail.starts_with('&') {
+            let (ch, after) = reference(tail)?;
+            out.push(ch);
+            rest = after;
+        } else {
+            out.push(' ');
+            rest = tail.get(1..).unwrap_or("");
+        }
+    }
+    out.push_str(rest);
+    check_chars(&out)?;
+    Ok(Cow::Owned(out))
+}
+
+/// Resolves the reference at the start of `s` (`&name;`, `&#NN;`,
+/// `&#xHH;`): the character and what follows. Only the five predefined
+/// entities exist (no DTD); a character reference must name a Unicode
+/// scalar value written with digits only.
+fn reference(s: &str) -> Result<(char, &str), SamlError> {
+    let end = s
+        .find(';')
+        .ok_or_else(|| SamlError::MalformedXml("'&' without a reference".into()))?;
+    let name = s.get(1..end).unwrap_or("");
+    let after = s.get(end + 1..).unwrap_or("");
+    Ok((reference_char(name)?, after))
+}
+
+/// The character a reference names (`name` as between `&` and `;`).
+fn reference_char(name: &str) -> Result<char, SamlError> {
+    Ok(match name {
+        "lt" => '<',
+        "gt" => '>',
+        "amp" => '&',
+        "quot" => '"',
+        "apos" => '\'',
+        _ => {
+            let (digits, radix) = match name.strip_prefix("#x") {
+                Some(h) => (h, 16),
+                None => match name.strip_prefix('#') {
+                    Some(d) => (d, 10),
+                    None => {
+                        return Err(SamlError::MalformedXml(format!(
+                            "undefined entity &{name};"
+                        )));
+                    }
+                },
+            };
+            let all_digits = !digits.is_empty()
+                && digits.bytes().all(|c| match radix {
+                    16 => c.is_ascii_hexdigit(),
+                    _ => c.is_ascii_digit(),
+                });
+            all_digits
+                .then(|| u32::from_str_radix(digits, radix).ok())
+                .flatten()
+                .and_then(char::from_u32)
+                .ok_or_else(|| {
+                    SamlError::MalformedXml(format!("invalid character reference &{name};"))
+                })?
+        }
+    })
 }
 
 /// Whether a namespace name is an absolute URI as libxml2's canonicaliser
