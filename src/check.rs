@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::mapping::{MappedUser, TraceLine};
+use crate::mapping::{MappedUser, Trace, TraceLine};
 use crate::saml::{self, NameId, SamlError, SignedBy, VerifyContext};
 
 /// The decision.
@@ -142,33 +142,30 @@ pub fn check_response(
     outstanding: &[String],
     clock: &dyn Clock,
 ) -> Report {
-    let mut trace = vec![TraceLine::new(
-        "clock",
-        format!("validating at {}", clock.now().to_rfc3339()),
-    )];
+    let mut trace = Trace::collecting();
+    trace.add("clock", || {
+        format!("validating at {}", clock.now().to_rfc3339())
+    });
     let xml = match saml::decode::decode_any(input, config.security.max_response_bytes) {
         Ok(x) => x,
         Err(e) => {
-            trace.push(TraceLine::new("decode", e.to_string()));
-            return Report::reject(&e, None, trace);
+            trace.add("decode", || e.to_string());
+            return Report::reject(&e, None, trace.into_lines());
         }
     };
-    trace.push(TraceLine::new(
-        "decode",
-        format!("{} bytes of XML", xml.len()),
-    ));
+    trace.add("decode", || format!("{} bytes of XML", xml.len()));
     let ctx = VerifyContext {
         config,
         outstanding,
     };
     let verified = match saml::verify_response(&xml, &ctx, clock, &mut trace) {
         Ok(v) => v,
-        Err(e) => return Report::reject(&e, None, trace),
+        Err(e) => return Report::reject(&e, None, trace.into_lines()),
     };
     let name_id = verified.name_id().map(|n: &NameId| n.value.clone());
     let user = match saml::map_user(&verified, config, &mut trace) {
         Ok(u) => u,
-        Err(e) => return Report::reject(&e, name_id, trace),
+        Err(e) => return Report::reject(&e, name_id, trace.into_lines()),
     };
     Report {
         decision: Decision::Accept,
@@ -187,6 +184,6 @@ pub fn check_response(
             attributes: verified.attributes().to_vec(),
         }),
         provisioning: None,
-        trace,
+        trace: trace.into_lines(),
     }
 }

@@ -88,5 +88,5 @@ pub fn mapping(data: &[u8]) {
         name_id,
         attributes: &attributes,
     };
-    let _ = Mapping::default().apply(&input, &mut Vec::new());
+    let _ = Mapping::default().apply(&input, &mut crate::mapping::Trace::collecting());
 }

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::devidp::{DevIdp, random_id};
-use crate::mapping::TraceLine;
+use crate::mapping::Trace;
 use crate::metrics::Metrics;
 use crate::provisioning::{self, Refusal};
 use crate::saml::{self, SamlError, VerifyContext, decode::percent_decode, xml};
@@ -480,7 +480,9 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         {
             outstanding.push(irt);
         }
-        let mut trace: Vec<TraceLine> = Vec::new();
+        // Nobody reads a trace on the login path; the audit event says what
+        // was decided. `samlgate check-response` shows the whole trace.
+        let mut trace = Trace::off();
         let ctx = VerifyContext {
             config: cfg,
             outstanding: &outstanding,

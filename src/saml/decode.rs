@@ -16,11 +16,18 @@ pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlE
             limit: max_encoded,
         });
     }
-    let clean: Vec<u8> = input
-        .iter()
-        .copied()
-        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .collect();
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    // Line breaks are common (some IdPs wrap at 64 or 76): copy the runs
+    // between them; most values have none and are decoded in place.
+    let clean: std::borrow::Cow<'_, [u8]> = if input.iter().any(is_space) {
+        let mut v = Vec::with_capacity(input.len());
+        for run in input.split(is_space) {
+            v.extend_from_slice(run);
+        }
+        v.into()
+    } else {
+        input.into()
+    };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(&clean)
         .map_err(|e| SamlError::Base64(e.to_string()))?;

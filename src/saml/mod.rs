@@ -24,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::Clock;
 use crate::config::{Config, VerifierKind};
-use crate::mapping::{MappedUser, MappingInput, SamlAttribute, TraceLine};
+use crate::mapping::{MappedUser, MappingInput, SamlAttribute, Trace};
 use checks::TimeWindow;
 pub use error::SamlError;
 use precheck::AlgorithmPolicy;
@@ -128,7 +128,7 @@ pub fn verify_response(
     xml_text: &str,
     ctx: &VerifyContext<'_>,
     clock: &dyn Clock,
-    trace: &mut Vec<TraceLine>,
+    trace: &mut Trace,
 ) -> Result<VerifiedAssertion, SamlError> {
     let cfg = ctx.config;
     let sec = &cfg.security;
@@ -144,8 +144,7 @@ pub fn verify_response(
     };
     let doc = xml::parse(xml_text)?;
     let shape = precheck::precheck_response(&doc, policy)?;
-    trace.push(TraceLine::new(
-        "precheck",
+    trace.add("precheck", || {
         format!(
             "Response {:?}: response signed {}, assertion signed {}, encrypted {}, algorithms {:?}",
             doc.attr("ID").unwrap_or(""),
@@ -153,8 +152,8 @@ pub fn verify_response(
             shape.assertion_signed,
             shape.encrypted,
             shape.signature_algorithms
-        ),
-    ));
+        )
+    });
     checks::check_status(&doc)?;
     let raw_assertion = doc
         .elements()
@@ -182,26 +181,23 @@ pub fn verify_response(
         let mut top = None;
         if shape.response_signed {
             let v = dsig::verify_element(&doc, &[], certs)?;
-            trace.push(signature_trace(&v, certs));
+            trace.add("signature", || signature_trace(&v, certs));
             top = Some(v.element());
         }
         if shape.assertion_signed {
             let v = dsig::verify_element(raw_assertion, &[&doc], certs)?;
-            trace.push(signature_trace(&v, certs));
+            trace.add("signature", || signature_trace(&v, certs));
             top = top.or(Some(v.element()));
         }
         top
     } else {
         reduced_xml = signature::verify_and_reduce(xml_text, certs, allow_sha1)?.signed_xml;
         let parsed = xml::parse(&reduced_xml)?;
-        trace.push(TraceLine::new(
-            "signature",
-            format!(
+        trace.add("signature", || format!(
                 "libxmlsec1 verified against {} metadata certificate(s); signed content rooted at {}",
                 certs.len(),
                 parsed.name
-            ),
-        ));
+            ));
         reduced = Some(parsed);
         reduced.as_ref()
     };
@@ -246,18 +242,17 @@ pub fn verify_response(
         }
         let parsed = xml::parse(&plain)?;
         let inner_sig = precheck::precheck_assertion(&parsed, policy)?;
-        trace.push(TraceLine::new(
-            "decrypt",
+        trace.add("decrypt", || {
             format!(
                 "EncryptedAssertion decrypted; inner signature: {}",
                 inner_sig.as_deref().unwrap_or("none")
-            ),
-        ));
+            )
+        });
         decrypted_doc = match inner_sig {
             Some(_) => {
                 let signed = if native {
                     let v = dsig::verify_element(&parsed, &[], certs)?;
-                    trace.push(signature_trace(&v, certs));
+                    trace.add("signature", || signature_trace(&v, certs));
                     parsed
                 } else {
                     reduced_plain =
@@ -306,10 +301,9 @@ pub fn verify_response(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| SamlError::MalformedXml("Assertion has no ID".into()))?
         .to_owned();
-    trace.push(TraceLine::new(
-        "signature",
-        format!("assertion {assertion_id:?} covered by the {signed_by:?} signature"),
-    ));
+    trace.add("signature", || {
+        format!("assertion {assertion_id:?} covered by the {signed_by:?} signature")
+    });
 
     // Checks. Response-level values come from the signed Response when it is
     // signed; otherwise from the message (those checks can only refuse).
@@ -336,16 +330,15 @@ pub fn verify_response(
         ctx.outstanding,
         cfg.idp.allow_idp_initiated,
     )?;
-    trace.push(TraceLine::new(
-        "checks",
+    trace.add("checks", || {
         format!(
             "issuer, destination, audience, time window and bearer confirmation OK; {}",
             match &in_response_to {
                 Some(id) => format!("answers outstanding request {id:?}"),
                 None => "unsolicited (IdP-initiated)".into(),
             }
-        ),
-    ));
+        )
+    });
 
     let name_id = subject.child(NS_ASSERTION, "NameID").map(|n| NameId {
         value: n.text().trim().to_owned(),
@@ -403,17 +396,14 @@ pub fn verify_response(
 }
 
 /// The trace line of a natively verified signature.
-fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> TraceLine {
-    TraceLine::new(
-        "signature",
-        format!(
-            "{} {:?} verified natively with metadata certificate {}",
-            v.element().name,
-            v.element().attr("ID").unwrap_or(""),
-            certs
-                .get(v.cert_index())
-                .map_or("?", |c| c.fingerprint.as_str())
-        ),
+fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> String {
+    format!(
+        "{} {:?} verified natively with metadata certificate {}",
+        v.element().name,
+        v.element().attr("ID").unwrap_or(""),
+        certs
+            .get(v.cert_index())
+            .map_or("?", |c| c.fingerprint.as_str())
     )
 }
 
@@ -421,7 +411,7 @@ fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> T
 pub fn map_user(
     verified: &VerifiedAssertion,
     config: &Config,
-    trace: &mut Vec<TraceLine>,
+    trace: &mut Trace,
 ) -> Result<MappedUser, SamlError> {
     config
         .mapping

@@ -87,7 +87,9 @@ pub struct Element<'a> {
 impl<'a> Element<'a> {
     /// Whether this element is `{ns}name`.
     pub fn is(&self, ns: &str, name: &str) -> bool {
-        self.ns.as_deref() == Some(ns) && self.name == name
+        // The local name first: short, and where elements usually differ
+        // (namespace URIs are long and share prefixes).
+        self.name == name && self.ns.as_deref() == Some(ns)
     }
 
     /// A readable `prefix-free` name for messages, e.g. `{urn:..}Response`.
@@ -501,6 +503,10 @@ fn line_ends(raw: &str) -> Cow<'_, str> {
     Cow::Owned(raw.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
+/// An attribute read from a start tag: qualified name, normalised value,
+/// and the rest of the tag after it.
+type ScannedAttr<'a> = (&'a str, Cow<'a, str>, &'a str);
+
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -515,7 +521,7 @@ fn is_space(c: u8) -> bool {
 fn next_attribute<'a>(
     rest: &'a str,
     qname: &str,
-) -> Result<Option<(&'a str, Cow<'a, str>, &'a str)>, SamlError> {
+) -> Result<Option<ScannedAttr<'a>>, SamlError> {
     let b = rest.as_bytes();
     let mut i = 0;
     while b.get(i).copied().is_some_and(is_space) {
