@@ -175,9 +175,11 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
         xml,
         stack: Vec::with_capacity(16),
         mixed: Vec::with_capacity(16),
+        pending: Vec::with_capacity(64),
         bindings: Vec::with_capacity(16),
         root: None,
         scratch: Vec::with_capacity(8),
+        uris: Vec::with_capacity(8),
     };
     let mut seen_decl = false;
     let mut seen_anything = false;
@@ -206,20 +208,20 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
                 seen_anything = true;
                 let el = p.open(s)?;
                 p.stack.push(el);
-                p.mixed.push((false, false));
+                p.mixed.push((false, false, p.pending.len()));
             }
             Event::Empty(ref s) => {
                 seen_anything = true;
                 let el = p.open(s)?;
-                p.close(el);
+                p.close(el, p.pending.len());
             }
             Event::End(_) => {
                 let el = p
                     .stack
                     .pop()
                     .ok_or_else(|| SamlError::MalformedXml("unbalanced end tag".into()))?;
-                p.mixed.pop();
-                p.close(el);
+                let start = p.mixed.pop().map_or(0, |f| f.2);
+                p.close(el, start);
             }
             Event::Text(t) => {
                 let raw = p.borrow(&t)?;
@@ -266,14 +268,22 @@ pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
 struct Parser<'a> {
     xml: &'a str,
     stack: Vec<Element<'a>>,
-    /// Per open element: (saw a comment, saw non-whitespace text).
-    mixed: Vec<(bool, bool)>,
+    /// Per open element: (saw a comment, saw non-whitespace text, where
+    /// its children start in `pending`).
+    mixed: Vec<(bool, bool, usize)>,
+    /// Children of the open elements, innermost last: an element's are
+    /// moved into one exactly-sized vector when it closes (instead of a
+    /// vector per element growing child by child).
+    pending: Vec<Node<'a>>,
     /// In-scope namespace bindings, innermost last; each open element's
     /// declarations are popped when it closes.
     bindings: Vec<(Option<&'a str>, Cow<'a, str>)>,
     root: Option<Element<'a>>,
     /// Reused per start tag: (prefix, local name, raw name, value).
     scratch: Vec<RawAttr<'a>>,
+    /// Namespace names already found absolute in this document (IdPs
+    /// declare the same few again and again).
+    uris: Vec<&'a str>,
 }
 
 /// An attribute before its prefix is resolved.
@@ -372,7 +382,7 @@ impl<'a> Parser<'a> {
                         Some(p)
                     }
                 };
-                if !value.is_empty() && !absolute_uri(&value) {
+                if !value.is_empty() && !self.known_absolute(&value) {
                     return Err(SamlError::MalformedXml(format!(
                         "namespace name {value:?} is not an absolute URI (canonicalisation refuses relative ones)"
                     )));
@@ -420,14 +430,34 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// Whether a namespace name is an absolute URI, remembering the ones
+    /// that are (borrowed from the input) for the rest of the document.
+    fn known_absolute(&mut self, uri: &Cow<'a, str>) -> bool {
+        if self.uris.iter().any(|u| *u == uri.as_ref()) {
+            return true;
+        }
+        if !absolute_uri(uri) {
+            return false;
+        }
+        if let Cow::Borrowed(b) = uri {
+            self.uris.push(b);
+        }
+        true
+    }
+
     /// Attaches a finished element and drops its namespace declarations.
-    fn close(&mut self, el: Element<'a>) {
+    /// `start` is where its children begin in `pending`.
+    fn close(&mut self, mut el: Element<'a>, start: usize) {
         let n = el.ns_decls.len();
         self.bindings
             .truncate(self.bindings.len().saturating_sub(n));
-        match self.stack.last_mut() {
-            Some(parent) => parent.children.push(Node::Element(el)),
-            None => self.root = Some(el),
+        if start < self.pending.len() {
+            el.children = self.pending.drain(start..).collect();
+        }
+        if self.stack.is_empty() {
+            self.root = Some(el);
+        } else {
+            self.pending.push(Node::Element(el));
         }
     }
 
@@ -443,7 +473,7 @@ impl<'a> Parser<'a> {
             }
         }
         check_chars(&text)?;
-        let Some(parent) = self.stack.last_mut() else {
+        let Some(&(_, _, start)) = self.mixed.last() else {
             if blank {
                 return Ok(());
             }
@@ -451,10 +481,10 @@ impl<'a> Parser<'a> {
                 "text outside the root element".into(),
             ));
         };
-        if let Some(Node::Text(last)) = parent.children.last_mut() {
-            last.to_mut().push_str(&text);
-        } else {
-            parent.children.push(Node::Text(text));
+        let len = self.pending.len();
+        match self.pending.last_mut() {
+            Some(Node::Text(last)) if len > start => last.to_mut().push_str(&text),
+            _ => self.pending.push(Node::Text(text)),
         }
         Ok(())
     }
@@ -501,6 +531,48 @@ fn line_ends(raw: &str) -> Cow<'_, str> {
         return Cow::Borrowed(raw);
     }
     Cow::Owned(raw.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+/// Byte classes for the scanners below, one table lookup per byte.
+const NAME_START: u8 = 1; // ASCII letter or '_'
+const NAME_CHAR: u8 = 2; // NAME_START, digit, '-' or '.'
+const URI_CHAR: u8 = 4; // RFC 3986 unreserved, gen-delims but '[' ']', sub-delims
+const ATTR_SPECIAL: u8 = 8; // '<' '&' TAB LF CR, other C0 controls, 0xEF (U+FFFE/F lead)
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let mut k = 0u8;
+        if b.is_ascii_alphabetic() || b == b'_' {
+            k |= NAME_START | NAME_CHAR;
+        }
+        if b.is_ascii_digit() || b == b'-' || b == b'.' {
+            k |= NAME_CHAR;
+        }
+        if b.is_ascii_alphanumeric() {
+            k |= URI_CHAR;
+        }
+        let mut i = 0;
+        let uri_marks = b"-._~:/?#@!$&'()*+,;=";
+        while i < uri_marks.len() {
+            if uri_marks[i] == b {
+                k |= URI_CHAR;
+            }
+            i += 1;
+        }
+        if b < 0x20 || b == b'<' || b == b'&' || b == 0xEF {
+            k |= ATTR_SPECIAL;
+        }
+        t[c] = k;
+        c += 1;
+    }
+    t
+};
+
+fn class(b: u8, k: u8) -> bool {
+    CLASS[b as usize] & k != 0
 }
 
 /// An attribute read from a start tag: qualified name, normalised value,
@@ -580,11 +652,8 @@ fn next_attribute<'a>(
 /// space; `<` and non-XML characters refused. Borrows when nothing changes.
 fn attribute_value(raw: &str) -> Result<Cow<'_, str>, SamlError> {
     let b = raw.as_bytes();
-    if !b
-        .iter()
-        .any(|&c| matches!(c, b'<' | b'&' | b'\t' | b'\n' | b'\r'))
-    {
-        check_chars(raw)?;
+    // Nearly every value is plain: nothing to resolve, normalise or refuse.
+    if !b.iter().any(|&c| class(c, ATTR_SPECIAL)) {
         return Ok(Cow::Borrowed(raw));
     }
     if memchr::memchr(b'<', b).is_some() {
@@ -677,17 +746,15 @@ fn absolute_uri(u: &str) -> bool {
     let scheme_ok = sc.next().is_some_and(|c| c.is_ascii_alphabetic())
         && sc.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
     let b = u.as_bytes();
-    let chars_ok = b.iter().enumerate().all(|(i, &c)| match c {
-        b'%' => {
-            b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+    // RFC 3986 unreserved, gen-delims (without the IP-literal brackets) and
+    // sub-delims; '%' only as a well-formed escape.
+    let chars_ok = b.iter().enumerate().all(|(i, &c)| {
+        class(c, URI_CHAR)
+            || c == b'%'
+                && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-        }
-        // RFC 3986 unreserved, gen-delims (without the IP-literal brackets)
-        // and sub-delims.
-        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => true,
-        _ => b"-._~:/?#@!$&'()*+,;=".contains(&c),
     });
-    let one_fragment = b.iter().filter(|&&c| c == b'#').count() <= 1;
+    let one_fragment = memchr::memchr_iter(b'#', b).nth(1).is_none();
     let authority_ok = match rest.strip_prefix("//") {
         None => true,
         Some(r) => {
@@ -710,9 +777,9 @@ fn absolute_uri(u: &str) -> bool {
 
 /// Splits `p:local` (one colon at most, both parts XML names).
 fn split_qname(q: &str) -> Result<(Option<&str>, &str), SamlError> {
-    let (p, l) = match q.split_once(':') {
+    let (p, l) = match q.bytes().position(|c| c == b':') {
         None => (None, q),
-        Some((p, l)) => (Some(p), l),
+        Some(i) => (q.get(..i), q.get(i + 1..).unwrap_or("")),
     };
     if p.is_some_and(|p| !is_ncname(p)) || !is_ncname(l) {
         return Err(SamlError::MalformedXml(format!("malformed name {q:?}")));
@@ -723,13 +790,14 @@ fn split_qname(q: &str) -> Result<(Option<&str>, &str), SamlError> {
 /// XML 1.0 (5th edition) `Name` without colons.
 fn is_ncname(n: &str) -> bool {
     // Fast path: the ASCII names every SAML message uses.
+    let b = n.as_bytes();
+    if b.first().is_some_and(|&c| class(c, NAME_START))
+        && b.iter().all(|&c| class(c, NAME_CHAR))
+    {
+        return true;
+    }
     if n.is_ascii() {
-        let b = n.as_bytes();
-        return b
-            .first()
-            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+        return false;
     }
     let mut chars = n.chars();
     let start = |c: char| {
