@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 
 use super::error::SamlError;
-use super::xml::{Element, NS_ASSERTION, NS_DSIG, NS_EXC_C14N, NS_PROTOCOL};
+use super::xml::{Element, NS_ASSERTION, NS_DSIG, NS_EXC_C14N, NS_PROTOCOL, is_ncname};
 
 /// Exclusive canonicalisation without comments.
 pub const ALG_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -416,23 +416,55 @@ fn check_c14n_children(parent: &Element, method: &Element) -> Result<(), SamlErr
     Ok(())
 }
 
-/// No two elements may share an ID (`ID`, `Id` or `AssertionID`).
+/// No two elements may share an ID (unqualified `ID`, `Id` or
+/// `AssertionID`). Also what samael demands before libxmlsec1 runs (the
+/// differential fuzzer found the native path accepting what it refused): on
+/// each element the first attribute named `ID` in any namespace (libxml2's
+/// `xmlHasProp`) must be an XML name (`xs:ID`) and unique. An ID with
+/// non-ASCII characters is refused outright (no IdP writes one, and libxml2
+/// judges them by the XML 1.0 4th edition's character tables, which we do
+/// not carry). This runs before either verifier, so both decide alike.
 fn check_unique_ids(root: &Element) -> Result<(), SamlError> {
     let mut seen: HashSet<&str> = HashSet::new();
-    let mut dup: Option<String> = None;
+    let mut registered: HashSet<&str> = HashSet::new();
+    let mut problem: Option<SamlError> = None;
     root.walk(&mut |e, _| {
+        if problem.is_some() {
+            return;
+        }
+        if let Some(a) = e.attrs.iter().find(|a| a.name == "ID") {
+            let v = a.value.as_ref();
+            if !v.is_ascii() {
+                problem = Some(SamlError::MalformedXml(format!(
+                    "the ID {v:?} of {} has non-ASCII characters",
+                    e.name
+                )));
+                return;
+            }
+            if !is_ncname(v) {
+                problem = Some(SamlError::MalformedXml(format!(
+                    "the ID {v:?} of {} is not an XML name (xs:ID)",
+                    e.name
+                )));
+                return;
+            }
+            if !registered.insert(v) {
+                problem = Some(SamlError::DuplicateId(v.to_owned()));
+                return;
+            }
+        }
         for a in &e.attrs {
             if a.ns.is_none()
                 && matches!(a.name, "ID" | "Id" | "AssertionID")
                 && !seen.insert(a.value.as_ref())
-                && dup.is_none()
             {
-                dup = Some(a.value.to_string());
+                problem = Some(SamlError::DuplicateId(a.value.to_string()));
+                return;
             }
         }
     });
-    match dup {
-        Some(id) => Err(SamlError::DuplicateId(id)),
+    match problem {
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

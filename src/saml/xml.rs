@@ -432,17 +432,19 @@ impl<'a> Parser<'a> {
 
     /// Whether a namespace name is an absolute URI, remembering the ones
     /// that are (borrowed from the input) for the rest of the document.
+    #[allow(clippy::ptr_arg)] // whether it borrows from the input matters
     fn known_absolute(&mut self, uri: &Cow<'a, str>) -> bool {
-        if self.uris.iter().any(|u| *u == uri.as_ref()) {
+        let Cow::Borrowed(b) = uri else {
+            return absolute_uri(uri);
+        };
+        if self.uris.contains(b) {
             return true;
         }
-        if !absolute_uri(uri) {
-            return false;
-        }
-        if let Cow::Borrowed(b) = uri {
+        let ok = absolute_uri(b);
+        if ok {
             self.uris.push(b);
         }
-        true
+        ok
     }
 
     /// Attaches a finished element and drops its namespace declarations.
@@ -539,6 +541,8 @@ const NAME_CHAR: u8 = 2; // NAME_START, digit, '-' or '.'
 const URI_CHAR: u8 = 4; // RFC 3986 unreserved, gen-delims but '[' ']', sub-delims
 const ATTR_SPECIAL: u8 = 8; // '<' '&' TAB LF CR, other C0 controls, 0xEF (U+FFFE/F lead)
 
+// Evaluated at compile time: an index out of bounds would fail the build.
+#[allow(clippy::indexing_slicing)]
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c = 0usize;
@@ -572,7 +576,8 @@ static CLASS: [u8; 256] = {
 };
 
 fn class(b: u8, k: u8) -> bool {
-    CLASS[b as usize] & k != 0
+    // A u8 always indexes a 256-entry table; `get` compiles to the same load.
+    CLASS.get(usize::from(b)).is_some_and(|c| c & k != 0)
 }
 
 /// An attribute read from a start tag: qualified name, normalised value,
@@ -590,10 +595,7 @@ fn is_space(c: u8) -> bool {
 /// with optional whitespace, a quoted value without `<`, references
 /// resolved, literal TAB/LF/CR (and CRLF) normalised to a space, only XML
 /// characters.
-fn next_attribute<'a>(
-    rest: &'a str,
-    qname: &str,
-) -> Result<Option<ScannedAttr<'a>>, SamlError> {
+fn next_attribute<'a>(rest: &'a str, qname: &str) -> Result<Option<ScannedAttr<'a>>, SamlError> {
     let b = rest.as_bytes();
     let mut i = 0;
     while b.get(i).copied().is_some_and(is_space) {
@@ -788,12 +790,10 @@ fn split_qname(q: &str) -> Result<(Option<&str>, &str), SamlError> {
 }
 
 /// XML 1.0 (5th edition) `Name` without colons.
-fn is_ncname(n: &str) -> bool {
+pub(crate) fn is_ncname(n: &str) -> bool {
     // Fast path: the ASCII names every SAML message uses.
     let b = n.as_bytes();
-    if b.first().is_some_and(|&c| class(c, NAME_START))
-        && b.iter().all(|&c| class(c, NAME_CHAR))
-    {
+    if b.first().is_some_and(|&c| class(c, NAME_START)) && b.iter().all(|&c| class(c, NAME_CHAR)) {
         return true;
     }
     if n.is_ascii() {

@@ -255,6 +255,30 @@ fn mutations(xml: &str) -> Vec<(String, String)> {
         let relative = xml.replacen(&d[0], &format!("xmlns:{}=\"relative/{k}\"", &d[1]), 1);
         out.push((format!("relative_namespace_uri#{k}"), relative));
     }
+    // IDs that are not XML names, or a second element's ID registered twice
+    // through a namespaced `ID` (samael refuses both before libxmlsec1
+    // runs; the differential fuzzer found the native path accepting them).
+    let id_re = regex::Regex::new(r#"\sID="([^"]*)""#).unwrap();
+    if let Some(first) = id_re.captures(xml) {
+        for (k, bad) in ["1x", "a b", "a:b", "_r{x", "", "_\u{e9}t\u{203f}"]
+            .iter()
+            .enumerate()
+        {
+            let changed = xml.replacen(&first[0], &format!(" ID=\"{bad}\""), 1);
+            out.push((format!("id_not_an_xml_name#{k}"), changed));
+        }
+        let dup = format!(" xmlns:zz=\"urn:zz\" zz:ID=\"{}\">", &first[1]);
+        if let Some(&(_, e)) = tags
+            .iter()
+            .rev()
+            .find(|&&(s, e)| !xml[s..e].ends_with("/>"))
+        {
+            out.push((
+                "namespaced_id_registered_twice".into(),
+                splice(xml, (e - 1, e), &dup),
+            ));
+        }
+    }
     out.push(("crlf_line_endings".into(), xml.replace('\n', "\r\n")));
     out.push(("lone_cr_line_endings".into(), xml.replace('\n', "\r")));
     out.push((
