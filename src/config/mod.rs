@@ -171,6 +171,21 @@ pub struct UpstreamConfig {
     pub timeout_secs: u64,
 }
 
+impl UpstreamConfig {
+    /// The upstream's `host[:port]` (what the proxy connects to and sends as
+    /// Host) and its base path without a trailing slash (empty for the
+    /// root; proxied paths go under it). `url` was checked at load to be
+    /// `http://host[:port][/base]`.
+    pub fn target(&self) -> (&str, &str) {
+        let rest = self.url.strip_prefix("http://").unwrap_or(&self.url);
+        let (authority, base) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        (authority, base.trim_end_matches('/'))
+    }
+}
+
 /// The identity provider.
 #[derive(Debug, Clone)]
 pub struct Idp {
@@ -710,6 +725,16 @@ impl Config {
                 "upstream.url",
                 format!("{upstream_url:?} must be an http:// URL (the upstream sits on a trusted network)"),
             );
+        }
+        match upstream_url.parse::<http::Uri>() {
+            Ok(u)
+                if u.authority().is_some()
+                    && u.query().is_none()
+                    && u.scheme_str() == Some("http") => {}
+            _ => p.add(
+                "upstream.url",
+                format!("{upstream_url:?} is not a URL of the form http://host[:port][/base]"),
+            ),
         }
         let prefix = up
             .identity_header_prefix

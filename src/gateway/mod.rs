@@ -12,6 +12,7 @@
 pub mod pages;
 pub mod proxy;
 pub mod session;
+pub mod upstream;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -78,7 +79,6 @@ pub struct Gateway {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     sessions: Arc<Sessions>,
-    client: proxy::UpstreamClient,
     tls: bool,
     dev_idp: Option<DevIdp>,
 }
@@ -195,7 +195,6 @@ impl Gateway {
             clock,
             metrics,
             sessions: Arc::new(Sessions::default()),
-            client: proxy::client(),
             tls,
             dev_idp,
         })
@@ -611,7 +610,6 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         };
         let cookie_names = [name.as_str(), cfg.session.cookie_name.as_str()];
         proxy::forward(
-            &self.client,
             cfg,
             &self.metrics,
             req,

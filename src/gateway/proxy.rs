@@ -12,31 +12,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::{Body, BoxError, json_error};
 use crate::store::UserRecord;
 
+use super::upstream;
+
 /// Bodies up to this size (with a Content-Length) are buffered, not streamed.
 const SMALL_BODY: usize = 64 * 1024;
-
-/// The pooled upstream client.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
-
-/// A pooled HTTP/1.1 client for the upstream.
-pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -105,8 +91,14 @@ pub fn strip_identity(h: &mut HeaderMap, cfg: &Config) -> usize {
     count
 }
 
-/// Header value from arbitrary text: control characters become spaces.
+/// Header value from arbitrary text: control characters become spaces,
+/// surrounding whitespace goes. Copies the text once when it is clean
+/// (nearly always).
 fn value(s: &str) -> Option<HeaderValue> {
+    let t = s.trim();
+    if !t.chars().any(char::is_control) {
+        return HeaderValue::from_bytes(t.as_bytes()).ok();
+    }
     let clean: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -116,17 +108,18 @@ fn value(s: &str) -> Option<HeaderValue> {
 
 /// Adds the identity headers (and the signed one when configured).
 fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64) {
-    let mut signed_parts = Vec::new();
+    use std::borrow::Cow;
+    let mut signed_parts: Vec<Cow<'_, str>> = Vec::new();
     let signing = cfg.upstream.signed_header_key.is_some();
     for (field, name) in &cfg.upstream.header_names {
-        let v = match field.as_str() {
-            "email" => user.email.clone(),
-            "first_name" => user.first_name.clone(),
-            "last_name" => user.last_name.clone(),
-            "department" => user.department.clone(),
-            "groups" => user.groups.join(","),
-            "license" => user.license.as_str().to_owned(),
-            "vanity" => user.vanity.clone().unwrap_or_default(),
+        let v: Cow<'_, str> = match field.as_str() {
+            "email" => Cow::Borrowed(&user.email),
+            "first_name" => Cow::Borrowed(&user.first_name),
+            "last_name" => Cow::Borrowed(&user.last_name),
+            "department" => Cow::Borrowed(&user.department),
+            "groups" => Cow::Owned(user.groups.join(",")),
+            "license" => Cow::Borrowed(user.license.as_str()),
+            "vanity" => Cow::Borrowed(user.vanity.as_deref().unwrap_or("")),
             _ => continue,
         };
         if let Some(hv) = value(&v) {
@@ -163,6 +156,21 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Option<String> {
 
 /// Removes the gateway's session cookie from the Cookie header(s).
 fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
+    let ours = |c: &str| {
+        let name = c.split('=').next().unwrap_or("");
+        c.is_empty() || cookie_names.contains(&name)
+    };
+    // Most requests carry only the session cookie: nothing to rebuild.
+    let others = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|c| !ours(c.trim()));
+    if !others {
+        h.remove(header::COOKIE);
+        return;
+    }
     let kept: Vec<String> = h
         .get_all(header::COOKIE)
         .iter()
@@ -186,7 +194,6 @@ fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
 /// Forwards `req` for `user` to the upstream.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    client: &UpstreamClient,
     cfg: &Config,
     metrics: &Metrics,
     mut req: Request<Incoming>,
@@ -201,16 +208,24 @@ pub async fn forward(
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = match format!("{}{}", cfg.upstream.url, path).parse() {
-        Ok(u) => u,
-        Err(_) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_path",
-                "the request path is not valid",
-                None,
-            );
+    // Origin-form (`/path?query`) under the upstream's base path; an
+    // incoming request already in that form with no base path is sent as is.
+    let (authority, base) = cfg.upstream.target();
+    let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
+    let uri: Option<Uri> = if base.is_empty() && origin_form {
+        None
+    } else {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        match format!("{base}{path}").parse() {
+            Ok(u) => Some(u),
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    "the request path is not valid",
+                    None,
+                );
+            }
         }
     };
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -253,20 +268,25 @@ pub async fn forward(
     {
         h.insert("x-forwarded-host", host);
     }
-    h.remove(header::HOST);
+    match HeaderValue::from_str(authority) {
+        Ok(v) => h.insert(header::HOST, v),
+        Err(_) => h.remove(header::HOST),
+    };
     inject_identity(h, cfg, user, now);
-    parts.uri = uri;
+    if let Some(uri) = uri {
+        parts.uri = uri;
+    }
     parts.version = http::Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body);
 
     let start = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(cfg.upstream.timeout_secs),
-        client.request(upstream_req),
+        upstream::send(authority, upstream_req),
     )
     .await;
     metrics.upstream_latency.observe(start.elapsed());
-    let mut resp = match result {
+    let (mut resp, lease) = match result {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream request failed");
@@ -307,6 +327,8 @@ pub async fn forward(
                 ),
             }
         });
+        // The connection now belongs to the WebSocket: never pooled again.
+        drop(lease);
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, crate::server::full(""));
     }
@@ -326,7 +348,10 @@ pub async fn forward(
             .collect()
             .await
         {
-            Ok(c) => Response::from_parts(parts, crate::server::full(c.to_bytes())),
+            Ok(c) => {
+                lease.release();
+                Response::from_parts(parts, crate::server::full(c.to_bytes()))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "upstream body failed");
                 json_error(
@@ -338,6 +363,8 @@ pub async fn forward(
             }
         };
     }
+    // Back in the pool once the streamed body has been read to its end.
+    lease.release();
     Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed())
 }
 

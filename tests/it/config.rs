@@ -130,3 +130,30 @@ fn relative_paths_resolve_against_the_config_folder() {
     let c = Config::load(Path::new(&fixtures().join("config.toml"))).unwrap();
     assert!(c.sp.key.is_some());
 }
+
+#[test]
+fn upstream_url_gives_host_and_base_path_or_is_refused() {
+    for (url, authority, base) in [
+        ("http://127.0.0.1:3000", "127.0.0.1:3000", ""),
+        ("http://127.0.0.1:3000/", "127.0.0.1:3000", ""),
+        ("http://meet.internal", "meet.internal", ""),
+        (
+            "http://meet.internal:8080/app/",
+            "meet.internal:8080",
+            "/app",
+        ),
+        ("http://[::1]:8080/a/b", "[::1]:8080", "/a/b"),
+    ] {
+        let c = load(&format!("{MIN}\n[upstream]\nurl = \"{url}\"\n")).unwrap();
+        assert_eq!(c.upstream.target(), (authority, base), "{url}");
+    }
+    for url in [
+        "https://meet.internal",
+        "http://",
+        "http://meet.internal/?q=1",
+        "meet.internal:80",
+    ] {
+        let err = load(&format!("{MIN}\n[upstream]\nurl = \"{url}\"\n")).unwrap_err();
+        assert!(err.to_string().contains("upstream.url"), "{url}: {err}");
+    }
+}

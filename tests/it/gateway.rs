@@ -48,7 +48,7 @@ impl Clock for TestClock {
 pub struct EchoUpstream;
 
 impl Handler for EchoUpstream {
-    fn call(self: Arc<Self>, mut req: Request<Incoming>, _peer: SocketAddr) -> HandlerFuture {
+    fn call(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> HandlerFuture {
         Box::pin(async move {
             if req.headers().contains_key(http::header::UPGRADE) {
                 let up = hyper::upgrade::on(&mut req);
@@ -86,7 +86,11 @@ impl Handler for EchoUpstream {
                 .collect();
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "path": req.uri().to_string(), "headers": headers }),
+                &serde_json::json!({
+                    "path": req.uri().to_string(),
+                    "headers": headers,
+                    "peer": peer.to_string(),
+                }),
             )
         })
     }
@@ -581,6 +585,34 @@ async fn pending_verification_and_the_verification_link() {
         "single use"
     );
     g.login("dana@partner.org").await;
+}
+
+#[tokio::test]
+async fn upstream_base_path_host_and_kept_alive_connections() {
+    let g = gateway(|c| c.upstream.url = format!("{}/platform/", c.upstream.url)).await;
+    let cookie = g.login("alice@example.com").await;
+    let (authority, _) = g.cfg.upstream.target();
+    let mut peers = std::collections::HashSet::new();
+    for i in 0..5 {
+        let r = g
+            .get(&format!("/meetings/{i}?x=1"), &[("cookie", &cookie)])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["path"], format!("/platform/meetings/{i}?x=1"));
+        assert_eq!(j["headers"]["host"], authority, "Host names the upstream");
+        assert_eq!(
+            j["headers"]["x-forwarded-host"],
+            g.base.trim_start_matches("http://"),
+            "the client's Host travels as X-Forwarded-Host"
+        );
+        peers.insert(j["peer"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        peers.len(),
+        1,
+        "five sequential requests on one worker reuse one upstream connection: {peers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,169 @@
+//! Keep-alive HTTP/1.1 connections to the upstream (the meeting platform).
+//!
+//! Each public-listener worker is a single-threaded runtime, so idle
+//! connections are kept per thread: checking one out takes no lock and no
+//! shared pool bookkeeping (hyper-util's general-purpose client spent a
+//! noticeable share of every proxied request on both). A connection goes
+//! back to its thread's pool once its response has been read to the end;
+//! an upgraded (WebSocket) connection never does. A request that could not
+//! even be sent on a reused connection (the upstream closed it while idle)
+//! is retried once on a fresh one; nothing that reached the upstream is
+//! ever sent twice.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long a connection may sit idle before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle connections kept per worker thread.
+const MAX_IDLE: usize = 256;
+/// Connecting to the upstream gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Idle {
+    authority: String,
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why the upstream could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting failed or timed out.
+    #[error("connecting to the upstream {authority} failed: {reason}")]
+    Connect {
+        /// `host:port`.
+        authority: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The exchange failed after connecting.
+    #[error("upstream request failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// A connection lent for one exchange; give it back with [`Lease::release`]
+/// once the response body has been read, or drop it (closing it when idle).
+pub struct Lease {
+    authority: String,
+    sender: SendRequest<Incoming>,
+}
+
+impl Lease {
+    /// Returns the connection to this thread's pool; if it is still busy
+    /// finishing the exchange, once it is ready (a closed one is dropped).
+    pub fn release(mut self) {
+        if self.sender.is_ready() {
+            put(self.authority, self.sender);
+            return;
+        }
+        tokio::spawn(async move {
+            if self.sender.ready().await.is_ok() {
+                put(self.authority, self.sender);
+            }
+        });
+    }
+}
+
+fn put(authority: String, sender: SendRequest<Incoming>) {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                authority,
+                sender,
+                since: Instant::now(),
+            });
+        }
+    });
+}
+
+/// The most recently used idle connection to `authority` that is still
+/// open (newest first: it is the least likely to have been closed).
+fn checkout(authority: &str) -> Option<SendRequest<Incoming>> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let now = Instant::now();
+        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
+        let i = idle.iter().rposition(|c| c.authority == authority)?;
+        Some(idle.swap_remove(i).sender)
+    })
+}
+
+async fn connect(authority: &str) -> Result<SendRequest<Incoming>, UpstreamError> {
+    let fail = |reason: String| UpstreamError::Connect {
+        authority: authority.to_owned(),
+        reason,
+    };
+    // An authority without a port means HTTP's default.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
+    let target = if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends `req` (origin-form URI, Host set) to `authority` on a pooled or new
+/// connection.
+pub async fn send(
+    authority: &str,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    loop {
+        let (mut sender, reused) = match checkout(authority) {
+            Some(s) => (s, true),
+            None => (connect(authority).await?, false),
+        };
+        // A new connection is ready once its task has run; a reused one
+        // once it has finished its previous exchange.
+        if !sender.is_ready()
+            && let Err(e) = sender.ready().await
+        {
+            if reused {
+                continue;
+            }
+            return Err(e.into());
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                return Ok((
+                    resp,
+                    Lease {
+                        authority: authority.to_owned(),
+                        sender,
+                    },
+                ));
+            }
+            Err(mut e) => match e.take_message() {
+                // Never written: safe to try again on a fresh connection.
+                Some(back) if reused => req = back,
+                _ => return Err(e.into_error().into()),
+            },
+        }
+    }
+}
