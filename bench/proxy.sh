@@ -7,7 +7,7 @@
 # shares its process with the upstream. samlgate runs in demo mode only to
 # sign in through the development IdP. Uses ports 8080 (samlgate), 9090
 # (admin), 3000 (upstream), 8081 (nginx proxy).
-#   bench/proxy.sh [DURATION_SECS] [CONNECTIONS]
+#   [ROUNDS=3] [PERF=file] bench/proxy.sh [DURATION_SECS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10}
@@ -81,13 +81,32 @@ run() { # label url [header]
   printf '%-28s %10s req/s   p50 %8s   p99 %8s\n' "$1" "$rps" "$p50" "$p99"
   echo "$rps" > "$work/$(echo "$1" | tr ' ' _).rps"
 }
-run "upstream direct" http://127.0.0.1:3000/
-run "nginx proxy_pass" http://127.0.0.1:8081/
-run "samlgate (session check)" http://127.0.0.1:8080/ "Cookie: $cookie"
-python3 - "$work" <<'PY'
-import sys, glob, os
-w = sys.argv[1]
-r = {os.path.basename(p)[:-4]: float(open(p).read()) for p in glob.glob(w + "/*.rps")}
-d = r["upstream_direct"]
-print(f"ratios to direct: nginx {r['nginx_proxy_pass']/d:.2f}x, samlgate {r['samlgate_(session_check)']/d:.2f}x; samlgate/nginx {r['samlgate_(session_check)']/r['nginx_proxy_pass']:.2f}x")
+# ROUNDS (default 3) rounds of the three targets in turn: the shared host's
+# speed drifts within minutes, so each round's ratios compare like with like
+# and the summary is the median round.
+rounds=${ROUNDS:-3}
+for round in $(seq 1 "$rounds"); do
+  echo "round $round"
+  run "upstream direct" http://127.0.0.1:3000/
+  run "nginx proxy_pass" http://127.0.0.1:8081/
+  # PERF=file records a profile of samlgate during its first run (perf record -g).
+  if [ -n "${PERF:-}" ] && [ "$round" = 1 ]; then
+    perf record -g -o "$PERF" -p "$(pgrep -f "samlgate serve --config $work")" -- sleep "$dur" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  run "samlgate (session check)" http://127.0.0.1:8080/ "Cookie: $cookie"
+  if [ -n "${PERF:-}" ] && [ "$round" = 1 ]; then wait "$perf_pid"; fi
+  for f in "$work"/*.rps; do mv "$f" "${f%.rps}.round$round"; done
+done
+python3 - "$work" "$rounds" <<'PY'
+import sys, statistics
+w, n = sys.argv[1], int(sys.argv[2])
+rows = []
+for i in range(1, n + 1):
+    r = {k: float(open(f"{w}/{k}.round{i}").read()) for k in ("upstream_direct", "nginx_proxy_pass", "samlgate_(session_check)")}
+    d, x, s = r["upstream_direct"], r["nginx_proxy_pass"], r["samlgate_(session_check)"]
+    rows.append((x / d, s / d, s / x))
+    print(f"round {i}: nginx {x/d:.2f}x direct, samlgate {s/d:.2f}x direct, samlgate/nginx {s/x:.2f}x")
+med = [statistics.median(c) for c in zip(*rows)]
+print(f"median of {n} rounds: nginx {med[0]:.2f}x direct, samlgate {med[1]:.2f}x direct; samlgate/nginx {med[2]:.2f}x")
 PY

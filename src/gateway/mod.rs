@@ -231,11 +231,11 @@ impl Gateway {
         }
     }
 
-    fn cookie_name(&self, cfg: &Config) -> String {
+    fn cookie_name<'c>(&self, cfg: &'c Config) -> std::borrow::Cow<'c, str> {
         if self.tls {
-            format!("__Host-{}", cfg.session.cookie_name)
+            format!("__Host-{}", cfg.session.cookie_name).into()
         } else {
-            cfg.session.cookie_name.clone()
+            cfg.session.cookie_name.as_str().into()
         }
     }
 
@@ -608,7 +608,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         let Some(session) = session else {
             return self.unauthenticated(cfg, &req);
         };
-        let cookie_names = [name.as_str(), cfg.session.cookie_name.as_str()];
+        let cookie_names = [name.as_ref(), cfg.session.cookie_name.as_str()];
         proxy::forward(
             cfg,
             &self.metrics,

@@ -41,8 +41,14 @@ pub fn normalise(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-/// Removes hop-by-hop headers (and those the Connection header names).
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes, in one pass over the names present, the hop-by-hop headers,
+/// those the Connection header names, and whatever `also` picks (an upgrade
+/// keeps `Upgrade` and `Connection`).
+fn strip_where(h: &mut HeaderMap, keep_upgrade: bool, mut also: impl FnMut(&str) -> bool) {
     let named: Vec<String> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -51,37 +57,46 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    for n in named {
-        if keep_upgrade && n == "upgrade" {
-            continue;
+    let mut gone: Vec<HeaderName> = Vec::new();
+    for k in h.keys() {
+        let n = k.as_str();
+        let kept_for_upgrade = keep_upgrade && matches!(n, "upgrade" | "connection");
+        let hop = !kept_for_upgrade && (HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n));
+        // `also` sees every name (it may count what it picks).
+        let other = also(n);
+        if hop || other {
+            gone.push(k.clone());
         }
-        h.remove(n.as_str());
     }
-    for n in HOP_BY_HOP {
-        if keep_upgrade && (*n == "upgrade" || *n == "connection") {
-            continue;
-        }
-        h.remove(*n);
+    for k in gone {
+        h.remove(k);
     }
 }
 
-/// Removes every header that could impersonate an identity header: the
-/// configured names and anything under the configured prefix, compared
-/// after normalisation. Returns how many were removed.
-pub fn strip_identity(h: &mut HeaderMap, cfg: &Config) -> usize {
+/// Removes hop-by-hop headers (and those the Connection header names).
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    strip_where(h, keep_upgrade, |_| false);
+}
+
+/// Whether a client header could impersonate an identity header: one of
+/// the configured names or under the configured prefix, compared after
+/// normalisation (header names are already lowercase; `_` counts as `-`).
+fn is_identity(n: &str, cfg: &Config) -> bool {
     let up = &cfg.upstream;
+    let n: std::borrow::Cow<'_, str> = if n.contains('_') {
+        n.replace('_', "-").into()
+    } else {
+        n.into()
+    };
+    n.starts_with(up.strip_prefix.as_str()) || up.strip_names.iter().any(|s| *s == n)
+}
+
+/// Removes every header that could impersonate an identity header.
+/// Returns how many were removed.
+pub fn strip_identity(h: &mut HeaderMap, cfg: &Config) -> usize {
     let doomed: Vec<HeaderName> = h
         .keys()
-        .filter(|k| {
-            // Header names are already lowercase; only `_` needs folding.
-            let n = k.as_str();
-            let n: std::borrow::Cow<'_, str> = if n.contains('_') {
-                n.replace('_', "-").into()
-            } else {
-                n.into()
-            };
-            n.starts_with(up.strip_prefix.as_str()) || up.strip_names.iter().any(|s| *s == n)
-        })
+        .filter(|k| is_identity(k.as_str(), cfg))
         .cloned()
         .collect();
     let count = doomed.len();
@@ -237,36 +252,46 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let h = &mut parts.headers;
-    strip_hop_by_hop(h, is_upgrade);
-    let stripped = strip_identity(h, cfg);
+    // X-Forwarded-*: appended to only when the peer is a trusted proxy.
+    let trusted = cfg.upstream.trusted_proxies.contains(&peer.ip());
+    let prev_xff = if trusted {
+        h.get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    // One pass: hop-by-hop, identity look-alikes, and forwarding headers an
+    // untrusted client may not set.
+    let mut stripped = 0usize;
+    strip_where(h, is_upgrade, |n| {
+        if is_identity(n, cfg) {
+            stripped += 1;
+            return true;
+        }
+        !trusted && matches!(n, "x-forwarded-proto" | "x-forwarded-host" | "forwarded")
+    });
     if stripped > 0 {
         tracing::warn!(target: "security", event = "identity_header_stripped", count = stripped, remote = %peer.ip(), "client sent identity headers; removed");
     }
     strip_cookie(h, cookie_names);
-    // X-Forwarded-*: appended to only when the peer is a trusted proxy.
-    let trusted = cfg.upstream.trusted_proxies.contains(&peer.ip());
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
-        _ => peer.ip().to_string(),
+    let xff = match prev_xff {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
     };
-    if !trusted {
-        h.remove("x-forwarded-proto");
-        h.remove("x-forwarded-host");
-        h.remove("forwarded");
-    }
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if !h.contains_key("x-forwarded-proto") {
+    if !h.contains_key(&X_FORWARDED_PROTO) {
         h.insert(
-            "x-forwarded-proto",
+            X_FORWARDED_PROTO,
             HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
     }
     if let Some(host) = host.clone()
-        && !h.contains_key("x-forwarded-host")
+        && !h.contains_key(&X_FORWARDED_HOST)
     {
-        h.insert("x-forwarded-host", host);
+        h.insert(X_FORWARDED_HOST, host);
     }
     match HeaderValue::from_str(authority) {
         Ok(v) => h.insert(header::HOST, v),
