@@ -119,6 +119,12 @@ enum ConfigCommand {
     },
 }
 
+/// mimalloc instead of glibc's malloc: the proxy path allocates and frees
+/// many small buffers per request (hyper's headers and bodies), where glibc
+/// spent ~8% of the gateway's CPU (`perf`, bench/proxy.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
