@@ -373,18 +373,24 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             url_encode(&deflate_b64(&request)),
             url_encode(&id)
         );
-        if cfg.sp.sign_authn_requests
-            && let Some(key) = &cfg.sp.key
-        {
+        if cfg.sp.sign_authn_requests {
             qs.push_str("&SigAlg=");
             qs.push_str(&url_encode(
                 "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
             ));
-            let sig = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
-                .and_then(|mut s| {
-                    s.update(qs.as_bytes())?;
-                    s.sign_to_vec()
-                });
+            // The IdP was told to expect signed requests: never send an
+            // unsigned one instead (fail closed).
+            let sig = match &cfg.sp.key {
+                Some(key) => {
+                    openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
+                        .and_then(|mut s| {
+                            s.update(qs.as_bytes())?;
+                            s.sign_to_vec()
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                None => Err("sp.sign_authn_requests is set but no [sp] key_file".into()),
+            };
             match sig {
                 Ok(sig) => {
                     qs.push_str("&Signature=");
@@ -393,7 +399,14 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     ));
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot sign the AuthnRequest; sending it unsigned")
+                    let tracking = tracking_id();
+                    tracing::error!(error = %e, tracking_id = %tracking, "cannot sign the AuthnRequest; none sent");
+                    return refusal(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "authn_request_signing_failed",
+                        &tracking,
+                        &format!("{}/login", cfg.sp.path_prefix),
+                    );
                 }
             }
         }

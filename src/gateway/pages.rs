@@ -71,6 +71,9 @@ pub fn sentence(code: &str) -> &'static str {
             "Your identity provider did not send an email address for you. Ask your administrator to check the SSO configuration."
         }
         "idp_initiated_refused" => "Sign-in must start from this site. Please sign in again.",
+        "authn_request_signing_failed" => {
+            "Sign-in cannot start: this site could not sign its request to your identity provider. Give your administrator the code and tracking id below."
+        }
         _ => {
             "We could not sign you in with the response from your identity provider. Please try again; if it persists, give your administrator the code and tracking id below."
         }

@@ -105,6 +105,23 @@ impl RedisStore {
     fn user_key(&self, email: &str) -> String {
         format!("{}:user:{{{email}}}", self.prefix)
     }
+    /// Per user: SET its record (NX: only if absent, the answer that
+    /// counts) and ZADD it to the ordered index.
+    fn user_writes(&self, users: &[UserRecord], only_if_absent: bool) -> Vec<(Cmd, bool)> {
+        let mut cmds = Vec::with_capacity(users.len() * 2);
+        for u in users {
+            let mut set = redis::cmd("SET");
+            set.arg(self.user_key(&u.email)).arg(encode_user(u));
+            if only_if_absent {
+                set.arg("NX");
+            }
+            cmds.push((set, only_if_absent));
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(self.index_key()).arg(0).arg(&u.email);
+            cmds.push((zadd, false));
+        }
+        cmds
+    }
     fn index_key(&self) -> String {
         format!("{}:users", self.prefix)
     }
@@ -224,52 +241,13 @@ impl Store for RedisStore {
 
     fn insert_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(async move {
-            let mut cmds = Vec::with_capacity(users.len() * 2);
-            for u in users {
-                cmds.push((
-                    redis::cmd("SET")
-                        .arg(self.user_key(&u.email))
-                        .arg(encode_user(u))
-                        .arg("NX")
-                        .clone(),
-                    true,
-                ));
-                cmds.push((
-                    redis::cmd("ZADD")
-                        .arg(self.index_key())
-                        .arg(0)
-                        .arg(&u.email)
-                        .clone(),
-                    false,
-                ));
-            }
-            let vals = self.many(cmds).await?;
+            let vals = self.many(self.user_writes(users, true)).await?;
             Ok(vals.iter().map(is_ok).collect())
         })
     }
 
     fn put_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut cmds = Vec::with_capacity(users.len() * 2);
-            for u in users {
-                cmds.push((
-                    redis::cmd("SET")
-                        .arg(self.user_key(&u.email))
-                        .arg(encode_user(u))
-                        .clone(),
-                    false,
-                ));
-                cmds.push((
-                    redis::cmd("ZADD")
-                        .arg(self.index_key())
-                        .arg(0)
-                        .arg(&u.email)
-                        .clone(),
-                    false,
-                ));
-            }
-            self.many(cmds).await.map(|_| ())
-        })
+        Box::pin(async move { self.many(self.user_writes(users, false)).await.map(|_| ()) })
     }
 
     fn delete_user<'a>(&'a self, email: &'a str) -> StoreFuture<'a, bool> {

@@ -588,6 +588,25 @@ async fn pending_verification_and_the_verification_link() {
 }
 
 #[tokio::test]
+async fn an_authn_request_that_cannot_be_signed_is_never_sent_unsigned() {
+    // Config loading refuses this combination; a hot-reloaded or otherwise
+    // broken key must still fail closed at /saml/login.
+    let g = gateway(|c| {
+        c.sp.sign_authn_requests = true;
+        c.sp.key = None;
+    })
+    .await;
+    let r = g.get("/saml/login?return_to=/x", &[]).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.header("location").is_none(), "no redirect to the IdP");
+    assert!(
+        r.text().contains("authn_request_signing_failed"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
 async fn upstream_base_path_host_and_kept_alive_connections() {
     let g = gateway(|c| c.upstream.url = format!("{}/platform/", c.upstream.url)).await;
     let cookie = g.login("alice@example.com").await;
