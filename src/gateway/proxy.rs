@@ -374,7 +374,7 @@ pub async fn forward(
             .await
         {
             Ok(c) => {
-                lease.release();
+                lease.release_read();
                 Response::from_parts(parts, crate::server::full(c.to_bytes()))
             }
             Err(e) => {

@@ -60,8 +60,17 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Returns the connection to this thread's pool; if it is still busy
-    /// finishing the exchange, once it is ready (a closed one is dropped).
+    /// Returns the connection to this thread's pool once its response body
+    /// has been read whole: it is idle, or will be as soon as its task has
+    /// noticed (the next checkout waits for that), with no task spawned.
+    pub fn release_read(self) {
+        if !self.sender.is_closed() {
+            put(self.authority, self.sender);
+        }
+    }
+
+    /// Returns the connection to this thread's pool when the exchange ends
+    /// (the response body may still be streaming); a closed one is dropped.
     pub fn release(mut self) {
         if self.sender.is_ready() {
             put(self.authority, self.sender);
