@@ -52,8 +52,10 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-/// A connection lent for one exchange; give it back with [`Lease::release`]
-/// once the response body has been read, or drop it (closing it when idle).
+/// A connection lent for one exchange: give it back with
+/// [`Lease::release_read`] once the response body has been read whole, with
+/// [`Lease::release`] when the body is still streaming, or drop it (an
+/// upgraded connection; closed once idle).
 pub struct Lease {
     authority: String,
     sender: SendRequest<Incoming>,
