@@ -479,12 +479,14 @@ impl Mapping {
                 Some((values, desc)) => {
                     let n = values.len();
                     let v = values.into_iter().next().unwrap_or_default();
-                    let extra = if n > 1 {
-                        format!(" (first of {n} values)")
-                    } else {
-                        String::new()
-                    };
-                    trace.add("map", || format!("{name} = {v:?} from {desc}{extra}"));
+                    trace.add("map", || {
+                        let extra = if n > 1 {
+                            format!(" (first of {n} values)")
+                        } else {
+                            String::new()
+                        };
+                        format!("{name} = {v:?} from {desc}{extra}")
+                    });
                     v
                 }
                 None => {
@@ -522,17 +524,12 @@ impl Mapping {
                 trace.add("rule", || format!("{}: no match", rule.name));
                 continue;
             }
-            let mut did = Vec::new();
-            if let Some(l) = rule.license {
-                if license.is_none() {
-                    license = Some((l, &rule.name));
-                    did.push(format!("license {}", l.as_str()));
-                } else {
-                    did.push(format!(
-                        "license {} ignored (an earlier rule set it)",
-                        l.as_str()
-                    ));
-                }
+            // (license, whether an earlier rule had already set one)
+            let rule_license = rule.license.map(|l| (l, license.is_some()));
+            if let Some(l) = rule.license
+                && license.is_none()
+            {
+                license = Some((l, &rule.name));
             }
             for g in &rule.groups {
                 push_unique(&mut groups, g.clone());
@@ -540,13 +537,22 @@ impl Mapping {
             for f in &rule.features {
                 push_unique(&mut features, f.clone());
             }
-            if !rule.groups.is_empty() {
-                did.push(format!("groups +{:?}", rule.groups));
-            }
-            if !rule.features.is_empty() {
-                did.push(format!("features +{:?}", rule.features));
-            }
             trace.add("rule", || {
+                let mut did = Vec::new();
+                match rule_license {
+                    Some((l, false)) => did.push(format!("license {}", l.as_str())),
+                    Some((l, true)) => did.push(format!(
+                        "license {} ignored (an earlier rule set it)",
+                        l.as_str()
+                    )),
+                    None => {}
+                }
+                if !rule.groups.is_empty() {
+                    did.push(format!("groups +{:?}", rule.groups));
+                }
+                if !rule.features.is_empty() {
+                    did.push(format!("features +{:?}", rule.features));
+                }
                 format!("{}: matched → {}", rule.name, did.join(", "))
             });
         }

@@ -91,21 +91,6 @@ fn is_identity(n: &str, cfg: &Config) -> bool {
     n.starts_with(up.strip_prefix.as_str()) || up.strip_names.iter().any(|s| *s == n)
 }
 
-/// Removes every header that could impersonate an identity header.
-/// Returns how many were removed.
-pub fn strip_identity(h: &mut HeaderMap, cfg: &Config) -> usize {
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| is_identity(k.as_str(), cfg))
-        .cloned()
-        .collect();
-    let count = doomed.len();
-    for k in doomed {
-        h.remove(k);
-    }
-    count
-}
-
 /// Header value from arbitrary text: control characters become spaces,
 /// surrounding whitespace goes. Copies the text once when it is clean
 /// (nearly always).
@@ -171,22 +156,9 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Option<String> {
 
 /// Removes the gateway's session cookie from the Cookie header(s).
 fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
-    let ours = |c: &str| {
-        let name = c.split('=').next().unwrap_or("");
-        c.is_empty() || cookie_names.contains(&name)
-    };
-    // Most requests carry only the session cookie: nothing to rebuild.
-    let others = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .any(|c| !ours(c.trim()));
-    if !others {
-        h.remove(header::COOKIE);
-        return;
-    }
-    let kept: Vec<String> = h
+    // Borrowed: most requests carry only the session cookie, and then
+    // nothing is allocated or rebuilt.
+    let kept: Vec<&str> = h
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -196,12 +168,10 @@ fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
             let name = c.split('=').next().unwrap_or("");
             !c.is_empty() && !cookie_names.contains(&name)
         })
-        .map(str::to_owned)
         .collect();
+    let rebuilt = (!kept.is_empty()).then(|| kept.join("; "));
     h.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
+    if let Some(v) = rebuilt.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert(header::COOKIE, v);
     }
 }
@@ -419,7 +389,13 @@ mod tests {
                 HeaderValue::from_static(v),
             );
         }
-        assert_eq!(strip_identity(&mut h, &cfg), 5);
+        let mut stripped = 0;
+        strip_where(&mut h, false, |n| {
+            let hit = is_identity(n, &cfg);
+            stripped += usize::from(hit);
+            hit
+        });
+        assert_eq!(stripped, 5);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-other"));
     }
