@@ -8,6 +8,11 @@
 //! each case runs for about two seconds after a warm-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// The allocator the gateway binary runs with (src/main.rs), so the figures
+/// are what its ACS costs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

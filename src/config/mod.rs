@@ -730,10 +730,13 @@ impl Config {
             Ok(u)
                 if u.authority().is_some()
                     && u.query().is_none()
-                    && u.scheme_str() == Some("http") => {}
+                    && u.scheme_str() == Some("http")
+                    // No userinfo (`http://user@host`: it would become the
+                    // Host header and the connect target) and no fragment.
+                    && !upstream_url.contains(['@', '#']) => {}
             _ => p.add(
                 "upstream.url",
-                format!("{upstream_url:?} is not a URL of the form http://host[:port][/base]"),
+                format!("{upstream_url:?} is not a URL of the form http://host[:port][/base] (no user, query or fragment)"),
             ),
         }
         let prefix = up

@@ -152,6 +152,9 @@ fn upstream_url_gives_host_and_base_path_or_is_refused() {
         "http://",
         "http://meet.internal/?q=1",
         "meet.internal:80",
+        "http://user@meet.internal",
+        "http://user:secret@meet.internal:8080/app",
+        "http://meet.internal/app#frag",
     ] {
         let err = load(&format!("{MIN}\n[upstream]\nurl = \"{url}\"\n")).unwrap_err();
         assert!(err.to_string().contains("upstream.url"), "{url}: {err}");
