@@ -65,7 +65,8 @@ fn main() {
     );
     let bytes = std::fs::read(dir.join("responses/valid_okta_assertion_signed.xml")).unwrap();
     let text = decode::decode_any(&bytes, 1 << 20).unwrap();
-    let doc = xml::parse(&text).unwrap();
+    let parsed = xml::parse(&text).unwrap();
+    let doc = parsed.root();
     let assertion = doc.child(NS_ASSERTION, "Assertion").unwrap();
     let sig = assertion.child(NS_DSIG, "Signature").unwrap();
     let certs = &config.idp.metadata.signing_certs;
@@ -93,12 +94,12 @@ fn main() {
         black_box(xml::parse(&text).unwrap());
     });
     time("precheck", timing, || {
-        black_box(precheck::precheck_response(&doc, policy).unwrap());
+        black_box(precheck::precheck_response(doc, policy).unwrap());
     });
     let mut buf = Vec::new();
     time("c14n assertion (enveloped)", timing, || {
         buf.clear();
-        c14n::canonicalize(assertion, &[&doc], Some(sig), &[], &mut buf);
+        c14n::canonicalize(assertion, Some(sig), &[], &mut buf);
         black_box(&buf);
     });
     time("sha256 of it", timing, || {
@@ -106,7 +107,7 @@ fn main() {
     });
     let signed_info = sig.child(NS_DSIG, "SignedInfo").unwrap();
     let mut si = Vec::new();
-    c14n::canonicalize(signed_info, &[&doc, assertion, sig], None, &[], &mut si);
+    c14n::canonicalize(signed_info, None, &[], &mut si);
     let value: String = sig
         .child(NS_DSIG, "SignatureValue")
         .unwrap()
@@ -116,7 +117,7 @@ fn main() {
     let value = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value).unwrap();
     time("c14n SignedInfo", timing, || {
         let mut out = Vec::new();
-        c14n::canonicalize(signed_info, &[&doc, assertion, sig], None, &[], &mut out);
+        c14n::canonicalize(signed_info, None, &[], &mut out);
         black_box(out);
     });
     time("RSA-SHA256 verify (openssl Verifier)", timing, || {
@@ -151,7 +152,7 @@ fn main() {
         ring_key.verify(&si, &value).unwrap();
     });
     time("dsig::verify_element", timing, || {
-        black_box(dsig::verify_element(assertion, &[&doc], certs).unwrap());
+        black_box(dsig::verify_element(assertion, certs).unwrap());
     });
     time("verify_response (all checks)", timing, || {
         let mut trace = samlgate::mapping::Trace::off();

@@ -157,7 +157,8 @@ fn deflate_b64(xml_text: &str) -> String {
 /// The unverified InResponseTo of a response, to look up the outstanding
 /// request before verification (verification then checks it properly).
 fn peek_in_response_to(xml_text: &str) -> Option<String> {
-    let doc = xml::parse(xml_text).ok()?;
+    let parsed = xml::parse(xml_text).ok()?;
+    let doc = parsed.root();
     if let Some(v) = doc.attr("InResponseTo") {
         return Some(v.to_owned());
     }
@@ -691,7 +692,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                             &mut s,
                         )
                         .ok()?;
-                        xml::parse(&s).ok()?.attr("ID").map(str::to_owned)
+                        xml::parse(&s).ok()?.root().attr("ID").map(str::to_owned)
                     })
                     .unwrap_or_default();
                 let relay = field(&q, "RelayState").unwrap_or("");

@@ -25,14 +25,13 @@ use super::xml::{Attr, Element, Node};
 /// A namespace binding: prefix (`None` = default) and URI.
 type Binding<'a> = (Option<&'a str>, &'a str);
 
-/// Canonicalises `apex` into `out`. `ancestors` are the apex's ancestors from
-/// the document root down (their declarations are in scope at the apex);
-/// `exclude` is an element left out with its subtree (the enveloped
-/// Signature); `inclusive` is the PrefixList (`None` for `#default`).
+/// Canonicalises `apex` into `out`. The declarations of the apex's
+/// ancestors in the document are in scope at the apex; `exclude` is an
+/// element left out with its subtree (the enveloped Signature); `inclusive`
+/// is the PrefixList (`None` for `#default`).
 pub fn canonicalize(
-    apex: &Element,
-    ancestors: &[&Element],
-    exclude: Option<&Element>,
+    apex: Element<'_>,
+    exclude: Option<Element<'_>>,
     inclusive: &[Option<&str>],
     out: &mut Vec<u8>,
 ) {
@@ -40,12 +39,19 @@ pub fn canonicalize(
         scope: Vec::with_capacity(16),
         rendered: Vec::with_capacity(16),
         inclusive,
-        exclude: exclude.map(|e| (e as *const Element<'_>).cast::<()>()),
+        exclude,
         cands: Vec::with_capacity(8),
         attrs: Vec::with_capacity(8),
     };
-    for a in ancestors {
-        for d in &a.ns_decls {
+    let mut ancestors = Vec::with_capacity(8);
+    let mut up = apex.parent();
+    while let Some(a) = up {
+        ancestors.push(a);
+        up = a.parent();
+    }
+    // From the root down, so inner declarations come last (and win).
+    for a in ancestors.iter().rev() {
+        for d in a.ns_decls() {
             c.scope.push((d.prefix, d.uri.as_ref()));
         }
     }
@@ -65,7 +71,7 @@ struct Canon<'a> {
     /// Bindings rendered by output ancestors, innermost last.
     rendered: Vec<Binding<'a>>,
     inclusive: &'a [Option<&'a str>],
-    exclude: Option<*const ()>,
+    exclude: Option<Element<'a>>,
     /// Scratch buffers, reused per element (free again before recursing).
     cands: Vec<Option<&'a str>>,
     attrs: Vec<&'a Attr<'a>>,
@@ -80,17 +86,18 @@ fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
 }
 
 impl<'a> Canon<'a> {
-    fn element(&mut self, e: &'a Element<'a>, out: &mut Vec<u8>) {
+    fn element(&mut self, e: Element<'a>, out: &mut Vec<u8>) {
         let scope_len = self.scope.len();
         let rendered_len = self.rendered.len();
-        for d in &e.ns_decls {
+        let (prefix, name, attrs_of) = (e.prefix(), e.name(), e.attrs());
+        for d in e.ns_decls() {
             self.scope.push((d.prefix, d.uri.as_ref()));
         }
         // Candidate prefixes: visibly used, then the inclusive list.
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
-        cands.push(e.prefix);
-        for a in &e.attrs {
+        cands.push(prefix);
+        for a in attrs_of {
             if let Some(p) = a.prefix
                 && p != "xml"
                 && !cands.contains(&Some(p))
@@ -127,7 +134,7 @@ impl<'a> Canon<'a> {
         decls.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
         out.push(b'<');
-        write_qname(out, e.prefix, e.name);
+        write_qname(out, prefix, name);
         for (p, uri) in self.rendered.get(rendered_len..).unwrap_or_default() {
             out.extend_from_slice(b" xmlns");
             if let Some(p) = p {
@@ -140,7 +147,7 @@ impl<'a> Canon<'a> {
         }
         let mut attrs = std::mem::take(&mut self.attrs);
         attrs.clear();
-        attrs.extend(e.attrs.iter());
+        attrs.extend(attrs_of.iter());
         attrs.sort_unstable_by(|a, b| {
             (a.ns.as_deref().unwrap_or(""), a.name).cmp(&(b.ns.as_deref().unwrap_or(""), b.name))
         });
@@ -153,18 +160,18 @@ impl<'a> Canon<'a> {
         }
         self.attrs = attrs;
         out.push(b'>');
-        for child in &e.children {
+        for child in e.children() {
             match child {
                 Node::Text(t) => escape_text(out, t),
                 Node::Element(c) => {
-                    if self.exclude != Some((c as *const Element<'_>).cast::<()>()) {
+                    if self.exclude != Some(c) {
                         self.element(c, out);
                     }
                 }
             }
         }
         out.extend_from_slice(b"</");
-        write_qname(out, e.prefix, e.name);
+        write_qname(out, prefix, name);
         out.push(b'>');
         self.scope.truncate(scope_len);
         self.rendered.truncate(rendered_len);
@@ -224,9 +231,9 @@ mod tests {
     use crate::saml::xml::parse;
 
     fn c14n(xml: &str, inclusive: &[Option<&str>]) -> String {
-        let root = parse(xml).unwrap();
+        let doc = parse(xml).unwrap();
         let mut out = Vec::new();
-        canonicalize(&root, &[], None, inclusive, &mut out);
+        canonicalize(doc.root(), None, inclusive, &mut out);
         String::from_utf8(out).unwrap()
     }
 

@@ -40,7 +40,7 @@ pub fn parse_time(element: &'static str, s: &str) -> Result<DateTime<Utc>, SamlE
 
 /// Status must be Success (read from the message, signed or not: a
 /// non-Success answer is a refusal either way, and the IdP's reason helps).
-pub fn check_status(response: &Element) -> Result<(), SamlError> {
+pub fn check_status(response: Element<'_>) -> Result<(), SamlError> {
     let status = response
         .child(NS_PROTOCOL, "Status")
         .ok_or_else(|| SamlError::MalformedXml("Response has no Status".into()))?;
@@ -69,7 +69,7 @@ pub fn check_status(response: &Element) -> Result<(), SamlError> {
 /// Issuer of `el` must be the IdP's entity id. `required` for assertions;
 /// optional on the Response (checked when present).
 pub fn check_issuer(
-    el: &Element,
+    el: Element<'_>,
     element: &'static str,
     expected: &str,
     required: bool,
@@ -97,7 +97,7 @@ pub fn check_issuer(
 }
 
 /// Response/@Destination, when present, must be the ACS URL.
-pub fn check_destination(response: &Element, acs_url: &str) -> Result<(), SamlError> {
+pub fn check_destination(response: Element<'_>, acs_url: &str) -> Result<(), SamlError> {
     match response.attr("Destination") {
         Some(d) if d != acs_url => Err(SamlError::DestinationMismatch {
             found: d.to_owned(),
@@ -109,7 +109,7 @@ pub fn check_destination(response: &Element, acs_url: &str) -> Result<(), SamlEr
 
 /// IssueInstant must be neither in the future nor older than the allowed delay.
 pub fn check_issue_instant(
-    el: &Element,
+    el: Element<'_>,
     element: &'static str,
     w: &TimeWindow,
 ) -> Result<(), SamlError> {
@@ -138,7 +138,7 @@ pub fn check_issue_instant(
 
 /// NotBefore must have passed and NotOnOrAfter not (both with skew).
 fn check_window(
-    el: &Element,
+    el: Element<'_>,
     element: &'static str,
     w: &TimeWindow,
     require_not_on_or_after: bool,
@@ -177,7 +177,7 @@ fn check_window(
 /// Conditions: time window, and at least one AudienceRestriction with every
 /// one of them naming the SP.
 pub fn check_conditions(
-    assertion: &Element,
+    assertion: Element<'_>,
     sp_entity_id: &str,
     w: &TimeWindow,
 ) -> Result<(), SamlError> {
@@ -191,8 +191,8 @@ pub fn check_conditions(
 }
 
 /// AudienceRestriction is required; each must contain the SP entity id.
-pub fn check_audience(conditions: &Element, sp_entity_id: &str) -> Result<(), SamlError> {
-    let restrictions: Vec<&Element> = conditions
+pub fn check_audience(conditions: Element<'_>, sp_entity_id: &str) -> Result<(), SamlError> {
+    let restrictions: Vec<Element<'_>> = conditions
         .children_named(NS_ASSERTION, "AudienceRestriction")
         .collect();
     if restrictions.is_empty() {
@@ -227,7 +227,7 @@ pub struct Confirmed {
 /// Recipient, has not expired, carries no NotBefore, and (when it answers a
 /// request) names an outstanding request.
 pub fn check_subject_confirmation(
-    subject: &Element,
+    subject: Element<'_>,
     acs_url: &str,
     w: &TimeWindow,
 ) -> Result<Confirmed, SamlError> {

@@ -23,7 +23,7 @@ fn fail(msg: impl Into<String>) -> SamlError {
     SamlError::Decryption(msg.into())
 }
 
-fn cipher_value(el: &Element) -> Result<Vec<u8>, SamlError> {
+fn cipher_value(el: Element<'_>) -> Result<Vec<u8>, SamlError> {
     let text = el
         .child(NS_XENC, "CipherData")
         .and_then(|c| c.child(NS_XENC, "CipherValue"))
@@ -56,7 +56,7 @@ fn mgf_by_uri(uri: &str) -> Option<MessageDigest> {
 }
 
 /// Unwraps the content-encryption key.
-fn unwrap_key(ek: &Element, key: &PKey<Private>) -> Result<Vec<u8>, SamlError> {
+fn unwrap_key(ek: Element<'_>, key: &PKey<Private>) -> Result<Vec<u8>, SamlError> {
     let method = ek
         .child(NS_XENC, "EncryptionMethod")
         .ok_or_else(|| fail("EncryptedKey has no EncryptionMethod"))?;
@@ -116,7 +116,7 @@ fn unwrap_key(ek: &Element, key: &PKey<Private>) -> Result<Vec<u8>, SamlError> {
 }
 
 /// Decrypts an `EncryptedAssertion` element, returning the plaintext XML.
-pub fn decrypt_assertion(ea: &Element, key: &PKey<Private>) -> Result<String, SamlError> {
+pub fn decrypt_assertion(ea: Element<'_>, key: &PKey<Private>) -> Result<String, SamlError> {
     let data = ea
         .child(NS_XENC, "EncryptedData")
         .ok_or_else(|| fail("EncryptedAssertion has no EncryptedData"))?;
@@ -125,12 +125,12 @@ pub fn decrypt_assertion(ea: &Element, key: &PKey<Private>) -> Result<String, Sa
         .and_then(|m| m.attr("Algorithm"))
         .ok_or_else(|| fail("EncryptedData has no EncryptionMethod"))?;
     // The EncryptedKey sits in EncryptedData/KeyInfo, or beside EncryptedData.
-    let mut keys: Vec<&Element> = Vec::new();
+    let mut keys: Vec<Element<'_>> = Vec::new();
     if let Some(ki) = data.child(NS_DSIG, "KeyInfo") {
         keys.extend(ki.children_named(NS_XENC, "EncryptedKey"));
     }
     keys.extend(ea.children_named(NS_XENC, "EncryptedKey"));
-    let [ek] = keys.as_slice() else {
+    let &[ek] = keys.as_slice() else {
         return Err(fail(format!(
             "exactly one EncryptedKey expected, found {}",
             keys.len()

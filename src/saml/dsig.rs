@@ -28,13 +28,13 @@ use super::xml::{Element, NS_DSIG, NS_EXC_C14N};
 /// metadata certificate. Only [`verify_element`] builds one.
 #[derive(Debug, Clone, Copy)]
 pub struct Verified<'a> {
-    element: &'a Element<'a>,
+    element: Element<'a>,
     cert: usize,
 }
 
 impl<'a> Verified<'a> {
     /// The element the signature covers (from the same parse).
-    pub fn element(&self) -> &'a Element<'a> {
+    pub fn element(&self) -> Element<'a> {
         self.element
     }
     /// Index of the metadata certificate that verified it.
@@ -85,7 +85,7 @@ fn b64(what: &str, text: &str) -> Result<Vec<u8>, SamlError> {
 }
 
 /// The PrefixList of a c14n method's `InclusiveNamespaces`, if any.
-fn inclusive_of<'a>(method: &'a Element<'_>) -> Vec<Option<&'a str>> {
+fn inclusive_of(method: Element<'_>) -> Vec<Option<&str>> {
     method
         .child(NS_EXC_C14N, "InclusiveNamespaces")
         .and_then(|i| i.attr("PrefixList"))
@@ -93,20 +93,19 @@ fn inclusive_of<'a>(method: &'a Element<'_>) -> Vec<Option<&'a str>> {
         .unwrap_or_default()
 }
 
-fn child<'a, 'x>(parent: &'a Element<'x>, name: &str) -> Result<&'a Element<'x>, SamlError> {
+fn child<'a>(parent: Element<'a>, name: &str) -> Result<Element<'a>, SamlError> {
     parent
         .child(NS_DSIG, name)
-        .ok_or_else(|| invalid(format!("{name} missing in {}", parent.name)))
+        .ok_or_else(|| invalid(format!("{name} missing in {}", parent.name())))
 }
 
 /// Verifies the enveloped signature of `signed` (a direct `ds:Signature`
-/// child). `ancestors` are `signed`'s ancestors from the document root (their
-/// namespace declarations are in scope for canonicalisation). A signature
+/// child; the declarations of its ancestors in the document are in scope for
+/// canonicalisation). A signature
 /// verifies when its Reference digest matches the canonical element and the
 /// SignatureValue verifies over the canonical SignedInfo with any of `certs`.
 pub fn verify_element<'a>(
-    signed: &'a Element<'a>,
-    ancestors: &[&'a Element<'a>],
+    signed: Element<'a>,
     certs: &[SigningCert],
 ) -> Result<Verified<'a>, SamlError> {
     if certs.is_empty() {
@@ -133,7 +132,7 @@ pub fn verify_element<'a>(
     let id = signed
         .attr("ID")
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| invalid(format!("the signed {} has no ID", signed.name)))?;
+        .ok_or_else(|| invalid(format!("the signed {} has no ID", signed.name())))?;
     if reference
         .attr("URI")
         .and_then(|u| u.strip_prefix('#'))
@@ -143,7 +142,7 @@ pub fn verify_element<'a>(
             "the Reference does not point at the signed element",
         ));
     }
-    let transforms: Vec<&Element> = child(reference, "Transforms")?
+    let transforms: Vec<Element> = child(reference, "Transforms")?
         .children_named(NS_DSIG, "Transform")
         .collect();
     let [t1, t2] = transforms.as_slice() else {
@@ -163,28 +162,18 @@ pub fn verify_element<'a>(
 
     // 1. The Reference: the signed element, canonical, minus this Signature.
     let mut buf = Vec::with_capacity(8 * 1024);
-    c14n::canonicalize(signed, ancestors, Some(sig), &inclusive_of(t2), &mut buf);
+    c14n::canonicalize(signed, Some(sig), &inclusive_of(*t2), &mut buf);
     let digest = openssl::hash::hash(digest_md, &buf).map_err(|e| invalid(e.to_string()))?;
     if expected.len() != digest.len() || !openssl::memcmp::eq(&expected, &digest) {
         return Err(invalid(format!(
             "the digest of {} {id:?} does not match its Reference (content changed after signing)",
-            signed.name
+            signed.name()
         )));
     }
 
     // 2. SignedInfo, canonical in its own namespace context.
     buf.clear();
-    let mut si_ancestors: Vec<&Element<'_>> = Vec::with_capacity(ancestors.len() + 2);
-    si_ancestors.extend_from_slice(ancestors);
-    si_ancestors.push(signed);
-    si_ancestors.push(sig);
-    c14n::canonicalize(
-        signed_info,
-        &si_ancestors,
-        None,
-        &inclusive_of(c14n_method),
-        &mut buf,
-    );
+    c14n::canonicalize(signed_info, None, &inclusive_of(c14n_method), &mut buf);
     let value = b64("SignatureValue", &child(sig, "SignatureValue")?.text())?;
     let mut tried = 0usize;
     for (i, cert) in certs.iter().enumerate() {
@@ -218,7 +207,7 @@ pub fn verify_element<'a>(
     } else {
         format!(
             "the SignatureValue of {} {id:?} verifies with none of the {tried} metadata certificate(s)",
-            signed.name
+            signed.name()
         )
     }))
 }

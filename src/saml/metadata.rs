@@ -57,8 +57,9 @@ impl IdpMetadata {
     /// Parses metadata XML. `want_entity` picks one entity when the document
     /// is an `EntitiesDescriptor` holding several IdPs.
     pub fn parse(text: &str, want_entity: Option<&str>) -> Result<Self, String> {
-        let root = xml::parse(text).map_err(|e| e.to_string())?;
-        let mut candidates: Vec<&Element> = Vec::new();
+        let doc = xml::parse(text).map_err(|e| e.to_string())?;
+        let root = doc.root();
+        let mut candidates: Vec<Element<'_>> = Vec::new();
         root.walk(&mut |e, _| {
             if e.is(NS_MD, "EntityDescriptor") && e.child(NS_MD, "IDPSSODescriptor").is_some() {
                 candidates.push(e);

@@ -142,8 +142,9 @@ pub fn verify_response(
     let policy = AlgorithmPolicy {
         insecure_allow_sha1: sec.insecure_allow_sha1,
     };
-    let doc = xml::parse(xml_text)?;
-    let shape = precheck::precheck_response(&doc, policy)?;
+    let parsed_doc = xml::parse(xml_text)?;
+    let doc = parsed_doc.root();
+    let shape = precheck::precheck_response(doc, policy)?;
     trace.add("precheck", || {
         format!(
             "Response {:?}: response signed {}, assertion signed {}, encrypted {}, algorithms {:?}",
@@ -154,7 +155,7 @@ pub fn verify_response(
             shape.signature_algorithms
         )
     });
-    checks::check_status(&doc)?;
+    checks::check_status(doc)?;
     let raw_assertion = doc
         .elements()
         .find(|e| e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion"))
@@ -171,8 +172,8 @@ pub fn verify_response(
     let reduced_xml: String;
     let plain: String;
     let reduced_plain: String;
-    let reduced: Option<Element<'_>>;
-    let signed_doc: Option<&Element> = if !(shape.response_signed || shape.assertion_signed) {
+    let reduced: Option<xml::Document<'_>>;
+    let signed_doc: Option<Element<'_>> = if !(shape.response_signed || shape.assertion_signed) {
         if !shape.encrypted {
             return Err(SamlError::SignatureMissing);
         }
@@ -180,12 +181,12 @@ pub fn verify_response(
     } else if native {
         let mut top = None;
         if shape.response_signed {
-            let v = dsig::verify_element(&doc, &[], certs)?;
+            let v = dsig::verify_element(doc, certs)?;
             trace.add("signature", || signature_trace(&v, certs));
             top = Some(v.element());
         }
         if shape.assertion_signed {
-            let v = dsig::verify_element(raw_assertion, &[&doc], certs)?;
+            let v = dsig::verify_element(raw_assertion, certs)?;
             trace.add("signature", || signature_trace(&v, certs));
             top = top.or(Some(v.element()));
         }
@@ -196,13 +197,13 @@ pub fn verify_response(
         trace.add("signature", || format!(
                 "libxmlsec1 verified against {} metadata certificate(s); signed content rooted at {}",
                 certs.len(),
-                parsed.name
+                parsed.root().name()
             ));
         reduced = Some(parsed);
-        reduced.as_ref()
+        reduced.as_ref().map(xml::Document::root)
     };
 
-    let signed_response: Option<&Element> = match signed_doc {
+    let signed_response: Option<Element<'_>> = match signed_doc {
         Some(d) if shape.response_signed => {
             if !d.is(xml::NS_PROTOCOL, "Response") {
                 return Err(SamlError::SignatureInvalid(
@@ -213,13 +214,13 @@ pub fn verify_response(
         }
         _ => None,
     };
-    let decrypted_doc: Option<Element<'_>>;
+    let decrypted_doc: Option<xml::Document<'_>>;
     let mut signed_by = match (shape.response_signed, shape.assertion_signed) {
         (true, true) => SignedBy::Both,
         (true, false) => SignedBy::Response,
         _ => SignedBy::Assertion,
     };
-    let assertion: &Element = if shape.encrypted {
+    let assertion: Element<'_> = if shape.encrypted {
         let key = cfg.sp.key.as_ref().ok_or_else(|| {
             SamlError::Decryption(
                 "the assertion is encrypted but no [sp] key_file is configured".into(),
@@ -241,7 +242,7 @@ pub fn verify_response(
             });
         }
         let parsed = xml::parse(&plain)?;
-        let inner_sig = precheck::precheck_assertion(&parsed, policy)?;
+        let inner_sig = precheck::precheck_assertion(parsed.root(), policy)?;
         trace.add("decrypt", || {
             format!(
                 "EncryptedAssertion decrypted; inner signature: {}",
@@ -251,7 +252,7 @@ pub fn verify_response(
         decrypted_doc = match inner_sig {
             Some(_) => {
                 let signed = if native {
-                    let v = dsig::verify_element(&parsed, &[], certs)?;
+                    let v = dsig::verify_element(parsed.root(), certs)?;
                     trace.add("signature", || signature_trace(&v, certs));
                     parsed
                 } else {
@@ -259,7 +260,7 @@ pub fn verify_response(
                         signature::verify_and_reduce(&plain, certs, allow_sha1)?.signed_xml;
                     xml::parse(&reduced_plain)?
                 };
-                if !signed.is(NS_ASSERTION, "Assertion") {
+                if !signed.root().is(NS_ASSERTION, "Assertion") {
                     return Err(SamlError::AssertionNotSigned);
                 }
                 signed_by = if signed_response.is_some() {
@@ -277,6 +278,7 @@ pub fn verify_response(
         };
         decrypted_doc
             .as_ref()
+            .map(xml::Document::root)
             .ok_or(SamlError::AssertionNotSigned)?
     } else {
         match signed_doc {
@@ -307,7 +309,7 @@ pub fn verify_response(
 
     // Checks. Response-level values come from the signed Response when it is
     // signed; otherwise from the message (those checks can only refuse).
-    let envelope = signed_response.unwrap_or(&doc);
+    let envelope = signed_response.unwrap_or(doc);
     let window = TimeWindow {
         now: clock.now(),
         skew: Duration::seconds(sec.clock_skew_secs),
@@ -399,7 +401,7 @@ pub fn verify_response(
 fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> String {
     format!(
         "{} {:?} verified natively with metadata certificate {}",
-        v.element().name,
+        v.element().name(),
         v.element().attr("ID").unwrap_or(""),
         certs
             .get(v.cert_index())

@@ -75,7 +75,7 @@ pub struct AlgorithmPolicy {
 }
 
 /// Checks a whole `samlp:Response` document.
-pub fn precheck_response(root: &Element, policy: AlgorithmPolicy) -> Result<Shape, SamlError> {
+pub fn precheck_response(root: Element<'_>, policy: AlgorithmPolicy) -> Result<Shape, SamlError> {
     if !root.is(NS_PROTOCOL, "Response") {
         return Err(SamlError::NotAResponse(root.display_name()));
     }
@@ -119,7 +119,7 @@ pub fn precheck_response(root: &Element, policy: AlgorithmPolicy) -> Result<Shap
         });
     };
     let mut shape = Shape {
-        encrypted: assertion.name == "EncryptedAssertion",
+        encrypted: assertion.name() == "EncryptedAssertion",
         ..Shape::default()
     };
     if let Some(alg) = check_signatures(root, root, policy)? {
@@ -138,7 +138,7 @@ pub fn precheck_response(root: &Element, policy: AlgorithmPolicy) -> Result<Shap
 /// Checks a standalone `saml:Assertion` document (a decrypted assertion).
 /// Returns the signature algorithm if the assertion is signed.
 pub fn precheck_assertion(
-    root: &Element,
+    root: Element<'_>,
     policy: AlgorithmPolicy,
 ) -> Result<Option<String>, SamlError> {
     if !root.is(NS_ASSERTION, "Assertion") {
@@ -163,7 +163,10 @@ pub fn precheck_assertion(
 /// The signature directly on `assertion`, after checking every signature in
 /// the document is placed legally (called for the assertion inside a Response,
 /// whose placement `check_signatures` on the root has already verified).
-fn signature_of(assertion: &Element, policy: AlgorithmPolicy) -> Result<Option<String>, SamlError> {
+fn signature_of(
+    assertion: Element<'_>,
+    policy: AlgorithmPolicy,
+) -> Result<Option<String>, SamlError> {
     match assertion.child(NS_DSIG, "Signature") {
         Some(sig) => check_one_signature(assertion, sig, policy).map(Some),
         None => Ok(None),
@@ -174,12 +177,12 @@ fn signature_of(assertion: &Element, policy: AlgorithmPolicy) -> Result<Option<S
 /// `root` or under the assertion (a direct child of root / root itself).
 /// Returns the algorithm of the signature directly under `root`, if any.
 fn check_signatures(
-    doc: &Element,
-    root: &Element,
+    doc: Element<'_>,
+    root: Element<'_>,
     policy: AlgorithmPolicy,
 ) -> Result<Option<String>, SamlError> {
     let mut problem: Option<SamlError> = None;
-    let mut per_parent: Vec<(*const Element, usize)> = Vec::new();
+    let mut per_parent: Vec<(Element<'_>, usize)> = Vec::new();
     doc.walk(&mut |e, parent| {
         if problem.is_some() || !e.is(NS_DSIG, "Signature") {
             return;
@@ -191,9 +194,9 @@ fn check_signatures(
             });
             return;
         };
-        let parent_is_root = std::ptr::eq(parent, root);
+        let parent_is_root = parent == root;
         let parent_is_assertion = parent.is(NS_ASSERTION, "Assertion")
-            && (parent_is_root || root.elements().any(|c| std::ptr::eq(c, parent)));
+            && (parent_is_root || root.elements().any(|c| c == parent));
         if !(parent_is_root || parent_is_assertion) {
             problem = Some(SamlError::SignatureProfile {
                 element: parent.display_name(),
@@ -203,7 +206,7 @@ fn check_signatures(
             });
             return;
         }
-        let key = parent as *const Element;
+        let key = parent;
         match per_parent.iter_mut().find(|(p, _)| *p == key) {
             Some((_, n)) => *n += 1,
             None => per_parent.push((key, 1)),
@@ -224,27 +227,27 @@ fn check_signatures(
     }
 }
 
-fn profile(parent: &Element, reason: impl Into<String>) -> SamlError {
+fn profile(parent: Element<'_>, reason: impl Into<String>) -> SamlError {
     SamlError::SignatureProfile {
-        element: parent.name.to_owned(),
+        element: parent.name().to_owned(),
         reason: reason.into(),
     }
 }
 
 /// Checks one signature against the strict profile; returns its algorithm.
 fn check_one_signature(
-    parent: &Element,
-    sig: &Element,
+    parent: Element<'_>,
+    sig: Element<'_>,
     policy: AlgorithmPolicy,
 ) -> Result<String, SamlError> {
     // Nothing that can dereference other content anywhere in the signature.
     let mut forbidden: Option<String> = None;
     sig.walk(&mut |e, p| {
         if forbidden.is_none()
-            && e.ns.as_deref() == Some(NS_DSIG)
-            && matches!(e.name, "Object" | "Manifest" | "RetrievalMethod")
+            && e.ns() == Some(NS_DSIG)
+            && matches!(e.name(), "Object" | "Manifest" | "RetrievalMethod")
         {
-            forbidden = Some(e.name.to_owned());
+            forbidden = Some(e.name().to_owned());
         }
         if forbidden.is_none() && p.is_some() && e.is(NS_DSIG, "Signature") {
             forbidden = Some("nested Signature".into());
@@ -307,7 +310,7 @@ fn check_one_signature(
         // HMACOutputLength and friends: only meaningful for HMAC, refused.
         return Err(profile(parent, "SignatureMethod must be empty"));
     }
-    let references: Vec<&Element> = si.collect();
+    let references: Vec<Element<'_>> = si.collect();
     let [reference] = references.as_slice() else {
         return Err(profile(
             parent,
@@ -341,7 +344,7 @@ fn check_one_signature(
         .next()
         .filter(|e| e.is(NS_DSIG, "Transforms"))
         .ok_or_else(|| profile(parent, "Transforms missing"))?;
-    let algs: Vec<&Element> = transforms.elements().collect();
+    let algs: Vec<Element<'_>> = transforms.elements().collect();
     let [t1, t2] = algs.as_slice() else {
         return Err(profile(
             parent,
@@ -374,7 +377,7 @@ fn check_one_signature(
             ),
         ));
     }
-    check_c14n_children(parent, t2)?;
+    check_c14n_children(parent, *t2)?;
     let digest = rc
         .next()
         .filter(|e| e.is(NS_DSIG, "DigestMethod"))
@@ -401,7 +404,7 @@ fn check_one_signature(
 }
 
 /// A c14n method may carry only `ec:InclusiveNamespaces`.
-fn check_c14n_children(parent: &Element, method: &Element) -> Result<(), SamlError> {
+fn check_c14n_children(parent: Element<'_>, method: Element<'_>) -> Result<(), SamlError> {
     for c in method.elements() {
         if !c.is(NS_EXC_C14N, "InclusiveNamespaces") || c.elements().next().is_some() {
             return Err(profile(
@@ -424,7 +427,7 @@ fn check_c14n_children(parent: &Element, method: &Element) -> Result<(), SamlErr
 /// non-ASCII characters is refused outright (no IdP writes one, and libxml2
 /// judges them by the XML 1.0 4th edition's character tables, which we do
 /// not carry). This runs before either verifier, so both decide alike.
-fn check_unique_ids(root: &Element) -> Result<(), SamlError> {
+fn check_unique_ids(root: Element<'_>) -> Result<(), SamlError> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut registered: HashSet<&str> = HashSet::new();
     let mut problem: Option<SamlError> = None;
@@ -432,19 +435,19 @@ fn check_unique_ids(root: &Element) -> Result<(), SamlError> {
         if problem.is_some() {
             return;
         }
-        if let Some(a) = e.attrs.iter().find(|a| a.name == "ID") {
+        if let Some(a) = e.attrs().iter().find(|a| a.name == "ID") {
             let v = a.value.as_ref();
             if !v.is_ascii() {
                 problem = Some(SamlError::MalformedXml(format!(
                     "the ID {v:?} of {} has non-ASCII characters",
-                    e.name
+                    e.name()
                 )));
                 return;
             }
             if !is_ncname(v) {
                 problem = Some(SamlError::MalformedXml(format!(
                     "the ID {v:?} of {} is not an XML name (xs:ID)",
-                    e.name
+                    e.name()
                 )));
                 return;
             }
@@ -453,7 +456,7 @@ fn check_unique_ids(root: &Element) -> Result<(), SamlError> {
                 return;
             }
         }
-        for a in &e.attrs {
+        for a in e.attrs() {
             if a.ns.is_none()
                 && matches!(a.name, "ID" | "Id" | "AssertionID")
                 && !seen.insert(a.value.as_ref())

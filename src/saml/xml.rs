@@ -1,22 +1,25 @@
-//! A small, bounded, namespace-resolved XML tree built on quick-xml.
+//! A small, bounded, namespace-resolved XML document: one pass of our own
+//! over the input into flat arrays.
 //!
-//! SAML messages are small (the decode step caps them), so one pass into a
-//! tree that borrows names, values and text from the input (copies only
-//! where entities or line endings had to be decoded) is cheap and lets every
-//! check, the canonicaliser and the signature verifier read the same parse.
-//! The builder refuses what a SAML message never needs and attackers love:
+//! SAML messages are small (the decode step caps them), so one pass that
+//! records every element, attribute, namespace declaration and text run in
+//! document order, borrowing names, values and text from the input (copies
+//! only where references or line endings had to be decoded), is cheap and
+//! lets every check, the canonicaliser and the signature verifier read the
+//! same parse. Elements are handles ([`Element`]: the document and an index)
+//! into that compact node array; there is no per-element allocation.
+//!
+//! The scanner refuses what a SAML message never needs and attackers love:
 //! DOCTYPE (and with it DTDs, entity expansion and XXE), processing
 //! instructions, undefined entity references, invalid character references
 //! and excessive nesting. Comments between elements are dropped. A comment
 //! beside text (`<NameID>admin@example.com<!---->.evil.org</NameID>`, the
 //! comment-injection attack) is refused outright: no IdP writes one, and
 //! libxmlsec1's reduce step cannot match such text either. Text is always read
-//! whole (adjacent runs, entities and CDATA joined), never a truncated prefix.
+//! whole (adjacent runs, references and CDATA joined), never a truncated prefix.
 
 use std::borrow::Cow;
-
-use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
+use std::fmt;
 
 use super::error::SamlError;
 
@@ -45,17 +48,8 @@ pub struct Attr<'a> {
     pub prefix: Option<&'a str>,
     /// Local name.
     pub name: &'a str,
-    /// Value after entity and whitespace normalisation.
+    /// Value after reference and whitespace normalisation.
     pub value: Cow<'a, str>,
-}
-
-/// A child of an element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node<'a> {
-    /// A child element.
-    Element(Element<'a>),
-    /// Character data (text and CDATA, comments removed, adjacent runs joined).
-    Text(Cow<'a, str>),
 }
 
 /// A namespace declaration written on an element.
@@ -67,237 +61,694 @@ pub struct NsDecl<'a> {
     pub uri: Cow<'a, str>,
 }
 
-/// An element with its namespace resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element<'a> {
-    /// Namespace URI, `None` when unqualified.
-    pub ns: Option<Cow<'a, str>>,
-    /// The prefix as written, `None` when unprefixed.
-    pub prefix: Option<&'a str>,
-    /// Local name.
-    pub name: &'a str,
-    /// Attributes, namespace declarations excluded.
-    pub attrs: Vec<Attr<'a>>,
-    /// Namespace declarations on this element, in document order.
-    pub ns_decls: Vec<NsDecl<'a>>,
-    /// Children in document order.
-    pub children: Vec<Node<'a>>,
+/// A child of an element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node<'d> {
+    /// A child element.
+    Element(Element<'d>),
+    /// Character data (text, references and CDATA; comments removed,
+    /// adjacent runs joined).
+    Text(&'d str),
 }
 
-impl<'a> Element<'a> {
+/// A half-open range of indices into one of the document's arrays.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn of<T>(v: &[T], start: usize) -> Span {
+        Span {
+            start: to_u32(start),
+            end: to_u32(v.len()),
+        }
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    fn len(self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+}
+
+/// Indices fit: the decode step caps a message far below 4 GiB.
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A child slot: an element or a text run, by index.
+#[derive(Debug, Clone, Copy)]
+enum Kid {
+    Element(u32),
+    Text(u32),
+}
+
+/// Everything recorded about one element.
+#[derive(Debug)]
+struct ElementData<'a> {
+    ns: Option<Cow<'a, str>>,
+    prefix: Option<&'a str>,
+    name: &'a str,
+    /// Parent element (`u32::MAX` for the root).
+    parent: u32,
+    /// One past its last descendant (elements are in document order).
+    end: u32,
+    attrs: Span,
+    decls: Span,
+    kids: Span,
+    /// Its descendant text runs (they are contiguous in document order).
+    texts: Span,
+}
+
+const NO_ELEMENT: ElementData<'static> = ElementData {
+    ns: None,
+    prefix: None,
+    name: "",
+    parent: u32::MAX,
+    end: 0,
+    attrs: Span { start: 0, end: 0 },
+    decls: Span { start: 0, end: 0 },
+    kids: Span { start: 0, end: 0 },
+    texts: Span { start: 0, end: 0 },
+};
+
+/// A parsed document: elements in document order (the root first), with
+/// their attributes, declarations, children and text in flat arrays.
+#[derive(Debug)]
+pub struct Document<'a> {
+    els: Vec<ElementData<'a>>,
+    attrs: Vec<Attr<'a>>,
+    decls: Vec<NsDecl<'a>>,
+    kids: Vec<Kid>,
+    texts: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Document<'a> {
+    /// The root element.
+    pub fn root(&self) -> Element<'_> {
+        Element { doc: self, i: 0 }
+    }
+
+    /// How many elements the document has.
+    pub fn element_count(&self) -> usize {
+        self.els.len()
+    }
+}
+
+/// An element of a [`Document`]: a cheap handle (the document and an
+/// index). Two handles are equal when they name the same element of the
+/// same parse.
+#[derive(Clone, Copy)]
+pub struct Element<'d> {
+    doc: &'d Document<'d>,
+    i: u32,
+}
+
+impl PartialEq for Element<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.doc, other.doc) && self.i == other.i
+    }
+}
+
+impl Eq for Element<'_> {}
+
+impl fmt::Debug for Element<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Element")
+            .field("name", &self.display_name())
+            .field("attrs", &self.attrs())
+            .finish()
+    }
+}
+
+impl<'d> Element<'d> {
+    fn data(self) -> &'d ElementData<'d> {
+        self.doc.els.get(self.i as usize).unwrap_or(&NO_ELEMENT)
+    }
+
+    fn at(self, i: u32) -> Element<'d> {
+        Element { doc: self.doc, i }
+    }
+
+    /// Namespace URI, `None` when unqualified.
+    pub fn ns(self) -> Option<&'d str> {
+        self.data().ns.as_deref()
+    }
+
+    /// The prefix as written, `None` when unprefixed.
+    pub fn prefix(self) -> Option<&'d str> {
+        self.data().prefix
+    }
+
+    /// Local name.
+    pub fn name(self) -> &'d str {
+        self.data().name
+    }
+
+    /// Attributes, namespace declarations excluded, in document order.
+    pub fn attrs(self) -> &'d [Attr<'d>] {
+        self.doc
+            .attrs
+            .get(self.data().attrs.range())
+            .unwrap_or_default()
+    }
+
+    /// Namespace declarations on this element, in document order.
+    pub fn ns_decls(self) -> &'d [NsDecl<'d>] {
+        self.doc
+            .decls
+            .get(self.data().decls.range())
+            .unwrap_or_default()
+    }
+
+    /// The parent element (`None` for the root).
+    pub fn parent(self) -> Option<Element<'d>> {
+        let p = self.data().parent;
+        (p != u32::MAX).then(|| self.at(p))
+    }
+
+    /// Children in document order.
+    pub fn children(self) -> impl DoubleEndedIterator<Item = Node<'d>> + 'd {
+        let doc = self.doc;
+        doc.kids
+            .get(self.data().kids.range())
+            .unwrap_or_default()
+            .iter()
+            .map(move |k| match *k {
+                Kid::Element(i) => Node::Element(Element { doc, i }),
+                Kid::Text(t) => Node::Text(doc.texts.get(t as usize).map_or("", |c| c.as_ref())),
+            })
+    }
+
     /// Whether this element is `{ns}name`.
-    pub fn is(&self, ns: &str, name: &str) -> bool {
+    pub fn is(self, ns: &str, name: &str) -> bool {
         // The local name first: short, and where elements usually differ
         // (namespace URIs are long and share prefixes).
-        self.name == name && self.ns.as_deref() == Some(ns)
+        let d = self.data();
+        d.name == name && d.ns.as_deref() == Some(ns)
     }
 
     /// A readable `prefix-free` name for messages, e.g. `{urn:..}Response`.
-    pub fn display_name(&self) -> String {
-        match &self.ns {
-            Some(ns) => format!("{{{ns}}}{}", self.name),
-            None => self.name.to_owned(),
+    pub fn display_name(self) -> String {
+        match self.ns() {
+            Some(ns) => format!("{{{ns}}}{}", self.name()),
+            None => self.name().to_owned(),
         }
     }
 
     /// The value of the unqualified attribute `name`.
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
+    pub fn attr(self, name: &str) -> Option<&'d str> {
+        self.attrs()
             .iter()
             .find(|a| a.ns.is_none() && a.name == name)
             .map(|a| a.value.as_ref())
     }
 
     /// Child elements in document order.
-    pub fn elements(&self) -> impl Iterator<Item = &Element<'a>> {
-        self.children.iter().filter_map(|c| match c {
-            Node::Element(e) => Some(e),
-            Node::Text(_) => None,
-        })
+    pub fn elements(self) -> impl DoubleEndedIterator<Item = Element<'d>> + 'd {
+        let doc = self.doc;
+        doc.kids
+            .get(self.data().kids.range())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(move |k| match *k {
+                Kid::Element(i) => Some(Element { doc, i }),
+                Kid::Text(_) => None,
+            })
     }
 
     /// Child elements named `{ns}name`.
     pub fn children_named<'s>(
-        &'s self,
+        self,
         ns: &'s str,
         name: &'s str,
-    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
+    ) -> impl Iterator<Item = Element<'d>> + 's
+    where
+        'd: 's,
+    {
         self.elements().filter(move |e| e.is(ns, name))
     }
 
     /// The first child element named `{ns}name`.
-    pub fn child(&self, ns: &str, name: &str) -> Option<&Element<'a>> {
+    pub fn child(self, ns: &str, name: &str) -> Option<Element<'d>> {
         self.elements().find(|e| e.is(ns, name))
     }
 
     /// All descendant text, concatenated (XPath `string()`).
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        self.collect_text(&mut out);
+    pub fn text(self) -> String {
+        let texts = self
+            .doc
+            .texts
+            .get(self.data().texts.range())
+            .unwrap_or_default();
+        let mut out = String::with_capacity(texts.iter().map(|t| t.len()).sum());
+        for t in texts {
+            out.push_str(t);
+        }
         out
     }
 
-    fn collect_text(&self, out: &mut String) {
-        for c in &self.children {
-            match c {
-                Node::Text(t) => out.push_str(t),
-                Node::Element(e) => e.collect_text(out),
-            }
-        }
-    }
-
-    /// Depth-first walk over this element and its descendants, with each
-    /// element's parent (None for `self`).
-    pub fn walk<'s>(&'s self, f: &mut dyn FnMut(&'s Element<'a>, Option<&'s Element<'a>>)) {
+    /// This element and its descendants in document order, each with its
+    /// parent (`None` for `self`).
+    pub fn walk(self, f: &mut dyn FnMut(Element<'d>, Option<Element<'d>>)) {
+        let end = self.data().end.max(self.i.saturating_add(1));
         f(self, None);
-        self.walk_children(f);
-    }
-
-    fn walk_children<'s>(&'s self, f: &mut dyn FnMut(&'s Element<'a>, Option<&'s Element<'a>>)) {
-        for e in self.elements() {
-            f(e, Some(self));
-            e.walk_children(f);
+        for j in self.i.saturating_add(1)..end {
+            let e = self.at(j);
+            f(e, e.parent());
         }
     }
 }
 
-/// Parses `xml` into a tree, refusing DOCTYPE, processing instructions,
+/// Parses `xml` into a document, refusing DOCTYPE, processing instructions,
 /// undefined entities and nesting deeper than [`MAX_DEPTH`].
-pub fn parse(xml: &str) -> Result<Element<'_>, SamlError> {
-    let mut reader = Reader::from_str(xml);
-    {
-        let cfg = reader.config_mut();
-        cfg.check_end_names = true;
-        cfg.expand_empty_elements = false;
-        cfg.trim_text(false);
-    }
+pub fn parse(xml: &str) -> Result<Document<'_>, SamlError> {
     let mut p = Parser {
         xml,
-        stack: Vec::with_capacity(16),
-        mixed: Vec::with_capacity(16),
+        doc: Document {
+            els: Vec::with_capacity(64),
+            attrs: Vec::with_capacity(128),
+            decls: Vec::with_capacity(16),
+            kids: Vec::with_capacity(128),
+            texts: Vec::with_capacity(64),
+        },
+        open: Vec::with_capacity(16),
         pending: Vec::with_capacity(64),
         bindings: Vec::with_capacity(16),
-        root: None,
-        scratch: Vec::with_capacity(8),
         uris: Vec::with_capacity(8),
+        root_closed: false,
     };
-    let mut seen_decl = false;
-    let mut seen_anything = false;
-    loop {
-        let pos = reader.buffer_position();
-        let event = reader
-            .read_event()
-            .map_err(|e| SamlError::MalformedXml(format!("{e} (near byte {pos})")))?;
-        match event {
-            Event::Decl(d) => {
-                let at_start = matches!(xml.get(..pos as usize), Some("" | "\u{feff}"));
-                if seen_decl || seen_anything || !at_start {
-                    return Err(SamlError::MalformedXml(
-                        "XML declaration not at the start of the document".into(),
-                    ));
-                }
-                check_decl(p.borrow(&d)?)?;
-                seen_decl = true;
-            }
-            Event::DocType(_) => return Err(SamlError::DtdForbidden),
-            Event::PI(pi) => {
-                let target = String::from_utf8_lossy(pi.target()).into_owned();
-                return Err(SamlError::ProcessingInstruction(target));
-            }
-            Event::Start(ref s) => {
-                seen_anything = true;
-                let el = p.open(s)?;
-                p.stack.push(el);
-                p.mixed.push((false, false, p.pending.len()));
-            }
-            Event::Empty(ref s) => {
-                seen_anything = true;
-                let el = p.open(s)?;
-                p.close(el, p.pending.len());
-            }
-            Event::End(_) => {
-                let el = p
-                    .stack
-                    .pop()
-                    .ok_or_else(|| SamlError::MalformedXml("unbalanced end tag".into()))?;
-                let start = p.mixed.pop().map_or(0, |f| f.2);
-                p.close(el, start);
-            }
-            Event::Text(t) => {
-                let raw = p.borrow(&t)?;
-                let b = raw.as_bytes();
-                if memchr::memchr_iter(b'>', b).any(|i| i >= 2 && b.get(i - 2..i) == Some(b"]]")) {
-                    return Err(SamlError::MalformedXml("']]>' in text".into()));
-                }
-                p.text(line_ends(raw))?;
-            }
-            Event::CData(c) => {
-                let raw = p.borrow(&c)?;
-                p.text(line_ends(raw))?;
-            }
-            Event::GeneralRef(r) => {
-                let ch = reference_char(p.borrow(&r)?)?;
-                p.text(Cow::Owned(ch.to_string()))?;
-            }
-            Event::Comment(c) => {
-                // A comment is dropped, but must still be well-formed.
-                check_chars(p.borrow(&c)?)?;
-                if c.windows(2).any(|w| w == b"--") || c.ends_with(b"-") {
-                    return Err(SamlError::MalformedXml("'--' inside a comment".into()));
-                }
-                if let Some(frame) = p.mixed.last_mut() {
-                    frame.0 = true;
-                    if frame.1 {
-                        return Err(comment_in_text(&p.stack));
-                    }
-                }
-            }
-            Event::Eof => break,
-        }
-    }
-    if !p.stack.is_empty() {
-        return Err(SamlError::MalformedXml(
-            "document ends inside an element (truncated?)".into(),
-        ));
-    }
-    p.root
-        .ok_or_else(|| SamlError::MalformedXml("no root element".into()))
+    p.run()?;
+    Ok(p.doc)
 }
 
-/// Parser state: open elements, comment/text bookkeeping, namespace bindings.
+/// An element whose end tag has not been read yet.
+struct Open<'a> {
+    /// Its index in `els`.
+    el: u32,
+    /// Its name as written, for the end tag.
+    qname: &'a str,
+    /// Saw a comment / non-whitespace text among its children.
+    comment: bool,
+    text: bool,
+    /// Where its children start in `pending`, its text runs in `texts`.
+    kids: usize,
+    texts: usize,
+}
+
+/// Parser state: open elements, children not yet placed, namespace bindings.
 struct Parser<'a> {
     xml: &'a str,
-    stack: Vec<Element<'a>>,
-    /// Per open element: (saw a comment, saw non-whitespace text, where
-    /// its children start in `pending`).
-    mixed: Vec<(bool, bool, usize)>,
+    doc: Document<'a>,
+    open: Vec<Open<'a>>,
     /// Children of the open elements, innermost last: an element's are
-    /// moved into one exactly-sized vector when it closes (instead of a
-    /// vector per element growing child by child).
-    pending: Vec<Node<'a>>,
+    /// moved to `doc.kids` in one piece when it closes.
+    pending: Vec<Kid>,
     /// In-scope namespace bindings, innermost last; each open element's
     /// declarations are popped when it closes.
     bindings: Vec<(Option<&'a str>, Cow<'a, str>)>,
-    root: Option<Element<'a>>,
-    /// Reused per start tag: (prefix, local name, raw name, value).
-    scratch: Vec<RawAttr<'a>>,
     /// Namespace names already found absolute in this document (IdPs
     /// declare the same few again and again).
     uris: Vec<&'a str>,
+    root_closed: bool,
 }
 
-/// An attribute before its prefix is resolved.
-type RawAttr<'a> = (Option<&'a str>, &'a str, &'a str, Cow<'a, str>);
+fn malformed(what: impl Into<String>) -> SamlError {
+    SamlError::MalformedXml(what.into())
+}
 
 impl<'a> Parser<'a> {
-    /// `bytes` (a slice of the input handed back by quick-xml) as a `&'a str`
-    /// of the input, located by address; `None` if it is not part of the input.
-    fn borrow(&self, bytes: &[u8]) -> Result<&'a str, SamlError> {
-        let base = self.xml.as_ptr() as usize;
-        let start = (bytes.as_ptr() as usize).wrapping_sub(base);
-        self.xml
-            .get(start..start.wrapping_add(bytes.len()))
-            .ok_or_else(|| SamlError::MalformedXml("XML token outside the input".into()))
+    fn run(&mut self) -> Result<(), SamlError> {
+        let xml = self.xml;
+        let b = xml.as_bytes();
+        // A byte-order mark may precede everything, the declaration included.
+        let start = if xml.starts_with('\u{feff}') { 3 } else { 0 };
+        let mut pos = start;
+        let mut seen_decl = false;
+        loop {
+            let lt = b
+                .get(pos..)
+                .and_then(|r| memchr::memchr(b'<', r))
+                .map_or(b.len(), |i| pos + i);
+            if lt > pos {
+                let raw = xml
+                    .get(pos..lt)
+                    .ok_or_else(|| malformed("text is not UTF-8"))?;
+                self.text_run(raw)?;
+            }
+            if lt >= b.len() {
+                break;
+            }
+            pos = match b.get(lt + 1) {
+                Some(b'/') => self.end_tag(lt + 2)?,
+                Some(b'!') => self.bang(lt + 2)?,
+                Some(b'?') => {
+                    let at_start = lt == start && !seen_decl;
+                    let after = self.question(lt + 2, at_start)?;
+                    seen_decl = true;
+                    after
+                }
+                _ => self.start_tag(lt + 1)?,
+            };
+        }
+        if !self.open.is_empty() {
+            return Err(malformed("document ends inside an element (truncated?)"));
+        }
+        if self.doc.els.is_empty() {
+            return Err(malformed("no root element"));
+        }
+        Ok(())
+    }
+
+    /// A text run between two pieces of markup: `]]>` refused, references
+    /// resolved, line ends normalised.
+    fn text_run(&mut self, raw: &'a str) -> Result<(), SamlError> {
+        let bytes = raw.as_bytes();
+        if memchr::memmem::find(bytes, b"]]>").is_some() {
+            return Err(malformed("']]>' in text"));
+        }
+        if memchr::memchr2(b'&', b'\r', bytes).is_none() {
+            return self.text(Cow::Borrowed(raw));
+        }
+        if self.open.is_empty() && memchr::memchr(b'&', bytes).is_some() {
+            return Err(malformed("a reference outside the root element"));
+        }
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(i) = memchr::memchr2(b'&', b'\r', rest.as_bytes()) {
+            out.push_str(rest.get(..i).unwrap_or(""));
+            let tail = rest.get(i..).unwrap_or("");
+            if let Some(after) = tail.strip_prefix('\r') {
+                // CRLF and a lone CR both read as LF.
+                out.push('\n');
+                rest = after.strip_prefix('\n').unwrap_or(after);
+            } else {
+                let (ch, after) = reference(tail)?;
+                out.push(ch);
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        self.text(Cow::Owned(out))
+    }
+
+    /// Records text in the current element; text beside a comment is refused.
+    fn text(&mut self, text: Cow<'a, str>) -> Result<(), SamlError> {
+        let blank = text
+            .bytes()
+            .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+        let Some(frame) = self.open.last_mut() else {
+            if blank {
+                return Ok(());
+            }
+            return Err(malformed("text outside the root element"));
+        };
+        if !blank {
+            frame.text = true;
+            if frame.comment {
+                return Err(SamlError::CommentInText(frame.qname_local().to_owned()));
+            }
+        }
+        check_chars(&text)?;
+        let start = frame.kids;
+        let len = self.pending.len();
+        if len > start
+            && let Some(Kid::Text(t)) = self.pending.last()
+            && let Some(last) = self.doc.texts.get_mut(*t as usize)
+        {
+            last.to_mut().push_str(&text);
+            return Ok(());
+        }
+        self.pending.push(Kid::Text(to_u32(self.doc.texts.len())));
+        self.doc.texts.push(text);
+        Ok(())
+    }
+
+    /// `<!--` comment, `<![CDATA[` section or `<!DOCTYPE` (refused); `at`
+    /// is just past `<!`.
+    fn bang(&mut self, at: usize) -> Result<usize, SamlError> {
+        let xml = self.xml;
+        let rest = xml.get(at..).unwrap_or("");
+        if let Some(body) = rest.strip_prefix("--") {
+            let end = memchr::memmem::find(body.as_bytes(), b"-->")
+                .ok_or_else(|| malformed("unterminated comment"))?;
+            let content = body.get(..end).unwrap_or("");
+            // A comment is dropped, but must still be well-formed.
+            check_chars(content)?;
+            if content.contains("--") || content.ends_with('-') {
+                return Err(malformed("'--' inside a comment"));
+            }
+            if let Some(frame) = self.open.last_mut() {
+                frame.comment = true;
+                if frame.text {
+                    return Err(SamlError::CommentInText(frame.qname_local().to_owned()));
+                }
+            }
+            return Ok(at + 2 + end + 3);
+        }
+        if let Some(body) = rest.strip_prefix("[CDATA[") {
+            let end = memchr::memmem::find(body.as_bytes(), b"]]>")
+                .ok_or_else(|| malformed("unterminated CDATA section"))?;
+            if self.open.is_empty() {
+                return Err(malformed("CDATA outside the root element"));
+            }
+            let content = body.get(..end).unwrap_or("");
+            self.text(line_ends(content))?;
+            return Ok(at + 7 + end + 3);
+        }
+        if rest
+            .get(..7)
+            .is_some_and(|d| d.eq_ignore_ascii_case("DOCTYPE"))
+        {
+            return Err(SamlError::DtdForbidden);
+        }
+        Err(malformed(
+            "markup starting '<!' that is neither a comment nor CDATA",
+        ))
+    }
+
+    /// `<?xml ...?>` (only at the very start) or a processing instruction
+    /// (refused); `at` is just past `<?`.
+    fn question(&mut self, at: usize, at_start: bool) -> Result<usize, SamlError> {
+        let rest = self.xml.get(at..).unwrap_or("");
+        let end = memchr::memmem::find(rest.as_bytes(), b"?>")
+            .ok_or_else(|| malformed("unterminated processing instruction"))?;
+        let content = rest.get(..end).unwrap_or("");
+        let target = content.split([' ', '\t', '\n', '\r']).next().unwrap_or("");
+        if target != "xml" {
+            return Err(SamlError::ProcessingInstruction(target.to_owned()));
+        }
+        if !at_start {
+            return Err(malformed(
+                "XML declaration not at the start of the document",
+            ));
+        }
+        check_decl(content)?;
+        Ok(at + end + 2)
+    }
+
+    /// `</name>`; `at` is just past `</`.
+    fn end_tag(&mut self, at: usize) -> Result<usize, SamlError> {
+        let b = self.xml.as_bytes();
+        let gt = b
+            .get(at..)
+            .and_then(|r| memchr::memchr(b'>', r))
+            .map(|i| at + i)
+            .ok_or_else(|| malformed("document ends inside an end tag"))?;
+        let name = self
+            .xml
+            .get(at..gt)
+            .unwrap_or("")
+            .trim_end_matches([' ', '\t', '\n', '\r']);
+        let open = self
+            .open
+            .pop()
+            .ok_or_else(|| malformed("unbalanced end tag"))?;
+        if name != open.qname {
+            return Err(malformed(format!(
+                "end tag </{name}> does not match <{}>",
+                open.qname
+            )));
+        }
+        self.close(&open);
+        Ok(gt + 1)
+    }
+
+    /// A start tag; `at` is just past `<`. Returns where the tag ends.
+    fn start_tag(&mut self, at: usize) -> Result<usize, SamlError> {
+        if self.root_closed {
+            return Err(malformed("content after the root element"));
+        }
+        if self.open.len() >= MAX_DEPTH {
+            return Err(SamlError::TooDeep(MAX_DEPTH));
+        }
+        let xml = self.xml;
+        let b = xml.as_bytes();
+        let mut i = at;
+        while b
+            .get(i)
+            .is_some_and(|&c| !(is_space(c) || c == b'/' || c == b'>'))
+        {
+            i += 1;
+        }
+        let qname = xml.get(at..i).unwrap_or("");
+        let (prefix, name) = split_qname(qname)?;
+        let attrs_start = self.doc.attrs.len();
+        let decls_start = self.doc.decls.len();
+        // Attributes (declarations apart), up to `>` or `/>`.
+        let empty = loop {
+            let ws = i;
+            while b.get(i).copied().is_some_and(is_space) {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(b'>') => {
+                    i += 1;
+                    break false;
+                }
+                Some(b'/') if b.get(i + 1) == Some(&b'>') => {
+                    i += 2;
+                    break true;
+                }
+                Some(b'/') => {
+                    return Err(malformed(format!(
+                        "'/' not followed by '>' in the start tag of {qname}"
+                    )));
+                }
+                None => {
+                    return Err(malformed(format!(
+                        "document ends inside the start tag of {qname}"
+                    )));
+                }
+                Some(_) => {}
+            }
+            if i == ws {
+                return Err(malformed(format!(
+                    "attributes of {qname} are not separated by whitespace"
+                )));
+            }
+            let (key, value, after) = attribute_at(xml, i, qname)?;
+            i = after;
+            self.attribute(qname, key, value, decls_start)?;
+        };
+        let attrs = Span::of(&self.doc.attrs, attrs_start);
+        let decls = Span::of(&self.doc.decls, decls_start);
+        for d in self.doc.decls.get(decls.range()).unwrap_or_default() {
+            self.bindings.push((d.prefix, d.uri.clone()));
+        }
+        let ns = self.resolve(prefix, false, qname)?;
+        // Attribute prefixes resolve against this element's declarations too.
+        for k in attrs.range() {
+            let (aprefix, local) = match self.doc.attrs.get(k) {
+                Some(a) => (a.prefix, a.name),
+                None => continue,
+            };
+            let ans = self.resolve(aprefix, true, local)?;
+            let earlier = self
+                .doc
+                .attrs
+                .get(attrs.start as usize..k)
+                .unwrap_or_default();
+            if earlier.iter().any(|x| x.name == local && x.ns == ans) {
+                return Err(malformed(format!("duplicate attribute {local} on {qname}")));
+            }
+            if let Some(a) = self.doc.attrs.get_mut(k) {
+                a.ns = ans;
+            }
+        }
+        let el = to_u32(self.doc.els.len());
+        let parent = self.open.last().map_or(u32::MAX, |o| o.el);
+        self.doc.els.push(ElementData {
+            ns,
+            prefix,
+            name,
+            parent,
+            end: el.saturating_add(1),
+            attrs,
+            decls,
+            kids: Span::default(),
+            texts: Span::default(),
+        });
+        let open = Open {
+            el,
+            qname,
+            comment: false,
+            text: false,
+            kids: self.pending.len(),
+            texts: self.doc.texts.len(),
+        };
+        if empty {
+            self.close(&open);
+        } else {
+            self.open.push(open);
+        }
+        Ok(i)
+    }
+
+    /// Records one attribute of a start tag: a namespace declaration
+    /// (checked) or an ordinary attribute (its namespace resolved later).
+    fn attribute(
+        &mut self,
+        qname: &str,
+        key: &'a str,
+        value: Cow<'a, str>,
+        decls_start: usize,
+    ) -> Result<(), SamlError> {
+        let binding = if key == "xmlns" {
+            Some(None)
+        } else {
+            key.strip_prefix("xmlns:").map(Some)
+        };
+        let Some(binding) = binding else {
+            let (prefix, name) = split_qname(key)?;
+            self.doc.attrs.push(Attr {
+                ns: None,
+                prefix,
+                name,
+                value,
+            });
+            return Ok(());
+        };
+        let prefix = match binding {
+            None => None,
+            Some(p) => {
+                if !is_ncname(p) {
+                    return Err(malformed(format!(
+                        "malformed namespace prefix {p:?} on {qname}"
+                    )));
+                }
+                if p == "xmlns" || (p == "xml" && value != NS_XML) || value == NS_XML && p != "xml"
+                {
+                    return Err(malformed(format!(
+                        "reserved prefix or namespace misused: xmlns:{p}=\"{value}\""
+                    )));
+                }
+                if value.is_empty() {
+                    return Err(malformed(format!(
+                        "prefix {p} cannot be undeclared (xmlns:{p}=\"\")"
+                    )));
+                }
+                Some(p)
+            }
+        };
+        if !value.is_empty() && !self.known_absolute(&value) {
+            return Err(malformed(format!(
+                "namespace name {value:?} is not an absolute URI (canonicalisation refuses relative ones)"
+            )));
+        }
+        let mine = self.doc.decls.get(decls_start..).unwrap_or_default();
+        if mine.iter().any(|d| d.prefix == prefix) {
+            return Err(malformed(format!(
+                "namespace prefix {} declared twice on {qname}",
+                prefix.unwrap_or("(default)"),
+            )));
+        }
+        self.doc.decls.push(NsDecl { prefix, uri: value });
+        Ok(())
     }
 
     fn lookup(&self, prefix: Option<&str>) -> Option<&Cow<'a, str>> {
@@ -318,12 +769,10 @@ impl<'a> Parser<'a> {
     ) -> Result<Option<Cow<'a, str>>, SamlError> {
         match prefix {
             Some("xml") => Ok(Some(Cow::Borrowed(NS_XML))),
-            Some("xmlns") => Err(SamlError::MalformedXml(format!(
-                "{qname} uses the reserved prefix xmlns"
-            ))),
+            Some("xmlns") => Err(malformed(format!("{qname} uses the reserved prefix xmlns"))),
             Some(p) => match self.lookup(Some(p)) {
                 Some(u) => Ok(Some(u.clone())),
-                None => Err(SamlError::MalformedXml(format!(
+                None => Err(malformed(format!(
                     "{} {qname} uses undeclared prefix {p}",
                     if attribute { "attribute" } else { "element" }
                 ))),
@@ -331,103 +780,6 @@ impl<'a> Parser<'a> {
             None if attribute => Ok(None),
             None => Ok(self.lookup(None).filter(|u| !u.is_empty()).cloned()),
         }
-    }
-
-    /// Builds an element from its start tag (declarations first, then names).
-    fn open(&mut self, s: &BytesStart<'_>) -> Result<Element<'a>, SamlError> {
-        if self.root.is_some() {
-            return Err(SamlError::MalformedXml(
-                "content after the root element".into(),
-            ));
-        }
-        if self.stack.len() >= MAX_DEPTH {
-            return Err(SamlError::TooDeep(MAX_DEPTH));
-        }
-        let qname = self.borrow(s.name().as_ref())?;
-        let raw = self.borrow(s.attributes_raw())?;
-        let mut ns_decls: Vec<NsDecl<'a>> = Vec::new();
-        // (prefix, local, raw qname, value)
-        let mut raw_attrs = std::mem::take(&mut self.scratch);
-        raw_attrs.clear();
-        let mut rest = raw;
-        while let Some((key, value, after)) = next_attribute(rest, qname)? {
-            rest = after;
-            let binding = if key == "xmlns" {
-                Some(None)
-            } else {
-                key.strip_prefix("xmlns:").map(Some)
-            };
-            if let Some(binding) = binding {
-                let prefix = match binding {
-                    None => None,
-                    Some(p) => {
-                        if !is_ncname(p) {
-                            return Err(SamlError::MalformedXml(format!(
-                                "malformed namespace prefix {p:?} on {qname}"
-                            )));
-                        }
-                        if p == "xmlns"
-                            || (p == "xml" && value != NS_XML)
-                            || value == NS_XML && p != "xml"
-                        {
-                            return Err(SamlError::MalformedXml(format!(
-                                "reserved prefix or namespace misused: xmlns:{p}=\"{value}\""
-                            )));
-                        }
-                        if value.is_empty() {
-                            return Err(SamlError::MalformedXml(format!(
-                                "prefix {p} cannot be undeclared (xmlns:{p}=\"\")"
-                            )));
-                        }
-                        Some(p)
-                    }
-                };
-                if !value.is_empty() && !self.known_absolute(&value) {
-                    return Err(SamlError::MalformedXml(format!(
-                        "namespace name {value:?} is not an absolute URI (canonicalisation refuses relative ones)"
-                    )));
-                }
-                if ns_decls.iter().any(|d| d.prefix == prefix) {
-                    return Err(SamlError::MalformedXml(format!(
-                        "namespace prefix {} declared twice on {qname}",
-                        prefix.unwrap_or("(default)"),
-                    )));
-                }
-                ns_decls.push(NsDecl { prefix, uri: value });
-                continue;
-            }
-            let (prefix, local) = split_qname(key)?;
-            raw_attrs.push((prefix, local, key, value));
-        }
-        let (prefix, name) = split_qname(qname)?;
-        for d in &ns_decls {
-            self.bindings.push((d.prefix, d.uri.clone()));
-        }
-        let ns = self.resolve(prefix, false, qname)?;
-        let mut attrs: Vec<Attr<'a>> = Vec::with_capacity(raw_attrs.len());
-        for (aprefix, local, raw, value) in raw_attrs.drain(..) {
-            let ans = self.resolve(aprefix, true, raw)?;
-            if attrs.iter().any(|x| x.name == local && x.ns == ans) {
-                return Err(SamlError::MalformedXml(format!(
-                    "duplicate attribute {local} on {qname}"
-                )));
-            }
-            attrs.push(Attr {
-                ns: ans,
-                prefix: aprefix,
-                name: local,
-                value,
-            });
-        }
-        self.scratch = raw_attrs;
-        Ok(Element {
-            ns,
-            prefix,
-            name,
-            attrs,
-            ns_decls,
-            children: Vec::new(),
-        })
     }
 
     /// Whether a namespace name is an absolute URI, remembering the ones
@@ -447,48 +799,36 @@ impl<'a> Parser<'a> {
         ok
     }
 
-    /// Attaches a finished element and drops its namespace declarations.
-    /// `start` is where its children begin in `pending`.
-    fn close(&mut self, mut el: Element<'a>, start: usize) {
-        let n = el.ns_decls.len();
-        self.bindings
-            .truncate(self.bindings.len().saturating_sub(n));
-        if start < self.pending.len() {
-            el.children = self.pending.drain(start..).collect();
+    /// Finishes an element: places its children, drops its declarations.
+    fn close(&mut self, open: &Open<'a>) {
+        let kids_start = self.doc.kids.len();
+        if open.kids < self.pending.len() {
+            self.doc.kids.extend(self.pending.drain(open.kids..));
         }
-        if self.stack.is_empty() {
-            self.root = Some(el);
+        let end = to_u32(self.doc.els.len());
+        let kids = Span::of(&self.doc.kids, kids_start);
+        let texts = Span::of(&self.doc.texts, open.texts);
+        let mut declared = 0;
+        if let Some(d) = self.doc.els.get_mut(open.el as usize) {
+            d.end = end;
+            d.kids = kids;
+            d.texts = texts;
+            declared = d.decls.len();
+        }
+        self.bindings
+            .truncate(self.bindings.len().saturating_sub(declared));
+        if self.open.is_empty() {
+            self.root_closed = true;
         } else {
-            self.pending.push(Node::Element(el));
+            self.pending.push(Kid::Element(open.el));
         }
     }
+}
 
-    /// Records text in the current element; text beside a comment is refused.
-    fn text(&mut self, text: Cow<'a, str>) -> Result<(), SamlError> {
-        let blank = text
-            .bytes()
-            .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
-        if !blank && let Some(frame) = self.mixed.last_mut() {
-            frame.1 = true;
-            if frame.0 {
-                return Err(comment_in_text(&self.stack));
-            }
-        }
-        check_chars(&text)?;
-        let Some(&(_, _, start)) = self.mixed.last() else {
-            if blank {
-                return Ok(());
-            }
-            return Err(SamlError::MalformedXml(
-                "text outside the root element".into(),
-            ));
-        };
-        let len = self.pending.len();
-        match self.pending.last_mut() {
-            Some(Node::Text(last)) if len > start => last.to_mut().push_str(&text),
-            _ => self.pending.push(Node::Text(text)),
-        }
-        Ok(())
+impl Open<'_> {
+    /// The local name, for messages.
+    fn qname_local(&self) -> &str {
+        self.qname.rsplit(':').next().unwrap_or(self.qname)
     }
 }
 
@@ -588,14 +928,9 @@ fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Reads the next attribute from the rest of a start tag (what follows the
-/// element name, without `>` or `/>`): `(qualified name, normalised value,
-/// what follows)`, or `None` at the end. One pass does what XML demands of
-/// an attribute: whitespace before it (`<a k="1"j="2">` is not XML), `=`
-/// with optional whitespace, a quoted value without `<`, references
-/// resolved, literal TAB/LF/CR (and CRLF) normalised to a space, only XML
-/// characters.
-fn next_attribute<'a>(rest: &'a str, qname: &str) -> Result<Option<ScannedAttr<'a>>, SamlError> {
+/// Reads the next attribute of an XML declaration's content (what follows
+/// `xml`): `(name, value, what follows)`, or `None` at the end.
+fn next_attribute<'a>(rest: &'a str, what: &str) -> Result<Option<ScannedAttr<'a>>, SamlError> {
     let b = rest.as_bytes();
     let mut i = 0;
     while b.get(i).copied().is_some_and(is_space) {
@@ -604,17 +939,36 @@ fn next_attribute<'a>(rest: &'a str, qname: &str) -> Result<Option<ScannedAttr<'
     if i == b.len() {
         return Ok(None);
     }
-    let bad = |what: &str| SamlError::MalformedXml(format!("{what} in the start tag of {qname}"));
     if i == 0 {
         return Err(SamlError::MalformedXml(format!(
-            "attributes of {qname} are not separated by whitespace"
+            "attributes of {what} are not separated by whitespace"
         )));
     }
+    let (name, value, after) = attribute_at(rest, i, what)?;
+    Ok(Some((name, value, rest.get(after..).unwrap_or(""))))
+}
+
+/// Reads `name = "value"` starting at byte `i` of `s` (a name's first byte):
+/// `(qualified name, normalised value, index after the closing quote)`. One
+/// pass does what XML demands of an attribute: `=` with optional
+/// whitespace, a quoted value without `<`, references resolved, literal
+/// TAB/LF/CR (and CRLF) normalised to a space, only XML characters.
+/// (Whitespace before it is the caller's: `<a k="1"j="2">` is not XML.)
+fn attribute_at<'a>(
+    s: &'a str,
+    mut i: usize,
+    qname: &str,
+) -> Result<(&'a str, Cow<'a, str>, usize), SamlError> {
+    let b = s.as_bytes();
+    let bad = |what: &str| SamlError::MalformedXml(format!("{what} in the start tag of {qname}"));
     let name_start = i;
-    while b.get(i).is_some_and(|&c| !is_space(c) && c != b'=') {
+    while b
+        .get(i)
+        .is_some_and(|&c| !is_space(c) && !matches!(c, b'=' | b'>' | b'/'))
+    {
         i += 1;
     }
-    let name = rest.get(name_start..i).unwrap_or("");
+    let name = s.get(name_start..i).unwrap_or("");
     if name.is_empty() {
         return Err(bad("an attribute without a name"));
     }
@@ -638,15 +992,14 @@ fn next_attribute<'a>(rest: &'a str, qname: &str) -> Result<Option<ScannedAttr<'
         .and_then(|r| memchr::memchr(quote, r))
         .map(|c| open + c)
         .ok_or_else(|| bad(&format!("unterminated value of attribute {name}")))?;
-    let raw = rest.get(open..close).unwrap_or("");
-    let after = rest.get(close + 1..).unwrap_or("");
+    let raw = s.get(open..close).unwrap_or("");
     let value = attribute_value(raw).map_err(|e| match e {
         SamlError::MalformedXml(m) => {
             SamlError::MalformedXml(format!("value of attribute {name} on {qname}: {m}"))
         }
         other => other,
     })?;
-    Ok(Some((name, value, after)))
+    Ok((name, value, close + 1))
 }
 
 /// An attribute value as XML 1.0 reads it (no DTD, so every attribute is
@@ -817,10 +1170,6 @@ pub(crate) fn is_ncname(n: &str) -> bool {
         })
 }
 
-fn comment_in_text(stack: &[Element<'_>]) -> SamlError {
-    SamlError::CommentInText(stack.last().map(|e| e.name.to_owned()).unwrap_or_default())
-}
-
 /// Refuses characters outside the XML 1.0 `Char` production: C0 controls
 /// other than TAB/LF/CR, and U+FFFE/U+FFFF (surrogates cannot occur in a
 /// `str`). Scans 32-byte blocks branch-free (the compiler vectorises it) and
@@ -873,14 +1222,15 @@ mod tests {
 
     #[test]
     fn comments_between_elements_are_dropped() {
-        let el = parse("<a><!-- x --><b>t</b><!-- y -->\n</a>").unwrap();
-        assert_eq!(el.text(), "t\n");
+        let doc = parse("<a><!-- x --><b>t</b><!-- y -->\n</a>").unwrap();
+        assert_eq!(doc.root().text(), "t\n");
     }
 
     #[test]
     fn entities_and_cdata_are_text() {
-        let el = parse("<a>x&amp;y&#65;<![CDATA[<z>]]></a>").unwrap();
-        assert_eq!(el.text(), "x&yA<z>");
+        let doc = parse("<a>x&amp;y&#65;<![CDATA[<z>]]></a>").unwrap();
+        assert_eq!(doc.root().text(), "x&yA<z>");
+        assert_eq!(doc.root().children().count(), 1, "one text run");
     }
 
     #[test]
@@ -971,26 +1321,119 @@ mod tests {
 
     #[test]
     fn names_and_values_borrow_from_the_input() {
-        let el = parse(r#"<p:a xmlns:p="urn:x" k="v">text</p:a>"#).unwrap();
-        assert!(matches!(el.attrs[0].value, Cow::Borrowed("v")));
-        assert!(matches!(&el.children[0], Node::Text(Cow::Borrowed("text"))));
-        assert_eq!((el.prefix, el.name), (Some("p"), "a"));
-        let el = parse("<a k=\"x&amp;y\">1&#65;2</a>").unwrap();
+        let xml = r#"<p:a xmlns:p="urn:x" k="v">text</p:a>"#;
+        let doc = parse(xml).unwrap();
+        let el = doc.root();
+        assert!(matches!(el.attrs()[0].value, Cow::Borrowed("v")));
+        let Some(Node::Text(t)) = el.children().next() else {
+            panic!("no text")
+        };
+        assert_eq!(t, "text");
+        assert!(xml.as_bytes().as_ptr_range().contains(&t.as_ptr()));
+        assert_eq!((el.prefix(), el.name()), (Some("p"), "a"));
+        let doc = parse("<a k=\"x&amp;y\">1&#65;2</a>").unwrap();
+        let el = doc.root();
         assert_eq!(el.attr("k"), Some("x&y"));
         assert_eq!(el.text(), "1A2");
     }
 
     #[test]
     fn xml_prefix_is_predeclared() {
-        let el = parse(r#"<a xml:lang="en"/>"#).unwrap();
-        assert_eq!(el.attrs[0].ns.as_deref(), Some(NS_XML));
+        let doc = parse(r#"<a xml:lang="en"/>"#).unwrap();
+        assert_eq!(doc.root().attrs()[0].ns.as_deref(), Some(NS_XML));
     }
 
     #[test]
     fn namespaces_resolve() {
-        let el = parse(r#"<p:a xmlns:p="urn:x" xmlns="urn:d" p:k="1" k="2"><b/></p:a>"#).unwrap();
+        let doc = parse(r#"<p:a xmlns:p="urn:x" xmlns="urn:d" p:k="1" k="2"><b/></p:a>"#).unwrap();
+        let el = doc.root();
         assert!(el.is("urn:x", "a"));
         assert_eq!(el.attr("k"), Some("2"));
         assert!(el.child("urn:d", "b").is_some());
+    }
+
+    #[test]
+    fn structure_parents_walk_and_text_spans() {
+        let doc =
+            parse("<r><a>1<b>2</b>3</a><c/><!-- x --><d>4<![CDATA[5]]>&#54;</d></r>").unwrap();
+        let r = doc.root();
+        assert_eq!(doc.element_count(), 5);
+        assert_eq!(r.text(), "123456");
+        let names: Vec<&str> = r.elements().map(|e| e.name()).collect();
+        assert_eq!(names, ["a", "c", "d"]);
+        let a = r.elements().next().unwrap();
+        assert_eq!(a.text(), "123");
+        assert_eq!(a.children().count(), 3);
+        assert_eq!(a.parent(), Some(r));
+        assert_eq!(r.parent(), None);
+        let mut seen = Vec::new();
+        r.walk(&mut |e, p| seen.push((e.name(), p.map(|p| p.name()))));
+        assert_eq!(
+            seen,
+            [
+                ("r", None),
+                ("a", Some("r")),
+                ("b", Some("a")),
+                ("c", Some("r")),
+                ("d", Some("r"))
+            ]
+        );
+        let mut sub = Vec::new();
+        a.walk(&mut |e, _| sub.push(e.name()));
+        assert_eq!(sub, ["a", "b"]);
+        // Handles of two parses of the same text are different elements.
+        let other =
+            parse("<r><a>1<b>2</b>3</a><c/><!-- x --><d>4<![CDATA[5]]>&#54;</d></r>").unwrap();
+        assert_ne!(other.root(), r);
+    }
+
+    #[test]
+    fn markup_edge_cases() {
+        for ok in [
+            "\u{feff}<a/>",
+            "\u{feff}<?xml version='1.0'?><a/>",
+            "<a></a >",
+            "<a></a\t>",
+            "<a>]]&gt;</a>",
+            "<a/><!-- after -->\n",
+            "<a k=\"1>\"/>",
+            "<a\nk = '1'\n/>",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for (bad, code) in [
+            ("<a/>&#32;", "malformed_xml"),
+            ("<a/><![CDATA[ ]]>", "malformed_xml"),
+            ("<!-- c --><?xml version='1.0'?><a/>", "malformed_xml"),
+            ("<?xml?><a/>", "malformed_xml"),
+            ("<?xmlfoo x?><a/>", "processing_instruction_forbidden"),
+            ("<!doctype a><a/>", "dtd_forbidden"),
+            ("<a k='1'/ >", "malformed_xml"),
+            ("<a></b>", "malformed_xml"),
+            ("<a></a", "malformed_xml"),
+            ("<a k='1'", "malformed_xml"),
+            ("<a><!-- x", "malformed_xml"),
+            ("<a><![CDATA[x", "malformed_xml"),
+            ("<a><?x", "malformed_xml"),
+            ("<a/><b/>", "malformed_xml"),
+            ("</a>", "malformed_xml"),
+            ("<a><!x></a>", "malformed_xml"),
+            ("<", "malformed_xml"),
+            ("", "malformed_xml"),
+            ("  ", "malformed_xml"),
+            ("<a k>", "malformed_xml"),
+            ("<a k=1/>", "malformed_xml"),
+            ("<a>&amp</a>", "malformed_xml"),
+        ] {
+            assert_eq!(parse(bad).map(|_| ()).unwrap_err().code(), code, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn line_ends_and_references_in_text() {
+        let doc = parse("<a>\r\n&#13;x\r</a>").unwrap();
+        assert_eq!(doc.root().text(), "\n\rx\n");
+        let doc = parse("<a> <!-- c --> </a>").unwrap();
+        assert_eq!(doc.root().text(), "  ");
     }
 }

@@ -280,7 +280,7 @@ async fn sp_initiated_login_end_to_end() {
         g.cfg.sp.acs_url
     )));
     let doc = samlgate::saml::xml::parse(&xml).unwrap();
-    let id = doc.attr("ID").unwrap().to_owned();
+    let id = doc.root().attr("ID").unwrap().to_owned();
     assert!(id.len() >= 33, "request ids carry 128 random bits: {id}");
     // the redirect signature verifies with the SP certificate
     let signed = q.split("&Signature=").next().unwrap();
