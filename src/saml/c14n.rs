@@ -148,9 +148,16 @@ impl<'a> Canon<'a> {
         let mut attrs = std::mem::take(&mut self.attrs);
         attrs.clear();
         attrs.extend(attrs_of.iter());
-        attrs.sort_unstable_by(|a, b| {
-            (a.ns.as_deref().unwrap_or(""), a.name).cmp(&(b.ns.as_deref().unwrap_or(""), b.name))
-        });
+        if attrs.len() > 1 {
+            // Unqualified first (a namespace name is never empty), then by
+            // namespace URI, then local name.
+            attrs.sort_unstable_by(|a, b| match (&a.ns, &b.ns) {
+                (None, None) => a.name.cmp(b.name),
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => x.cmp(y).then_with(|| a.name.cmp(b.name)),
+            });
+        }
         for a in attrs.iter() {
             out.push(b' ');
             write_qname(out, a.prefix, a.name);
@@ -188,6 +195,10 @@ fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
 
 /// Text node escaping: `&`, `<`, `>`, CR.
 fn escape_text(out: &mut Vec<u8>, s: &str) {
+    if !any_byte(s.as_bytes(), 1) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     escape(out, s, |b| match b {
         b'&' => Some(b"&amp;"),
         b'<' => Some(b"&lt;"),
@@ -199,6 +210,10 @@ fn escape_text(out: &mut Vec<u8>, s: &str) {
 
 /// Attribute value escaping: `&`, `<`, `"`, TAB, LF, CR.
 fn escape_attr(out: &mut Vec<u8>, s: &str) {
+    if !any_byte(s.as_bytes(), 2) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     escape(out, s, |b| match b {
         b'&' => Some(b"&amp;"),
         b'<' => Some(b"&lt;"),
@@ -208,6 +223,28 @@ fn escape_attr(out: &mut Vec<u8>, s: &str) {
         b'\r' => Some(b"&#xD;"),
         _ => None,
     });
+}
+
+/// Bytes canonical text escapes (bit 1) and attribute values escape (bit 2).
+// Evaluated at compile time: an index out of bounds would fail the build.
+#[allow(clippy::indexing_slicing)]
+static ESCAPED: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'&' as usize] = 3;
+    t[b'<' as usize] = 3;
+    t[b'>' as usize] = 1;
+    t[b'\r' as usize] = 3;
+    t[b'"' as usize] = 2;
+    t[b'\t' as usize] = 2;
+    t[b'\n' as usize] = 2;
+    t
+};
+
+/// Whether any byte of `b` is in the `class` of [`ESCAPED`] (nearly every
+/// value and text run has none, and is then copied in one piece).
+fn any_byte(b: &[u8], class: u8) -> bool {
+    b.iter()
+        .any(|&c| ESCAPED.get(usize::from(c)).is_some_and(|k| k & class != 0))
 }
 
 /// Copies `s`, replacing each byte `rep` maps (all ASCII, so never inside a
