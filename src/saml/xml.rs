@@ -428,7 +428,7 @@ impl<'a> Parser<'a> {
     /// resolved, line ends normalised.
     fn text_run(&mut self, raw: &'a str) -> Result<(), SamlError> {
         let bytes = raw.as_bytes();
-        if memchr::memmem::find(bytes, b"]]>").is_some() {
+        if memchr::memchr_iter(b'>', bytes).any(|i| i >= 2 && bytes.get(i - 2..i) == Some(b"]]")) {
             return Err(malformed("']]>' in text"));
         }
         if memchr::memchr2(b'&', b'\r', bytes).is_none() {
@@ -461,6 +461,9 @@ impl<'a> Parser<'a> {
         let blank = text
             .bytes()
             .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+        if !blank {
+            check_chars(&text)?;
+        }
         let Some(frame) = self.open.last_mut() else {
             if blank {
                 return Ok(());
@@ -473,7 +476,6 @@ impl<'a> Parser<'a> {
                 return Err(SamlError::CommentInText(frame.qname_local().to_owned()));
             }
         }
-        check_chars(&text)?;
         let start = frame.kids;
         let len = self.pending.len();
         if len > start
@@ -1008,7 +1010,7 @@ fn attribute_at<'a>(
 fn attribute_value(raw: &str) -> Result<Cow<'_, str>, SamlError> {
     let b = raw.as_bytes();
     // Nearly every value is plain: nothing to resolve, normalise or refuse.
-    if !b.iter().any(|&c| class(c, ATTR_SPECIAL)) {
+    if !has_attr_special(b) {
         return Ok(Cow::Borrowed(raw));
     }
     if memchr::memchr(b'<', b).is_some() {
@@ -1037,6 +1039,34 @@ fn attribute_value(raw: &str) -> Result<Cow<'_, str>, SamlError> {
     out.push_str(rest);
     check_chars(&out)?;
     Ok(Cow::Owned(out))
+}
+
+/// Whether `b` holds a byte an attribute value cannot take as it stands:
+/// `<`, `&`, a C0 control (TAB, LF and CR included: they become spaces) or
+/// 0xEF (the lead byte of U+FFFE/U+FFFF). Eight bytes at a time (SWAR), the
+/// rest through the class table.
+fn has_attr_special(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero exactly where the high bit of the result is set
+    // (the classic test; no false positives when only the high bit is read
+    // after masking with !x).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        // Bytes below 0x20: (x & 0xE0..) is zero there.
+        let control = zero(x & 0xE0E0_E0E0_E0E0_E0E0);
+        let lt = zero(x ^ (ONES * u64::from(b'<')));
+        let amp = zero(x ^ (ONES * u64::from(b'&')));
+        let ef = zero(x ^ (ONES * 0xEF));
+        if control | lt | amp | ef != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&c| class(c, ATTR_SPECIAL))
 }
 
 /// Resolves the reference at the start of `s` (`&name;`, `&#NN;`,
@@ -1426,6 +1456,26 @@ mod tests {
             ("<a>&amp</a>", "malformed_xml"),
         ] {
             assert_eq!(parse(bad).map(|_| ()).unwrap_err().code(), code, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn attribute_specials_found_in_every_position() {
+        let scalar = |b: &[u8]| b.iter().any(|&c| class(c, ATTR_SPECIAL));
+        for len in 0..24 {
+            for pos in 0..len.max(1) {
+                for c in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    if let Some(slot) = v.get_mut(pos) {
+                        *slot = c;
+                    }
+                    assert_eq!(
+                        has_attr_special(&v),
+                        scalar(&v),
+                        "len {len} pos {pos} byte {c:#x}"
+                    );
+                }
+            }
         }
     }
 
