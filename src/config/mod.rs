@@ -222,7 +222,7 @@ pub struct Security {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerifierKind {
-    /// Exclusive c14n on the parsed tree + openssl (`"native"`, the default).
+    /// Exclusive c14n on the parsed document + openssl (`"native"`, the default).
     #[default]
     Native,
     /// libxmlsec1 through samael, verify then reduce (`"libxmlsec1"`).

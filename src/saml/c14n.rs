@@ -1,5 +1,5 @@
 //! Exclusive XML canonicalisation (`xml-exc-c14n#`, without comments) of an
-//! element subtree of the parsed tree, as XML-DSig needs it for the SAML
+//! element subtree of the parsed document, as XML-DSig needs it for the SAML
 //! signature profile: the signed element minus its enveloped Signature, and
 //! SignedInfo.
 //!

@@ -1,6 +1,6 @@
 //! The native XML-DSig verifier for the strict SAML signature profile
 //! (`security.verifier = "native"`): exclusive c14n ([`super::c14n`]) of the
-//! parsed tree, SHA-2 digests and RSA/ECDSA signatures through openssl, keys
+//! parsed document, SHA-2 digests and RSA/ECDSA signatures through openssl, keys
 //! only from metadata (parsed once, at config load).
 //!
 //! It runs after [`super::precheck`] has enforced the profile (one Signature,

@@ -168,7 +168,7 @@ pub fn verify_response(
     // assertion. libxmlsec1 hands back a reduced copy (what its verified
     // signatures cover); the native verifier hands back nodes of `doc` itself.
     let native = sec.verifier == VerifierKind::Native;
-    // Declared before the trees that borrow from them.
+    // Declared before the documents that borrow from them.
     let reduced_xml: String;
     let plain: String;
     let reduced_plain: String;
