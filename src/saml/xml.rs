@@ -270,15 +270,10 @@ impl<'d> Element<'d> {
 
     /// Child elements in document order.
     pub fn elements(self) -> impl DoubleEndedIterator<Item = Element<'d>> + 'd {
-        let doc = self.doc;
-        doc.kids
-            .get(self.data().kids.range())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(move |k| match *k {
-                Kid::Element(i) => Some(Element { doc, i }),
-                Kid::Text(_) => None,
-            })
+        self.children().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
     }
 
     /// Child elements named `{ns}name`.
