@@ -156,9 +156,7 @@ fn deflate_b64(xml_text: &str) -> String {
 
 /// The unverified InResponseTo of a response, to look up the outstanding
 /// request before verification (verification then checks it properly).
-fn peek_in_response_to(xml_text: &str) -> Option<String> {
-    let parsed = xml::parse(xml_text).ok()?;
-    let doc = parsed.root();
+fn peek_in_response_to(doc: xml::Element<'_>) -> Option<String> {
     if let Some(v) = doc.attr("InResponseTo") {
         return Some(v.to_owned());
     }
@@ -483,8 +481,11 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             .ok_or_else(|| SamlError::MalformedXml("no SAMLResponse in the POST".into()))?;
         let xml_text =
             saml::decode::decode_base64(raw.as_bytes(), cfg.security.max_response_bytes)?;
+        // One parse: the unverified InResponseTo is read from it to find
+        // the outstanding request, then the same document is verified.
+        let parsed = saml::parse_response(&xml_text, cfg)?;
         let mut outstanding = Vec::new();
-        if let Some(irt) = peek_in_response_to(&xml_text)
+        if let Some(irt) = peek_in_response_to(parsed.root())
             && self
                 .store
                 .get_ephemeral(Ephemeral::RequestId, &irt)
@@ -500,7 +501,9 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             config: cfg,
             outstanding: &outstanding,
         };
-        let verified = saml::verify_response(&xml_text, &ctx, self.clock.as_ref(), &mut trace)?;
+        let verified =
+            saml::verify_parsed(&xml_text, &parsed, &ctx, self.clock.as_ref(), &mut trace)?;
+        drop(parsed);
         let now = self.clock.now();
         // A solicited response consumes its request id exactly once.
         let target = match verified.in_response_to() {

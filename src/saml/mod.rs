@@ -123,6 +123,23 @@ pub struct VerifyContext<'a> {
     pub outstanding: &'a [String],
 }
 
+/// Parses decoded response XML, refusing it first when over
+/// `security.max_response_bytes`.
+pub fn parse_response<'a>(
+    xml_text: &'a str,
+    config: &Config,
+) -> Result<xml::Document<'a>, SamlError> {
+    let limit = config.security.max_response_bytes;
+    if xml_text.len() > limit {
+        return Err(SamlError::TooLarge {
+            what: "decoded XML",
+            size: xml_text.len(),
+            limit,
+        });
+    }
+    xml::parse(xml_text)
+}
+
 /// Verifies decoded response XML. `trace` receives one line per step.
 pub fn verify_response(
     xml_text: &str,
@@ -130,19 +147,26 @@ pub fn verify_response(
     clock: &dyn Clock,
     trace: &mut Trace,
 ) -> Result<VerifiedAssertion, SamlError> {
+    let parsed = parse_response(xml_text, ctx.config)?;
+    verify_parsed(xml_text, &parsed, ctx, clock, trace)
+}
+
+/// [`verify_response`] on a document already parsed from `xml_text` by
+/// [`parse_response`] (the gateway reads the unverified InResponseTo from
+/// the same parse first); `xml_text` is what libxmlsec1 verifies when it is
+/// the configured verifier.
+pub fn verify_parsed(
+    xml_text: &str,
+    parsed_doc: &xml::Document<'_>,
+    ctx: &VerifyContext<'_>,
+    clock: &dyn Clock,
+    trace: &mut Trace,
+) -> Result<VerifiedAssertion, SamlError> {
     let cfg = ctx.config;
     let sec = &cfg.security;
-    if xml_text.len() > sec.max_response_bytes {
-        return Err(SamlError::TooLarge {
-            what: "decoded XML",
-            size: xml_text.len(),
-            limit: sec.max_response_bytes,
-        });
-    }
     let policy = AlgorithmPolicy {
         insecure_allow_sha1: sec.insecure_allow_sha1,
     };
-    let parsed_doc = xml::parse(xml_text)?;
     let doc = parsed_doc.root();
     let shape = precheck::precheck_response(doc, policy)?;
     trace.add("precheck", || {
