@@ -16,22 +16,26 @@ pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlE
             limit: max_encoded,
         });
     }
-    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    // Line breaks are common (some IdPs wrap at 64 or 76): copy the runs
-    // between them; most values have none and are decoded in place.
-    let clean: std::borrow::Cow<'_, [u8]> = if input.iter().any(is_space) {
-        let mut v = Vec::with_capacity(input.len());
-        for run in input.split(is_space) {
-            v.extend_from_slice(run);
-        }
-        v.into()
-    } else {
-        input.into()
-    };
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&clean)
+        .decode(without_xml_space(input))
         .map_err(|e| SamlError::Base64(e.to_string()))?;
     bytes_to_xml(bytes, max_xml_bytes)
+}
+
+/// Base64 text with its XML whitespace (space, TAB, CR, LF) taken out.
+/// Line breaks are common (some IdPs wrap at 64 or 76, ADFS writes `&#xD;`):
+/// the runs between them are copied; a value without any is borrowed and
+/// decoded in place.
+pub(crate) fn without_xml_space(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    if !input.iter().any(is_space) {
+        return input.into();
+    }
+    let mut v = Vec::with_capacity(input.len());
+    for run in input.split(is_space) {
+        v.extend_from_slice(run);
+    }
+    v.into()
 }
 
 /// Checks size and UTF-8 of decoded bytes; strips a UTF-8 byte-order mark.

@@ -75,16 +75,9 @@ fn signature_for(uri: &str) -> Option<(Id, MessageDigest)> {
 /// Base64 of a DigestValue/SignatureValue: whitespace (and the `&#xD;` ADFS
 /// writes) ignored.
 fn b64(what: &str, text: &str) -> Result<Vec<u8>, SamlError> {
-    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let text = text.trim_matches([' ', '\t', '\n', '\r']);
-    let decoded = if text.as_bytes().iter().any(is_ws) {
-        let clean: Vec<u8> = text.bytes().filter(|b| !is_ws(b)).collect();
-        base64::engine::general_purpose::STANDARD.decode(&clean)
-    } else {
-        // One line (most IdPs): decoded as it stands.
-        base64::engine::general_purpose::STANDARD.decode(text)
-    };
-    decoded.map_err(|e| invalid(format!("{what} is not base64: {e}")))
+    base64::engine::general_purpose::STANDARD
+        .decode(super::decode::without_xml_space(text.as_bytes()))
+        .map_err(|e| invalid(format!("{what} is not base64: {e}")))
 }
 
 /// The PrefixList of a c14n method's `InclusiveNamespaces`, if any.
