@@ -169,6 +169,10 @@ pub struct UpstreamConfig {
     pub signed_header_key: Option<String>,
     /// Upstream response timeout, seconds (default 60).
     pub timeout_secs: u64,
+    /// Plain HTTP/1.1 requests of signed-in users take the purpose-built
+    /// forwarding path (default true); false sends everything through the
+    /// general HTTP stack (`src/gateway/fast.rs`).
+    pub fast_path: bool,
 }
 
 impl UpstreamConfig {
@@ -824,6 +828,7 @@ impl Config {
             trusted_proxies,
             signed_header_key,
             timeout_secs: up.timeout_secs.unwrap_or(60),
+            fast_path: up.fast_path.unwrap_or(true),
         };
 
         // [session]

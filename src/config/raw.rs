@@ -172,6 +172,7 @@ pub struct RawUpstream {
     pub trusted_proxies: Option<Vec<String>>,
     pub signed_header_key: Option<String>,
     pub timeout_secs: Option<u64>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

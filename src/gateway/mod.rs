@@ -9,6 +9,7 @@
 //!    None: a browser navigation is redirected to login, anything else gets 401.
 //! 4. Strip client identity headers, inject the verified ones, forward upstream.
 
+pub(crate) mod fast;
 pub mod pages;
 pub mod proxy;
 pub mod session;
@@ -81,6 +82,19 @@ pub struct Gateway {
     sessions: Arc<Sessions>,
     tls: bool,
     dev_idp: Option<DevIdp>,
+}
+
+/// The value of the first cookie called `name` in `values` (every Cookie
+/// header's value, in order).
+pub(crate) fn find_cookie<'a>(
+    values: impl Iterator<Item = &'a str>,
+    name: &str,
+) -> Option<&'a str> {
+    values
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 fn tracking_id() -> String {
@@ -239,14 +253,13 @@ impl Gateway {
     }
 
     fn session_cookie<'a>(&self, req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-        req.headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+        find_cookie(
+            req.headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            name,
+        )
     }
 
     fn set_cookie(&self, r: &mut Response<Body>, cfg: &Config, value: &str, max_age: u64) {
@@ -779,6 +792,10 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
 impl Handler for Gateway {
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> HandlerFuture {
         Box::pin(async move { self.route(req, peer).await })
+    }
+
+    fn fast_path(self: Arc<Self>) -> Option<Arc<Gateway>> {
+        Some(self)
     }
 }
 

@@ -45,23 +45,36 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The header names a Connection header lists (lowercased), from its values.
+pub(crate) fn connection_named<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Whether the (lowercase) header name `n` is hop-by-hop: a fixed one or
+/// one the Connection header lists; an upgrade keeps `Upgrade` and
+/// `Connection`.
+pub(crate) fn is_hop_by_hop(n: &str, keep_upgrade: bool, named: &[String]) -> bool {
+    let kept_for_upgrade = keep_upgrade && matches!(n, "upgrade" | "connection");
+    !kept_for_upgrade && (HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n))
+}
+
 /// Removes, in one pass over the names present, the hop-by-hop headers,
 /// those the Connection header names, and whatever `also` picks (an upgrade
 /// keeps `Upgrade` and `Connection`).
 fn strip_where(h: &mut HeaderMap, keep_upgrade: bool, mut also: impl FnMut(&str) -> bool) {
-    let named: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let named = connection_named(
+        h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let mut gone: Vec<HeaderName> = Vec::new();
     for k in h.keys() {
         let n = k.as_str();
-        let kept_for_upgrade = keep_upgrade && matches!(n, "upgrade" | "connection");
-        let hop = !kept_for_upgrade && (HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n));
+        let hop = is_hop_by_hop(n, keep_upgrade, &named);
         // `also` sees every name (it may count what it picks).
         let other = also(n);
         if hop || other {
@@ -81,7 +94,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// Whether a client header could impersonate an identity header: one of
 /// the configured names or under the configured prefix, compared after
 /// normalisation (header names are already lowercase; `_` counts as `-`).
-fn is_identity(n: &str, cfg: &Config) -> bool {
+pub(crate) fn is_identity(n: &str, cfg: &Config) -> bool {
     let up = &cfg.upstream;
     let n: std::borrow::Cow<'_, str> = if n.contains('_') {
         n.replace('_', "-").into()
@@ -108,6 +121,19 @@ fn value(s: &str) -> Option<HeaderValue> {
 
 /// Adds the identity headers (and the signed one when configured).
 fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64) {
+    each_identity(cfg, user, now, |name, v| {
+        h.insert(name.clone(), v);
+    });
+}
+
+/// Calls `f` with each identity header for `user` (and the signed one when
+/// configured), values cleaned of control characters.
+pub(crate) fn each_identity(
+    cfg: &Config,
+    user: &UserRecord,
+    now: i64,
+    mut f: impl FnMut(&HeaderName, HeaderValue),
+) {
     use std::borrow::Cow;
     let mut signed_parts: Vec<Cow<'_, str>> = Vec::new();
     let signing = cfg.upstream.signed_header_key.is_some();
@@ -123,7 +149,7 @@ fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64)
             _ => continue,
         };
         if let Some(hv) = value(&v) {
-            h.insert(name.clone(), hv);
+            f(name, hv);
         }
         if signing {
             signed_parts.push(v);
@@ -138,7 +164,7 @@ fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64)
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(&format!("t={now},v1={mac}")),
             ) {
-                h.insert(n, v);
+                f(&n, v);
             }
         }
     }
@@ -154,14 +180,16 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Option<String> {
     Some(mac.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Removes the gateway's session cookie from the Cookie header(s).
-fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
+/// The Cookie header to forward: the cookies of `values` (every Cookie
+/// header's value, in order) but the gateway's own, joined; `None` when
+/// nothing is left.
+pub(crate) fn kept_cookies<'a>(
+    values: impl Iterator<Item = &'a str>,
+    cookie_names: &[&str],
+) -> Option<String> {
     // Borrowed: most requests carry only the session cookie, and then
     // nothing is allocated or rebuilt.
-    let kept: Vec<&str> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    let kept: Vec<&str> = values
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| {
@@ -169,7 +197,17 @@ fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
             !c.is_empty() && !cookie_names.contains(&name)
         })
         .collect();
-    let rebuilt = (!kept.is_empty()).then(|| kept.join("; "));
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// Removes the gateway's session cookie from the Cookie header(s).
+fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
+    let rebuilt = kept_cookies(
+        h.get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        cookie_names,
+    );
     h.remove(header::COOKIE);
     if let Some(v) = rebuilt.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert(header::COOKIE, v);

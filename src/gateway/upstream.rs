@@ -111,7 +111,9 @@ fn checkout(authority: &str) -> Option<SendRequest<Incoming>> {
     })
 }
 
-async fn connect(authority: &str) -> Result<SendRequest<Incoming>, UpstreamError> {
+/// A TCP connection to `authority` (`host[:port]`, port 80 when absent),
+/// Nagle off, within [`CONNECT_TIMEOUT`].
+pub(crate) async fn tcp_connect(authority: &str) -> Result<TcpStream, UpstreamError> {
     let fail = |reason: String| UpstreamError::Connect {
         authority: authority.to_owned(),
         reason,
@@ -130,6 +132,11 @@ async fn connect(authority: &str) -> Result<SendRequest<Incoming>, UpstreamError
         .map_err(|_| fail("timed out".into()))?
         .map_err(|e| fail(e.to_string()))?;
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    Ok(stream)
+}
+
+async fn connect(authority: &str) -> Result<SendRequest<Incoming>, UpstreamError> {
+    let stream = tcp_connect(authority).await?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -137,6 +144,52 @@ async fn connect(authority: &str) -> Result<SendRequest<Incoming>, UpstreamError
         }
     });
     Ok(sender)
+}
+
+struct IdleRaw {
+    authority: String,
+    stream: TcpStream,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE_RAW: RefCell<Vec<IdleRaw>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An idle keep-alive connection to `authority` for the forwarding fast
+/// path (newest first), checked to be still open: the upstream has neither
+/// closed it nor sent anything since its last response.
+pub(crate) fn checkout_raw(authority: &str) -> Option<TcpStream> {
+    IDLE_RAW.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let now = Instant::now();
+        idle.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
+        while let Some(i) = idle.iter().rposition(|c| c.authority == authority) {
+            let c = idle.swap_remove(i);
+            let mut probe = [0u8; 1];
+            // WouldBlock: open and quiet. EOF, an error, or unexpected
+            // bytes: unusable.
+            if matches!(c.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(c.stream);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a fast-path connection whose last response was read whole.
+pub(crate) fn put_raw(authority: &str, stream: TcpStream) {
+    IDLE_RAW.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() < MAX_IDLE {
+            idle.push(IdleRaw {
+                authority: authority.to_owned(),
+                stream,
+                since: Instant::now(),
+            });
+        }
+    });
 }
 
 /// Sends `req` (origin-form URI, Host set) to `authority` on a pooled or new

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::gateway::fast::Outcome;
+
 pub mod tls;
 
 /// Error type carried by response bodies.
@@ -33,6 +35,13 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request from `peer`.
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> HandlerFuture;
+
+    /// The gateway, when this handler is one: plain HTTP/1.1 connections
+    /// then start on its forwarding fast path (`gateway::fast`), which
+    /// hands them back here for anything it does not forward itself.
+    fn fast_path(self: Arc<Self>) -> Option<Arc<crate::gateway::Gateway>> {
+        None
+    }
 }
 
 /// A body from bytes.
@@ -63,11 +72,24 @@ pub fn json_error(
     message: &str,
     field: Option<&str>,
 ) -> Response<Body> {
+    let mut r = Response::new(full(error_body(code, message, field)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The body of [`json_error`].
+pub fn error_body(code: &str, message: &str, field: Option<&str>) -> Vec<u8> {
     let mut v = serde_json::json!({ "code": code, "message": message });
     if let (Some(f), Some(obj)) = (field, v.as_object_mut()) {
         obj.insert("field".into(), serde_json::Value::String(f.to_owned()));
     }
-    json(status, &v)
+    serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// A plain-text response.
@@ -134,6 +156,7 @@ pub async fn serve_tls(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     let builder = Arc::new(builder);
+    let fast = Arc::clone(&handler).fast_path();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -150,16 +173,27 @@ pub async fn serve_tls(
                 let builder = Arc::clone(&builder);
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
+                let fast = fast.clone().filter(|g| g.config().upstream.fast_path);
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let h = Arc::clone(&handler);
                         async move { Ok::<_, Infallible>(h.call(req, peer).await) }
                     });
                     let result = match tls {
-                        None => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
+                        None => match fast {
+                            Some(gw) => match crate::gateway::fast::serve(&gw, stream, peer, stop).await {
+                                Outcome::Done => return,
+                                Outcome::Handover(io) => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                            },
+                            None => {
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                        },
                         Some(acceptor) => {
                             let tls_stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                                 Ok(Ok(s)) => s,
@@ -169,8 +203,21 @@ pub async fn serve_tls(
                                 }
                                 Err(_) => return,
                             };
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            watcher.watch(conn.into_owned()).await
+                            // HTTP/2 (ALPN) always takes the general stack.
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            match fast.filter(|_| !h2) {
+                                Some(gw) => match crate::gateway::fast::serve(&gw, tls_stream, peer, stop).await {
+                                    Outcome::Done => return,
+                                    Outcome::Handover(io) => {
+                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                                        watcher.watch(conn.into_owned()).await
+                                    }
+                                },
+                                None => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                            }
                         }
                     };
                     if let Err(e) = result {
