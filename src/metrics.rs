@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Latency bucket bounds, seconds.
@@ -13,53 +13,91 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Counters written on the request path are kept in this many shards, each
+/// thread writing one (its own cache lines while there are no more threads
+/// than shards), and summed when rendered.
+const SHARDS: usize = 4;
+
+/// This thread's shard.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+/// One shard of a histogram, on its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct HistogramShard {
+    counts: [AtomicU64; 14],
+    sum_micros: AtomicU64,
+}
+
 /// A cumulative histogram.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    counts: [AtomicU64; 14],
-    sum_micros: AtomicU64,
+    shards: [HistogramShard; SHARDS],
 }
 
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
+        let Some(s) = self.shards.get(shard()) else {
+            return;
+        };
         let secs = d.as_secs_f64();
         let i = BUCKETS
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
-        if let Some(c) = self.counts.get(i) {
+        if let Some(c) = s.counts.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_micros.fetch_add(
+        s.sum_micros.fetch_add(
             u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    fn count(&self, i: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.counts.get(i).map_or(0, |c| c.load(Ordering::Relaxed)))
+            .sum()
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0u64;
         for (i, b) in BUCKETS.iter().enumerate() {
-            cum += self.counts.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+            cum += self.count(i);
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
         }
-        cum += self
-            .counts
-            .get(BUCKETS.len())
-            .map_or(0, |c| c.load(Ordering::Relaxed));
+        cum += self.count(BUCKETS.len());
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let micros: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.sum_micros.load(Ordering::Relaxed))
+            .sum();
+        let sum = micros as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
     }
 }
+
+/// One shard of the proxied-requests counters, on its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ProxiedShard([AtomicU64; 6]);
 
 /// Every metric the gateway keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
     logins: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Proxied responses by status class: index 1..=5 for 1xx..5xx.
-    proxied: [AtomicU64; 6],
+    proxied: [ProxiedShard; SHARDS],
     store_errors: AtomicU64,
     authn_requests: AtomicU64,
     /// Time spent verifying a SAMLResponse.
@@ -78,7 +116,11 @@ impl Metrics {
 
     /// Counts a proxied request by status class (2, 3, 4, 5).
     pub fn proxied(&self, status: u16) {
-        if let Some(c) = self.proxied.get(usize::from(status / 100)) {
+        if let Some(c) = self
+            .proxied
+            .get(shard())
+            .and_then(|s| s.0.get(usize::from(status / 100)))
+        {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -111,8 +153,12 @@ impl Metrics {
             self.authn_requests.load(Ordering::Relaxed)
         );
         out.push_str("# HELP samlgate_proxied_requests_total Requests proxied upstream by status class.\n# TYPE samlgate_proxied_requests_total counter\n");
-        for (class, c) in self.proxied.iter().enumerate().skip(1) {
-            let n = c.load(Ordering::Relaxed);
+        for class in 1..6 {
+            let n: u64 = self
+                .proxied
+                .iter()
+                .map(|s| s.0.get(class).map_or(0, |c| c.load(Ordering::Relaxed)))
+                .sum();
             if n > 0 {
                 let _ = writeln!(
                     out,

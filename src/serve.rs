@@ -137,9 +137,10 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     // The public listener: one thread per core, each a single-threaded
     // runtime with its own SO_REUSEPORT socket and upstream pool (the kernel
     // spreads connections; no cross-thread wake-ups on the request path).
-    // They share the store, the metrics and the session cache.
+    // They share the store, the metrics and the session cache (one shard
+    // per worker).
     let workers = worker_count();
-    let sessions = Arc::new(crate::gateway::session::Sessions::default());
+    let sessions = Arc::new(crate::gateway::session::Sessions::sharded(workers));
     let mut gateways = Vec::new();
     let mut threads = Vec::new();
     for i in 0..workers {
@@ -151,6 +152,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 Arc::clone(&metrics),
                 tls.is_some(),
                 Arc::clone(&sessions),
+                i,
             )
             .map_err(ServeError::Other)?,
         );

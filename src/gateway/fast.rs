@@ -59,6 +59,8 @@ const MAX_HEADERS: usize = 100;
 /// as the general path sets it; the wait for the next request on a kept-alive
 /// connection counts, as there).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// More Cookie headers than this: left to the general path.
+const MAX_COOKIE_HEADERS: usize = 8;
 /// Bodies are relayed in reads of at most this.
 const CHUNK: usize = 64 * 1024;
 /// Largest chunk-size line or trailer section accepted from the upstream.
@@ -135,6 +137,53 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     }
 }
 
+/// The connection's one timer. Deadlines move with every request; moving a
+/// timer costs a lock and a wheel update, so the timer is only moved
+/// earlier when a deadline needs it, and otherwise left to fire at its old
+/// time, when it is re-armed for the deadline now in force. A busy
+/// connection touches the timer wheel about once per head timeout instead
+/// of twice per request.
+struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    fn new(after: Duration) -> Self {
+        let at = tokio::time::Instant::now() + after;
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    /// The deadline for what runs next.
+    fn set(&mut self, at: tokio::time::Instant) {
+        if self.sleep.deadline() > at {
+            self.sleep.as_mut().reset(at);
+        }
+        self.at = at;
+    }
+
+    /// Runs `f` to its end (`Some`) or until the deadline passes (`None`).
+    async fn run<F: std::future::Future>(&mut self, f: F) -> Option<F::Output> {
+        tokio::pin!(f);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut f => return Some(out),
+                () = &mut self.sleep => {
+                    if tokio::time::Instant::now() >= self.at {
+                        return None;
+                    }
+                    let at = self.at;
+                    self.sleep.as_mut().reset(at);
+                }
+            }
+        }
+    }
+}
+
 /// What the fast path did with a connection.
 pub enum Outcome<IO> {
     /// It is finished with (closed by either side, or broken).
@@ -158,6 +207,12 @@ fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// The client's address, and its IP as text (for X-Forwarded-For).
+struct Peer {
+    addr: SocketAddr,
+    ip: String,
 }
 
 /// A request the fast path forwards, as read from its head.
@@ -188,9 +243,28 @@ enum Inspect {
     Handover,
 }
 
+/// Whether `buf` holds the end of a head (`\n\r\n` or `\n\n`), looking at
+/// the bytes from `from` on (and the two before, which may start the end).
+fn head_ends(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    let tail = buf.get(start..).unwrap_or_default();
+    memchr::memchr_iter(b'\n', tail).any(|i| match tail.get(i + 1..i + 3) {
+        Some([b'\n', _]) | Some([b'\r', b'\n']) => true,
+        Some(_) => false,
+        None => tail.get(i + 1) == Some(&b'\n'),
+    })
+}
+
 /// Reads the request head at the start of `buf` and, when this path takes
 /// it, writes the upstream request head into `out`.
-fn inspect(gw: &Gateway, cfg: &Config, buf: &[u8], peer: SocketAddr, out: &mut Vec<u8>) -> Inspect {
+fn inspect(
+    gw: &Gateway,
+    cfg: &Config,
+    buf: &[u8],
+    peer: &Peer,
+    out: &mut Vec<u8>,
+    lower: &mut String,
+) -> Inspect {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -222,9 +296,20 @@ fn inspect(gw: &Gateway, cfg: &Config, buf: &[u8], peer: SocketAddr, out: &mut V
     let mut length: Option<usize> = None;
     let mut hosts = 0;
     let mut named: Vec<String> = Vec::new();
+    // The Cookie header values (those the general path can read as text).
+    let mut cookie_values: [&str; MAX_COOKIE_HEADERS] = [""; MAX_COOKIE_HEADERS];
+    let mut cookie_count = 0;
     for h in headers.iter() {
         let n = h.name;
-        if n.eq_ignore_ascii_case("content-length") {
+        if n.eq_ignore_ascii_case("cookie") {
+            if let Some(v) = visible(h.value) {
+                let Some(slot) = cookie_values.get_mut(cookie_count) else {
+                    return Inspect::Handover;
+                };
+                *slot = v;
+                cookie_count += 1;
+            }
+        } else if n.eq_ignore_ascii_case("content-length") {
             let Some(v) =
                 visible(h.value).filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
             else {
@@ -251,19 +336,14 @@ fn inspect(gw: &Gateway, cfg: &Config, buf: &[u8], peer: SocketAddr, out: &mut V
         return Inspect::Handover;
     }
     let cookie_name = gw.cookie_name(cfg);
-    let cookies = || {
-        headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .filter_map(|h| visible(h.value))
-    };
+    let cookies = || cookie_values.iter().take(cookie_count).copied();
     let Some(session) = find_cookie(cookies(), &cookie_name) else {
         return Inspect::Handover;
     };
 
     // Second pass: the upstream head, as `proxy::forward` builds it.
     let (authority, base) = cfg.upstream.target();
-    let trusted = cfg.upstream.trusted_proxies.contains(&peer.ip());
+    let trusted = cfg.upstream.trusted_proxies.contains(&peer.addr.ip());
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -274,7 +354,6 @@ fn inspect(gw: &Gateway, cfg: &Config, buf: &[u8], peer: SocketAddr, out: &mut V
     let (mut has_proto, mut has_fhost) = (false, false);
     let mut prev_xff: Option<&str> = None;
     let mut host: Option<&[u8]> = None;
-    let mut lower = String::new();
     for h in headers.iter() {
         lower.clear();
         lower.push_str(h.name);
@@ -313,10 +392,13 @@ fn inspect(gw: &Gateway, cfg: &Config, buf: &[u8], peer: SocketAddr, out: &mut V
     ) {
         header_line(out, b"cookie", kept.as_bytes());
     }
-    let ip = peer.ip().to_string();
     match prev_xff {
-        Some(prev) => header_line(out, b"x-forwarded-for", format!("{prev}, {ip}").as_bytes()),
-        None => header_line(out, b"x-forwarded-for", ip.as_bytes()),
+        Some(prev) => header_line(
+            out,
+            b"x-forwarded-for",
+            format!("{prev}, {}", peer.ip).as_bytes(),
+        ),
+        None => header_line(out, b"x-forwarded-for", peer.ip.as_bytes()),
     }
     if !has_proto {
         header_line(
@@ -379,6 +461,7 @@ fn parse_answer(
     close: bool,
     gw: &Gateway,
     out: &mut Vec<u8>,
+    lower: &mut String,
 ) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -442,16 +525,20 @@ fn parse_answer(
     let reusable = version == 1 && framing != Framing::Close && !named.iter().any(|c| c == "close");
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
+    // A status code is three digits (httparse checks).
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut lower = String::new();
     for h in headers.iter() {
         lower.clear();
         lower.push_str(h.name);
         lower.make_ascii_lowercase();
-        if proxy::is_hop_by_hop(&lower, false, &named) {
+        if proxy::is_hop_by_hop(lower, false, &named) {
             continue;
         }
         header_line(out, h.name.as_bytes(), h.value);
@@ -502,6 +589,7 @@ async fn exchange<C: AsyncRead + Unpin>(
     close: bool,
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
+    scratch_name: &mut String,
 ) -> Result<(TcpStream, Answer), Fail> {
     let mut retried = false;
     loop {
@@ -547,7 +635,7 @@ async fn exchange<C: AsyncRead + Unpin>(
             Err((true, e)) => return Err(Fail::Upstream(e)),
         }
         loop {
-            match parse_answer(rbuf, fwd.head_method, close, gw, out) {
+            match parse_answer(rbuf, fwd.head_method, close, gw, out, scratch_name) {
                 Parsed::Final(a) => return Ok((up, a)),
                 Parsed::Informational(n) => {
                     rbuf.drain(..n.min(rbuf.len()));
@@ -790,18 +878,27 @@ where
     let mut head: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut scratch: Vec<u8> = Vec::new();
+    let mut lower = String::with_capacity(64);
+    let mut deadline = Deadline::new(HEAD_TIMEOUT);
+    let me = Peer {
+        addr: peer,
+        ip: peer.ip().to_string(),
+    };
     loop {
         if *shutdown.borrow() {
             return Outcome::Done;
         }
         // A whole request head.
         let cfg = gw.config();
-        let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+        deadline.set(tokio::time::Instant::now() + HEAD_TIMEOUT);
+        let mut scanned = 0;
         let fwd = loop {
-            let complete = memchr::memmem::find(&buf, b"\n\r\n").is_some()
-                || memchr::memmem::find(&buf, b"\n\n").is_some();
+            // Parse only once a blank line has arrived (a head sent byte by
+            // byte is scanned once, not parsed again per byte).
+            let complete = head_ends(&buf, scanned);
+            scanned = buf.len();
             if complete {
-                match inspect(gw, &cfg, &buf, peer, &mut out) {
+                match inspect(gw, &cfg, &buf, &me, &mut out, &mut lower) {
                     Inspect::Forward(f) => break f,
                     Inspect::Handover => return Outcome::Handover(Prefixed::new(buf, io)),
                     Inspect::Partial => {}
@@ -812,26 +909,31 @@ where
             }
             buf.reserve(8 * 1024);
             let idle = buf.is_empty();
-            let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf));
-            tokio::pin!(read);
-            let got = if idle {
-                tokio::select! {
-                    biased;
-                    r = &mut read => r,
-                    changed = shutdown.changed() => match changed {
-                        Ok(()) if *shutdown.borrow() => return Outcome::Done,
-                        _ => read.await,
-                    },
-                }
-            } else {
-                read.await
-            };
+            let got = deadline
+                .run(async {
+                    let read = io.read_buf(&mut buf);
+                    if !idle {
+                        return Some(read.await);
+                    }
+                    // Between requests, a shutdown closes the connection.
+                    tokio::pin!(read);
+                    tokio::select! {
+                        biased;
+                        r = &mut read => Some(r),
+                        changed = shutdown.changed() => match changed {
+                            Ok(()) if *shutdown.borrow() => None,
+                            _ => Some(read.await),
+                        },
+                    }
+                })
+                .await;
             match got {
-                Ok(Ok(0)) if buf.is_empty() => return Outcome::Done,
+                Some(None) => return Outcome::Done,
+                Some(Some(Ok(0))) if buf.is_empty() => return Outcome::Done,
                 // Closed mid-head, or broken: the general stack decides.
-                Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Handover(Prefixed::new(buf, io)),
-                Ok(Ok(_)) => {}
-                Err(_) => {
+                Some(Some(Ok(0) | Err(_))) => return Outcome::Handover(Prefixed::new(buf, io)),
+                Some(Some(Ok(_))) => {}
+                None => {
                     tracing::debug!(%peer, "request head timed out");
                     return Outcome::Done;
                 }
@@ -843,7 +945,7 @@ where
         let now = gw.clock.now();
         let session = match gw
             .sessions
-            .load(gw.store.as_ref(), &cfg, &fwd.session, now)
+            .load(gw.store.as_ref(), &cfg, &fwd.session, now, gw.shard)
             .await
         {
             Ok(Some(s)) => s,
@@ -867,9 +969,11 @@ where
         let close = fwd.close || *shutdown.borrow();
         let (authority, _) = cfg.upstream.target();
         let start = Instant::now();
-        let result = tokio::time::timeout(
-            Duration::from_secs(cfg.upstream.timeout_secs),
-            exchange(
+        deadline.set(
+            tokio::time::Instant::from_std(start) + Duration::from_secs(cfg.upstream.timeout_secs),
+        );
+        let result = deadline
+            .run(exchange(
                 gw,
                 authority,
                 &out,
@@ -880,9 +984,10 @@ where
                 close,
                 &mut rbuf,
                 &mut head,
-            ),
-        )
-        .await;
+                &mut lower,
+            ))
+            .await
+            .ok_or(());
         gw.metrics.upstream_latency.observe(start.elapsed());
         let (mut up, answer) = match result {
             Ok(Ok(r)) => r,

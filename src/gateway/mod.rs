@@ -80,6 +80,8 @@ pub struct Gateway {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     sessions: Arc<Sessions>,
+    /// This gateway's shard of the session cache (its worker's index).
+    shard: usize,
     tls: bool,
     dev_idp: Option<DevIdp>,
 }
@@ -203,18 +205,21 @@ impl Gateway {
             None
         };
         Ok(Self {
-            config: RwLock::new(config),
+            // Its own copy (see `reload`).
+            config: RwLock::new(Arc::new((*config).clone())),
             store,
             clock,
             metrics,
             sessions: Arc::new(Sessions::default()),
+            shard: 0,
             tls,
             dev_idp,
         })
     }
 
-    /// Like [`Gateway::new`], sharing a session cache with other gateways of
-    /// the same process (one per worker thread).
+    /// Like [`Gateway::new`], sharing a session cache with the other
+    /// gateways of the same process (one per worker thread); `shard` is
+    /// this worker's index, its shard of that cache.
     pub fn with_sessions(
         config: Arc<Config>,
         store: Arc<dyn Store>,
@@ -222,9 +227,11 @@ impl Gateway {
         metrics: Arc<Metrics>,
         tls: bool,
         sessions: Arc<Sessions>,
+        shard: usize,
     ) -> Result<Self, String> {
         let mut g = Self::new(config, store, clock, metrics, tls)?;
         g.sessions = sessions;
+        g.shard = shard;
         Ok(g)
     }
 
@@ -236,8 +243,11 @@ impl Gateway {
             .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
     }
 
-    /// Replaces the config (hot reload). Sessions are untouched.
+    /// Replaces the config (hot reload). Sessions are untouched. Each
+    /// gateway keeps its own copy, so taking it per request touches no
+    /// reference count another worker's core also writes.
     pub fn reload(&self, new: Arc<Config>) {
+        let new = Arc::new((*new).clone());
         match self.config.write() {
             Ok(mut c) => *c = new,
             Err(p) => *p.into_inner() = new,
@@ -620,7 +630,11 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         let name = self.cookie_name(cfg);
         let now = self.clock.now();
         let session = match self.session_cookie(&req, &name) {
-            Some(id) => match self.sessions.load(self.store.as_ref(), cfg, id, now).await {
+            Some(id) => match self
+                .sessions
+                .load(self.store.as_ref(), cfg, id, now, self.shard)
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     self.metrics.store_error();

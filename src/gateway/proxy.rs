@@ -104,35 +104,40 @@ pub(crate) fn is_identity(n: &str, cfg: &Config) -> bool {
     n.starts_with(up.strip_prefix.as_str()) || up.strip_names.iter().any(|s| *s == n)
 }
 
-/// Header value from arbitrary text: control characters become spaces,
-/// surrounding whitespace goes. Copies the text once when it is clean
-/// (nearly always).
-fn value(s: &str) -> Option<HeaderValue> {
+/// Header value text from arbitrary text: control characters become
+/// spaces, surrounding whitespace goes. Borrowed when it is clean (nearly
+/// always). Whatever is left is a valid header value.
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     let t = s.trim();
-    if !t.chars().any(char::is_control) {
-        return HeaderValue::from_bytes(t.as_bytes()).ok();
+    // Control characters are C0, DEL and C1 (U+0080..U+009F, which UTF-8
+    // encodes as 0xC2 0x80..0x9F): bytes that cannot start one skip the
+    // character-wise check.
+    if !t.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) || !t.chars().any(char::is_control) {
+        return t.into();
     }
     let clean: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    HeaderValue::from_bytes(clean.trim().as_bytes()).ok()
+    clean.trim().to_owned().into()
 }
 
 /// Adds the identity headers (and the signed one when configured).
 fn inject_identity(h: &mut HeaderMap, cfg: &Config, user: &UserRecord, now: i64) {
     each_identity(cfg, user, now, |name, v| {
-        h.insert(name.clone(), v);
+        if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+            h.insert(name.clone(), v);
+        }
     });
 }
 
 /// Calls `f` with each identity header for `user` (and the signed one when
-/// configured), values cleaned of control characters.
+/// configured), values cleaned of control characters ([`clean`]).
 pub(crate) fn each_identity(
     cfg: &Config,
     user: &UserRecord,
     now: i64,
-    mut f: impl FnMut(&HeaderName, HeaderValue),
+    mut f: impl FnMut(&HeaderName, &str),
 ) {
     use std::borrow::Cow;
     let mut signed_parts: Vec<Cow<'_, str>> = Vec::new();
@@ -148,9 +153,7 @@ pub(crate) fn each_identity(
             "vanity" => Cow::Borrowed(user.vanity.as_deref().unwrap_or("")),
             _ => continue,
         };
-        if let Some(hv) = value(&v) {
-            f(name, hv);
-        }
+        f(name, &clean(&v));
         if signing {
             signed_parts.push(v);
         }
@@ -160,11 +163,8 @@ pub(crate) fn each_identity(
         let msg = format!("{now}\n{}", signed_parts.join("\n"));
         if let Some(mac) = hmac_sha256(key.as_bytes(), msg.as_bytes()) {
             let name = format!("{}Signature", cfg.upstream.identity_header_prefix);
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&format!("t={now},v1={mac}")),
-            ) {
-                f(&n, v);
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                f(&n, &format!("t={now},v1={mac}"));
             }
         }
     }
@@ -465,6 +465,8 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_a_header() {
-        assert_eq!(value("a\r\nInjected: yes").unwrap(), "a  Injected: yes");
+        assert_eq!(clean("a\r\nInjected: yes"), "a  Injected: yes");
+        assert_eq!(clean(" a\u{85}b "), "a b");
+        assert_eq!(clean("Zoë"), "Zoë");
     }
 }

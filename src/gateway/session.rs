@@ -54,10 +54,21 @@ pub struct LoginFacts {
     pub session_not_on_or_after: Option<DateTime<Utc>>,
 }
 
+type Cache = HashMap<String, (Arc<SessionData>, Instant)>;
+
 /// Session management for one gateway process.
-#[derive(Default)]
+///
+/// The cache has one shard per worker thread: a worker reads and fills only
+/// its own (no lock or reference count shared between cores on the request
+/// path), and ending a session removes it from every shard.
 pub struct Sessions {
-    cache: Mutex<HashMap<String, (Arc<SessionData>, Instant)>>,
+    shards: Vec<Mutex<Cache>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::sharded(1)
+    }
 }
 
 /// A new random session id (32 bytes, base64url).
@@ -74,6 +85,17 @@ fn ttl(data: &SessionData, cfg: &Config, now: i64) -> Duration {
 }
 
 impl Sessions {
+    /// A cache with `n` shards (one per worker thread; at least one).
+    pub fn sharded(n: usize) -> Self {
+        Self {
+            shards: (0..n.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, i: usize) -> Option<&Mutex<Cache>> {
+        self.shards.get(i % self.shards.len().max(1))
+    }
+
     /// Creates a session; returns its id (the cookie value).
     pub async fn create(
         &self,
@@ -117,18 +139,20 @@ impl Sessions {
 
     /// The live session for `id`, re-checking the user and refreshing the
     /// idle timeout when due. `None` when absent, expired or revoked.
+    /// `shard` is the calling worker's cache shard.
     pub async fn load(
         &self,
         store: &dyn Store,
         cfg: &Config,
         id: &str,
         now: DateTime<Utc>,
+        shard: usize,
     ) -> Result<Option<Arc<SessionData>>, StoreError> {
         let n = now.timestamp();
         let recheck = Duration::from_secs(cfg.session.recheck_secs);
         // The in-memory cache is keyed by the cookie value itself (it never
         // leaves the process); the store is keyed by its SHA-256.
-        if let Ok(cache) = self.cache.lock()
+        if let Some(Ok(cache)) = self.shard(shard).map(Mutex::lock)
             && let Some((data, at)) = cache.get(id)
             && at.elapsed() < recheck
             && data.expires > n
@@ -169,7 +193,7 @@ impl Sessions {
                 .await?;
         }
         let data = Arc::new(data);
-        if let Ok(mut cache) = self.cache.lock() {
+        if let Some(Ok(mut cache)) = self.shard(shard).map(Mutex::lock) {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
@@ -185,9 +209,12 @@ impl Sessions {
         store.delete_ephemeral(Ephemeral::Session, &key).await
     }
 
+    /// Removes `id` from every shard.
     fn forget(&self, id: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(id);
+        for s in &self.shards {
+            if let Ok(mut cache) = s.lock() {
+                cache.remove(id);
+            }
         }
     }
 }

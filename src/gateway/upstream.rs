@@ -162,13 +162,25 @@ thread_local! {
 pub(crate) fn checkout_raw(authority: &str) -> Option<TcpStream> {
     IDLE_RAW.with(|idle| {
         let mut idle = idle.borrow_mut();
+        // Kept oldest first: the expired ones are at the front.
         let now = Instant::now();
-        idle.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
+        let expired = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
         while let Some(i) = idle.iter().rposition(|c| c.authority == authority) {
-            let c = idle.swap_remove(i);
+            // Usually the last one: no shifting.
+            let c = idle.remove(i);
+            // Not readable since its last (short) read: nothing arrived, not
+            // even the upstream's FIN, so it is open and quiet; no system
+            // call. Readable: probe it; WouldBlock means open and quiet,
+            // EOF, an error or unexpected bytes make it unusable.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if c.stream.poll_read_ready(&mut cx).is_pending() {
+                return Some(c.stream);
+            }
             let mut probe = [0u8; 1];
-            // WouldBlock: open and quiet. EOF, an error, or unexpected
-            // bytes: unusable.
             if matches!(c.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             {
                 return Some(c.stream);
