@@ -40,6 +40,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::session::SessionData;
 use super::{Gateway, find_cookie, proxy, upstream};
 use crate::config::Config;
 
@@ -880,6 +882,8 @@ where
     let mut scratch: Vec<u8> = Vec::new();
     let mut lower = String::with_capacity(64);
     let mut deadline = Deadline::new(HEAD_TIMEOUT);
+    // The identity headers of the last request, with what they came from.
+    let mut identity: Option<(Arc<SessionData>, Arc<Config>, Vec<u8>)> = None;
     let me = Peer {
         addr: peer,
         ip: peer.ip().to_string(),
@@ -954,9 +958,28 @@ where
         if fwd.stripped > 0 {
             tracing::warn!(target: "security", event = "identity_header_stripped", count = fwd.stripped, remote = %peer.ip(), "client sent identity headers; removed");
         }
-        proxy::each_identity(&cfg, &session.user, now.timestamp(), |name, v| {
-            header_line(&mut out, name.as_str().as_bytes(), v.as_bytes());
-        });
+        if cfg.upstream.signed_header_key.is_some() {
+            // The signed header carries the time: built per request.
+            proxy::each_identity(&cfg, &session.user, now.timestamp(), |name, v| {
+                header_line(&mut out, name.as_str().as_bytes(), v.as_bytes());
+            });
+        } else {
+            // The same session (as last loaded) under the same config as
+            // the previous request on this connection: the same headers.
+            let fresh = identity
+                .as_ref()
+                .is_some_and(|(s, c, _)| Arc::ptr_eq(s, &session) && Arc::ptr_eq(c, &cfg));
+            if !fresh {
+                let mut block = Vec::with_capacity(256);
+                proxy::each_identity(&cfg, &session.user, now.timestamp(), |name, v| {
+                    header_line(&mut block, name.as_str().as_bytes(), v.as_bytes());
+                });
+                identity = Some((Arc::clone(&session), Arc::clone(&cfg), block));
+            }
+            if let Some((_, _, block)) = &identity {
+                out.extend_from_slice(block);
+            }
+        }
         out.extend_from_slice(b"\r\n");
         let buffered = fwd.body.min(buf.len().saturating_sub(fwd.head_len));
         out.extend_from_slice(

@@ -15,6 +15,7 @@ mod config;
 mod corpus;
 mod csv_import;
 mod differential;
+mod fast_path;
 mod fuzz_replay;
 mod gateway;
 mod http_support;
