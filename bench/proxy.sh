@@ -7,7 +7,8 @@
 # shares its process with the upstream. samlgate runs in demo mode only to
 # sign in through the development IdP. Uses ports 8080 (samlgate), 9090
 # (admin), 3000 (upstream), 8081 (nginx proxy).
-#   [ROUNDS=3] [PERF=file] bench/proxy.sh [DURATION_SECS] [CONNECTIONS]
+#   [ROUNDS=3] [PERF=file] [CALLGRIND=1] bench/proxy.sh [DURATION_SECS] [CONNECTIONS]
+# (ROUNDS=0 CALLGRIND=1 counts instructions only.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10}
@@ -98,7 +99,7 @@ for round in $(seq 1 "$rounds"); do
   if [ -n "${PERF:-}" ] && [ "$round" = 1 ]; then wait "$perf_pid"; fi
   for f in "$work"/*.rps; do mv "$f" "${f%.rps}.round$round"; done
 done
-python3 - "$work" "$rounds" <<'PY'
+[ "$rounds" -gt 0 ] && python3 - "$work" "$rounds" <<'PY'
 import sys, statistics
 w, n = sys.argv[1], int(sys.argv[2])
 rows = []
@@ -110,3 +111,40 @@ for i in range(1, n + 1):
 med = [statistics.median(c) for c in zip(*rows)]
 print(f"median of {n} rounds: nginx {med[0]:.2f}x direct, samlgate {med[1]:.2f}x direct; samlgate/nginx {med[2]:.2f}x")
 PY
+
+# CALLGRIND=1: user-space instructions per proxied request, which do not
+# depend on how busy the shared host is: nginx proxy_pass (one process) and
+# samlgate (one worker), each under callgrind, counters zeroed after a
+# warm-up, then wrk -t1 -c8 for 8 s; total instructions / requests.
+if [ -n "${CALLGRIND:-}" ]; then
+  command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  per_request() { # label url out-file [header]
+    local n tot
+    if [ $# -eq 4 ]; then wrk -t1 -c8 -d3s -H "$4" "$2" >/dev/null; else wrk -t1 -c8 -d3s "$2" >/dev/null; fi
+    callgrind_control -z >/dev/null
+    if [ $# -eq 4 ]; then n=$(wrk -t1 -c8 -d8s -H "$4" "$2" | awk '/requests in/ {print $1}')
+    else n=$(wrk -t1 -c8 -d8s "$2" | awk '/requests in/ {print $1}'); fi
+    callgrind_control -d >/dev/null 2>&1
+    sleep 1
+    # The dump (counters since the zeroing) is the first numbered file.
+    tot=$(callgrind_annotate "$3.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+    printf '%-28s %8s requests, %8d instructions per request (callgrind)\n' "$1" "$n" $((tot / n))
+  }
+  sed 's/worker_processes 2;/worker_processes 1; master_process off;/; s/8081/8082/; s|nginx.pid|nginx-cg.pid|' \
+    "$work/nginx.conf" > "$work/nginx-cg.conf"
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg-nginx.out" nginx -c "$work/nginx-cg.conf" -g 'daemon off;' 2>/dev/null &
+  vg=$!
+  until curl -sf http://127.0.0.1:8082/ >/dev/null; do sleep 0.5; done
+  per_request "nginx proxy_pass" http://127.0.0.1:8082/ "$work/cg-nginx.out"
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+  # The same samlgate config and store (the session stays valid), one worker.
+  sg=$(pgrep -f "samlgate serve --config $work")
+  kill "$sg"; while kill -0 "$sg" 2>/dev/null; do sleep 0.1; done
+  SAMLGATE_WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg-samlgate.out" \
+    target/release/samlgate serve --config "$work/samlgate.toml" 2>/dev/null >/dev/null &
+  vg=$!
+  pids+=("$vg")
+  until curl -sf http://127.0.0.1:9090/healthz >/dev/null; do sleep 0.5; done
+  per_request "samlgate (session check)" http://127.0.0.1:8080/ "$work/cg-samlgate.out" "Cookie: $cookie"
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+fi
