@@ -121,7 +121,7 @@ if [ -n "${CALLGRIND:-}" ]; then
   per_request() { # label url out-file [header]
     local n tot
     if [ $# -eq 4 ]; then wrk -t1 -c8 -d3s -H "$4" "$2" >/dev/null; else wrk -t1 -c8 -d3s "$2" >/dev/null; fi
-    callgrind_control -z >/dev/null
+    callgrind_control -z >/dev/null 2>&1
     if [ $# -eq 4 ]; then n=$(wrk -t1 -c8 -d8s -H "$4" "$2" | awk '/requests in/ {print $1}')
     else n=$(wrk -t1 -c8 -d8s "$2" | awk '/requests in/ {print $1}'); fi
     callgrind_control -d >/dev/null 2>&1

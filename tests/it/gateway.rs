@@ -771,6 +771,7 @@ async fn reload_changes_mapping_and_keeps_sessions() {
 
 pub mod tls {
     use super::*;
+    use http_body_util::BodyExt;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio_rustls::rustls;
 
@@ -942,5 +943,51 @@ pub mod tls {
         assert!(c.starts_with("__Host-samlgate_session="), "{c}");
         assert!(c.contains("; Secure"), "{c}");
         assert!(c.contains("Path=/"), "{c}");
+        let cookie = c.split(';').next().unwrap().to_owned();
+
+        // Proxied over TLS: HTTP/1.1 (the forwarding fast path, two requests
+        // on one connection) and HTTP/2 (the general stack) alike.
+        let tls = client(&ca, &addr.to_string(), &[b"http/1.1"]).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for i in 0..2 {
+            let req = Request::builder()
+                .uri(format!("/room/{i}"))
+                .header("host", addr.to_string())
+                .header("cookie", format!("{cookie}; theme=dark"))
+                .header("x-samlgate-email", "mallory@evil.example")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(j["path"], format!("/room/{i}"));
+            assert_eq!(j["headers"]["x-forwarded-proto"], "https");
+            assert_eq!(j["headers"]["x-samlgate-email"], "alice@example.com");
+            assert_eq!(
+                j["headers"]["cookie"], "theme=dark",
+                "the session cookie stays here"
+            );
+        }
+        let tls = client(&ca, &addr.to_string(), &[b"h2"]).await;
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("https://{addr}/room/h2"))
+            .header("cookie", &cookie)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(j["headers"]["x-samlgate-email"], "alice@example.com");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::gateway::{EchoUpstream, idp, spawn};
 use super::http_support::request;
@@ -174,6 +175,21 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let (up, _g) = spawn(Arc::new(EchoUpstream)).await;
     let mut p = start(&format!("http://{up}")).await;
     let cookie = login(&p).await;
+    // A kept-alive connection, idle after one proxied request.
+    let addr = p.public.trim_start_matches("http://").to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(
+        format!("GET /before HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     let url = format!("{}/slow", p.public);
     let slow = tokio::spawn(async move {
         request(
@@ -186,6 +202,13 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&p, "-TERM");
+    let signalled = Instant::now();
+    // The idle connection is closed at once, not at the drain deadline (5 s).
+    let eof = tokio::time::timeout(Duration::from_secs(4), idle.read(&mut buf))
+        .await
+        .expect("the idle kept-alive connection is closed by the drain");
+    assert!(matches!(eof, Ok(0) | Err(_)), "{eof:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(4));
     let r = slow.await.unwrap();
     assert_eq!(
         r.status, 200,
