@@ -354,7 +354,9 @@ fn inspect(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut stripped = 0;
     let (mut has_proto, mut has_fhost) = (false, false);
-    let mut prev_xff: Option<&str> = None;
+    // The first X-Forwarded-For header's text (the general path reads only
+    // the first one).
+    let mut prev_xff: Option<Option<&str>> = None;
     let mut host: Option<&[u8]> = None;
     for h in headers.iter() {
         lower.clear();
@@ -376,7 +378,7 @@ fn inspect(
             "cookie" => continue,
             "x-forwarded-for" => {
                 if trusted && prev_xff.is_none() {
-                    prev_xff = visible(h.value);
+                    prev_xff = Some(visible(h.value));
                 }
                 continue;
             }
@@ -394,7 +396,7 @@ fn inspect(
     ) {
         header_line(out, b"cookie", kept.as_bytes());
     }
-    match prev_xff {
+    match prev_xff.flatten() {
         Some(prev) => header_line(
             out,
             b"x-forwarded-for",
@@ -636,10 +638,13 @@ async fn exchange<C: AsyncRead + Unpin>(
             }
             Err((true, e)) => return Err(Fail::Upstream(e)),
         }
+        // Something came back (a 1xx): the request reached the upstream.
+        let mut answered = false;
         loop {
             match parse_answer(rbuf, fwd.head_method, close, gw, out, scratch_name) {
                 Parsed::Final(a) => return Ok((up, a)),
                 Parsed::Informational(n) => {
+                    answered = true;
                     rbuf.drain(..n.min(rbuf.len()));
                     continue;
                 }
@@ -651,7 +656,7 @@ async fn exchange<C: AsyncRead + Unpin>(
             }
             rbuf.reserve(16 * 1024);
             match up.read_buf(rbuf).await {
-                Ok(0) | Err(_) if rbuf.is_empty() && may_retry => {
+                Ok(0) | Err(_) if rbuf.is_empty() && !answered && may_retry => {
                     tracing::debug!("kept-alive upstream connection closed; retrying once");
                     retried = true;
                     break;
