@@ -9,6 +9,10 @@
 //! even be sent on a reused connection (the upstream closed it while idle)
 //! is retried once on a fresh one; nothing that reached the upstream is
 //! ever sent twice.
+//!
+//! The forwarding fast path (`fast.rs`) keeps its own per-thread pool of
+//! plain TCP connections ([`checkout_raw`], [`put_raw`]), ordered oldest
+//! first, each checked before reuse.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};

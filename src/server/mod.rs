@@ -1,6 +1,9 @@
 //! HTTP serving: the accept loop both listeners share (HTTP/1.1 and HTTP/2
 //! through hyper-util's auto builder, upgrades for WebSockets), graceful
-//! shutdown with a drain deadline, and small response helpers.
+//! shutdown with a drain deadline, and small response helpers. On the
+//! public listener, HTTP/1.1 connections start on the gateway's forwarding
+//! fast path (`gateway::fast`), which hands them back here for anything
+//! it does not forward itself.
 
 use std::convert::Infallible;
 use std::future::Future;
