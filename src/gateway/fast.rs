@@ -204,6 +204,14 @@ fn visible(v: &[u8]) -> Option<&str> {
     }
 }
 
+/// `name` lowercased in `buf` (reused: no allocation per header).
+fn lowercase<'b>(buf: &'b mut String, name: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(name);
+    buf.make_ascii_lowercase();
+    buf
+}
+
 fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -359,10 +367,7 @@ fn inspect(
     let mut prev_xff: Option<Option<&str>> = None;
     let mut host: Option<&[u8]> = None;
     for h in headers.iter() {
-        lower.clear();
-        lower.push_str(h.name);
-        lower.make_ascii_lowercase();
-        let n = lower.as_str();
+        let n = lowercase(lower, h.name);
         if proxy::is_hop_by_hop(n, false, &named) {
             continue;
         }
@@ -539,10 +544,7 @@ fn parse_answer(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in headers.iter() {
-        lower.clear();
-        lower.push_str(h.name);
-        lower.make_ascii_lowercase();
-        if proxy::is_hop_by_hop(lower, false, &named) {
+        if proxy::is_hop_by_hop(lowercase(lower, h.name), false, &named) {
             continue;
         }
         header_line(out, h.name.as_bytes(), h.value);

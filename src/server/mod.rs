@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -132,6 +132,42 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<B
     }
 }
 
+/// Serves one accepted (and, with TLS, handshaken) connection: on the
+/// gateway's forwarding fast path first when `fast` is given, then (or
+/// else) on the general stack, watched for graceful shutdown.
+async fn connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    handler: Arc<dyn Handler>,
+    fast: Option<Arc<crate::gateway::Gateway>>,
+    stop: watch::Receiver<bool>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let h = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(h.call(req, peer).await) }
+    });
+    let result = match fast {
+        Some(gw) => match crate::gateway::fast::serve(&gw, io, peer, stop).await {
+            Outcome::Done => return,
+            Outcome::Handover(io) => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                watcher.watch(conn.into_owned()).await
+            }
+        },
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
 /// Serves `handler` on `listener` until `shutdown` turns true; then stops
 /// accepting, lets in-flight requests finish for up to `drain`, and returns.
 /// With `tls`, every connection is a TLS handshake first (10 s limit).
@@ -179,24 +215,8 @@ pub async fn serve_tls(
                 let fast = fast.clone().filter(|g| g.config().upstream.fast_path);
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let h = Arc::clone(&handler);
-                        async move { Ok::<_, Infallible>(h.call(req, peer).await) }
-                    });
-                    let result = match tls {
-                        None => match fast {
-                            Some(gw) => match crate::gateway::fast::serve(&gw, stream, peer, stop).await {
-                                Outcome::Done => return,
-                                Outcome::Handover(io) => {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                                    watcher.watch(conn.into_owned()).await
-                                }
-                            },
-                            None => {
-                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                                watcher.watch(conn.into_owned()).await
-                            }
-                        },
+                    match tls {
+                        None => connection(stream, peer, handler, fast, stop, &builder, watcher).await,
                         Some(acceptor) => {
                             let tls_stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                                 Ok(Ok(s)) => s,
@@ -208,23 +228,9 @@ pub async fn serve_tls(
                             };
                             // HTTP/2 (ALPN) always takes the general stack.
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            match fast.filter(|_| !h2) {
-                                Some(gw) => match crate::gateway::fast::serve(&gw, tls_stream, peer, stop).await {
-                                    Outcome::Done => return,
-                                    Outcome::Handover(io) => {
-                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                                        watcher.watch(conn.into_owned()).await
-                                    }
-                                },
-                                None => {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                                    watcher.watch(conn.into_owned()).await
-                                }
-                            }
+                            let fast = fast.filter(|_| !h2);
+                            connection(tls_stream, peer, handler, fast, stop, &builder, watcher).await;
                         }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 });
             }
