@@ -39,34 +39,33 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Reads from `s` into `buf` until it holds a CRLF; returns where.
+async fn crlf(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(i) = find(buf, b"\r\n") {
+            return Some(i);
+        }
+        let mut tmp = [0u8; 4096];
+        let n = s.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
 /// Reads a chunked body from `buf` (refilling from `s`); returns it decoded.
 async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        while find(buf, b"\r\n").is_none() {
-            let mut tmp = [0u8; 4096];
-            let n = s.read(&mut tmp).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        let i = find(buf, b"\r\n").unwrap();
+        let i = crlf(s, buf).await?;
         let line = String::from_utf8_lossy(&buf[..i]).to_string();
         let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).ok()?;
         buf.drain(..i + 2);
         if size == 0 {
             // Trailers up to the blank line.
             loop {
-                while find(buf, b"\r\n").is_none() {
-                    let mut tmp = [0u8; 4096];
-                    let n = s.read(&mut tmp).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                }
-                let i = find(buf, b"\r\n").unwrap();
+                let i = crlf(s, buf).await?;
                 buf.drain(..i + 2);
                 if i == 0 {
                     return Some(body);
