@@ -960,6 +960,10 @@ pub mod tls {
                 .header("x-samlgate-email", "mallory@evil.example")
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .unwrap();
+            // The client connection is ready for the next request once it
+            // has seen the previous one end (an error here: the gateway
+            // closed the kept-alive connection).
+            send.ready().await.unwrap();
             let resp = send.send_request(req).await.unwrap();
             assert_eq!(resp.status(), 200);
             let body = resp.into_body().collect().await.unwrap().to_bytes();
