@@ -585,15 +585,28 @@ impl<'a> Parser<'a> {
         }
         let xml = self.xml;
         let b = xml.as_bytes();
-        let mut i = at;
-        while b
-            .get(i)
-            .is_some_and(|&c| !(is_space(c) || c == b'/' || c == b'>'))
-        {
-            i += 1;
-        }
-        let qname = xml.get(at..i).unwrap_or("");
-        let (prefix, name) = split_qname(qname)?;
+        let ends_name = |c: u8| is_space(c) || c == b'/' || c == b'>';
+        let (mut i, qname, prefix, name) = match scan_ascii_qname(b, at) {
+            // The ASCII name nearly every element has, checked as it is
+            // scanned.
+            Some((end, colon)) if b.get(end).is_none_or(|&c| ends_name(c)) => {
+                let qname = xml.get(at..end).unwrap_or("");
+                let (prefix, name) = match colon {
+                    Some(c) => (xml.get(at..c), xml.get(c + 1..end).unwrap_or("")),
+                    None => (None, qname),
+                };
+                (end, qname, prefix, name)
+            }
+            _ => {
+                let mut i = at;
+                while b.get(i).is_some_and(|&c| !ends_name(c)) {
+                    i += 1;
+                }
+                let qname = xml.get(at..i).unwrap_or("");
+                let (prefix, name) = split_qname(qname)?;
+                (i, qname, prefix, name)
+            }
+        };
         let attrs_start = self.doc.attrs.len();
         let decls_start = self.doc.decls.len();
         // Attributes (declarations apart), up to `>` or `/>`.
@@ -628,9 +641,9 @@ impl<'a> Parser<'a> {
                     "attributes of {qname} are not separated by whitespace"
                 )));
             }
-            let (key, value, after) = attribute_at(xml, i, qname)?;
+            let (key, split, value, after) = attribute_at(xml, i, qname)?;
             i = after;
-            self.attribute(qname, key, value, decls_start)?;
+            self.attribute(qname, key, split, value, decls_start)?;
         };
         let attrs = Span::of(&self.doc.attrs, attrs_start);
         let decls = Span::of(&self.doc.decls, decls_start);
@@ -692,6 +705,7 @@ impl<'a> Parser<'a> {
         &mut self,
         qname: &str,
         key: &'a str,
+        split: Option<QName<'a>>,
         value: Cow<'a, str>,
         decls_start: usize,
     ) -> Result<(), SamlError> {
@@ -701,7 +715,10 @@ impl<'a> Parser<'a> {
             key.strip_prefix("xmlns:").map(Some)
         };
         let Some(binding) = binding else {
-            let (prefix, name) = split_qname(key)?;
+            let (prefix, name) = match split {
+                Some(s) => s,
+                None => split_qname(key)?,
+            };
             self.doc.attrs.push(Attr {
                 ns: None,
                 prefix,
@@ -713,7 +730,8 @@ impl<'a> Parser<'a> {
         let prefix = match binding {
             None => None,
             Some(p) => {
-                if !is_ncname(p) {
+                // A checked `xmlns:p` has an NCName for `p` already.
+                if split.is_none() && !is_ncname(p) {
                     return Err(malformed(format!(
                         "malformed namespace prefix {p:?} on {qname}"
                     )));
@@ -921,6 +939,12 @@ fn class(b: u8, k: u8) -> bool {
 /// and the rest of the tag after it.
 type ScannedAttr<'a> = (&'a str, Cow<'a, str>, &'a str);
 
+/// A qualified name split into prefix and local part, both checked NCNames.
+type QName<'a> = (Option<&'a str>, &'a str);
+
+/// What [`attribute_at`] reads.
+type RawAttr<'a> = (&'a str, Option<QName<'a>>, Cow<'a, str>, usize);
+
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -941,12 +965,14 @@ fn next_attribute<'a>(rest: &'a str, what: &str) -> Result<Option<ScannedAttr<'a
             "attributes of {what} are not separated by whitespace"
         )));
     }
-    let (name, value, after) = attribute_at(rest, i, what)?;
+    let (name, _, value, after) = attribute_at(rest, i, what)?;
     Ok(Some((name, value, rest.get(after..).unwrap_or(""))))
 }
 
 /// Reads `name = "value"` starting at byte `i` of `s` (a name's first byte):
-/// `(qualified name, normalised value, index after the closing quote)`. One
+/// `(qualified name, its split when it is an ASCII name checked while
+/// scanned (else the caller splits and checks it), normalised value, index
+/// after the closing quote)`. One
 /// pass does what XML demands of an attribute: `=` with optional
 /// whitespace, a quoted value without `<`, references resolved, literal
 /// TAB/LF/CR (and CRLF) normalised to a space, only XML characters.
@@ -955,15 +981,27 @@ fn attribute_at<'a>(
     s: &'a str,
     mut i: usize,
     qname: &str,
-) -> Result<(&'a str, Cow<'a, str>, usize), SamlError> {
+) -> Result<RawAttr<'a>, SamlError> {
     let b = s.as_bytes();
     let bad = |what: &str| SamlError::MalformedXml(format!("{what} in the start tag of {qname}"));
     let name_start = i;
-    while b
-        .get(i)
-        .is_some_and(|&c| !is_space(c) && !matches!(c, b'=' | b'>' | b'/'))
-    {
-        i += 1;
+    let ends_name = |c: u8| is_space(c) || matches!(c, b'=' | b'>' | b'/');
+    let mut split = None;
+    match scan_ascii_qname(b, i) {
+        // An ASCII name, checked as it is scanned.
+        Some((end, colon)) if b.get(end).is_none_or(|&c| ends_name(c)) => {
+            let all = s.get(name_start..end).unwrap_or("");
+            split = Some(match colon {
+                Some(c) => (s.get(name_start..c), s.get(c + 1..end).unwrap_or("")),
+                None => (None, all),
+            });
+            i = end;
+        }
+        _ => {
+            while b.get(i).is_some_and(|&c| !ends_name(c)) {
+                i += 1;
+            }
+        }
     }
     let name = s.get(name_start..i).unwrap_or("");
     if name.is_empty() {
@@ -996,7 +1034,7 @@ fn attribute_at<'a>(
         }
         other => other,
     })?;
-    Ok((name, value, close + 1))
+    Ok((name, split, value, close + 1))
 }
 
 /// An attribute value as XML 1.0 reads it (no DTD, so every attribute is
@@ -1153,6 +1191,32 @@ fn absolute_uri(u: &str) -> bool {
         }
     };
     scheme_ok && chars_ok && one_fragment && authority_ok
+}
+
+/// An ASCII qualified name at `b[i..]` (an NCName, or two joined by one
+/// colon): where it ends and where its colon is. `None` when the bytes
+/// there do not start one; whatever follows the returned end (a second
+/// colon, a non-ASCII name character) is the caller's to judge, which
+/// falls back to [`split_qname`] for anything but a name's terminator.
+fn scan_ascii_qname(b: &[u8], i: usize) -> Option<(usize, Option<usize>)> {
+    let mut j = i;
+    if !b.get(j).is_some_and(|&c| class(c, NAME_START)) {
+        return None;
+    }
+    j += 1;
+    let mut colon = None;
+    loop {
+        match b.get(j) {
+            Some(&c) if class(c, NAME_CHAR) => j += 1,
+            Some(b':')
+                if colon.is_none() && b.get(j + 1).is_some_and(|&c| class(c, NAME_START)) =>
+            {
+                colon = Some(j);
+                j += 2;
+            }
+            _ => return Some((j, colon)),
+        }
+    }
 }
 
 /// Splits `p:local` (one colon at most, both parts XML names).
