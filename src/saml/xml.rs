@@ -39,6 +39,18 @@ pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 /// Exclusive c14n namespace (InclusiveNamespaces).
 pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 
+/// Namespace names nearly every SAML message declares, absolute URIs all
+/// (asserted by a unit test): found here, they skip the URI check.
+const WELL_KNOWN_NAMESPACES: &[&str] = &[
+    NS_PROTOCOL,
+    NS_ASSERTION,
+    NS_DSIG,
+    NS_XENC,
+    NS_EXC_C14N,
+    "http://www.w3.org/2001/XMLSchema",
+    "http://www.w3.org/2001/XMLSchema-instance",
+];
+
 /// One attribute, its namespace resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr<'a> {
@@ -804,7 +816,7 @@ impl<'a> Parser<'a> {
         let Cow::Borrowed(b) = uri else {
             return absolute_uri(uri);
         };
-        if self.uris.contains(b) {
+        if self.uris.contains(b) || WELL_KNOWN_NAMESPACES.contains(b) {
             return true;
         }
         let ok = absolute_uri(b);
@@ -977,11 +989,7 @@ fn next_attribute<'a>(rest: &'a str, what: &str) -> Result<Option<ScannedAttr<'a
 /// whitespace, a quoted value without `<`, references resolved, literal
 /// TAB/LF/CR (and CRLF) normalised to a space, only XML characters.
 /// (Whitespace before it is the caller's: `<a k="1"j="2">` is not XML.)
-fn attribute_at<'a>(
-    s: &'a str,
-    mut i: usize,
-    qname: &str,
-) -> Result<RawAttr<'a>, SamlError> {
+fn attribute_at<'a>(s: &'a str, mut i: usize, qname: &str) -> Result<RawAttr<'a>, SamlError> {
     let b = s.as_bytes();
     let bad = |what: &str| SamlError::MalformedXml(format!("{what} in the start tag of {qname}"));
     let name_start = i;
@@ -1424,6 +1432,13 @@ mod tests {
         let el = doc.root();
         assert_eq!(el.attr("k"), Some("x&y"));
         assert_eq!(el.text(), "1A2");
+    }
+
+    #[test]
+    fn well_known_namespaces_are_absolute_uris() {
+        for ns in WELL_KNOWN_NAMESPACES {
+            assert!(absolute_uri(ns), "{ns}");
+        }
     }
 
     #[test]
