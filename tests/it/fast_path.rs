@@ -28,6 +28,17 @@ struct Seen {
     body: Vec<u8>,
 }
 
+impl Seen {
+    /// Every value of header `name` (lowercase), in order.
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
 /// A raw upstream that records every request and answers by path.
 struct Upstream {
     addr: SocketAddr,
@@ -517,13 +528,7 @@ async fn fast_path_forwards_what_the_general_path_forwards() {
         )
         .await;
     assert!(got[0].status_line.starts_with("HTTP/1.1 200"));
-    let emails: Vec<&str> = seen[0]
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "x-samlgate-email")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    assert_eq!(emails, ["alice@example.com"]);
+    assert_eq!(seen[0].all("x-samlgate-email"), ["alice@example.com"]);
     assert!(
         !seen[0]
             .headers
@@ -547,13 +552,7 @@ async fn fast_path_matches_with_a_trusted_proxy_and_a_signed_header() {
             false,
         )
         .await;
-    let h = |n: &str| {
-        seen[0]
-            .headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-    };
+    let h = |n: &str| seen[0].all(n).first().map(|v| v.to_string());
     assert_eq!(h("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
     assert_eq!(h("x-forwarded-proto").unwrap(), "https");
     assert_eq!(h("x-forwarded-host").unwrap(), "meet.example");
@@ -566,13 +565,7 @@ async fn fast_path_matches_with_a_trusted_proxy_and_a_signed_header() {
             false,
         )
         .await;
-    let xff: Vec<&str> = seen[0]
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "x-forwarded-for")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    assert_eq!(xff, ["127.0.0.1"]);
+    assert_eq!(seen[0].all("x-forwarded-for"), ["127.0.0.1"]);
     let (_, seen) = p
         .same(
             "two X-Forwarded-For",

@@ -863,6 +863,22 @@ pub mod tls {
             .unwrap()
     }
 
+    /// An HTTP/2 client connection over TLS (offering `alpn`; h2 must win).
+    async fn h2(
+        ca: &std::path::Path,
+        addr: &str,
+        alpn: &[&[u8]],
+    ) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+        let tls = client(ca, addr, alpn).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tls_with_h2_and_secure_host_cookies() {
         let dir = tempfile::tempdir().unwrap();
@@ -895,13 +911,7 @@ pub mod tls {
         });
 
         // HTTP/2 over TLS, negotiated by ALPN
-        let tls = client(&ca, &addr.to_string(), &[b"h2", b"http/1.1"]).await;
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut send = h2(&ca, &addr.to_string(), &[b"h2", b"http/1.1"]).await;
         let req = Request::builder()
             .uri(format!("https://{addr}/saml/metadata"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -976,12 +986,7 @@ pub mod tls {
                 "the session cookie stays here"
             );
         }
-        let tls = client(&ca, &addr.to_string(), &[b"h2"]).await;
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut send = h2(&ca, &addr.to_string(), &[b"h2"]).await;
         let req = Request::builder()
             .uri(format!("https://{addr}/room/h2"))
             .header("cookie", &cookie)
