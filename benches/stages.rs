@@ -105,6 +105,9 @@ fn main() {
     time("sha256 of it", timing, || {
         black_box(openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &buf).unwrap());
     });
+    time("sha256 of it (ring)", timing, || {
+        black_box(ring::digest::digest(&ring::digest::SHA256, &buf));
+    });
     let signed_info = sig.child(NS_DSIG, "SignedInfo").unwrap();
     let mut si = Vec::new();
     c14n::canonicalize(signed_info, None, &[], &mut si);

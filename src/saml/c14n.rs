@@ -20,6 +20,8 @@
 //!   empty elements are written as start/end pairs; comments are dropped
 //!   (the parser already joined the text around them); CDATA is text.
 
+use std::borrow::Cow;
+
 use super::xml::{Attr, Element, Node};
 
 /// A namespace binding: prefix (`None` = default) and URI.
@@ -142,7 +144,7 @@ impl<'a> Canon<'a> {
                 out.extend_from_slice(p.as_bytes());
             }
             out.extend_from_slice(b"=\"");
-            escape_attr(out, uri);
+            escape_attr_str(out, uri, any_byte(uri.as_bytes(), 2));
             out.push(b'"');
         }
         let mut attrs = std::mem::take(&mut self.attrs);
@@ -195,7 +197,7 @@ fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
 
 /// Text node escaping: `&`, `<`, `>`, CR.
 fn escape_text(out: &mut Vec<u8>, s: &str) {
-    if !any_byte(s.as_bytes(), 1) {
+    if !text_needs_escape(s.as_bytes()) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
@@ -209,8 +211,21 @@ fn escape_text(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Attribute value escaping: `&`, `<`, `"`, TAB, LF, CR.
-fn escape_attr(out: &mut Vec<u8>, s: &str) {
-    if !any_byte(s.as_bytes(), 2) {
+#[allow(clippy::ptr_arg)] // whether it borrows from the input matters
+fn escape_attr(out: &mut Vec<u8>, value: &Cow<'_, str>) {
+    let needed = match value {
+        // The parser borrows a value from the input only when it holds no
+        // `&`, `<` or control character (TAB, LF, CR included): only a `"`
+        // (from a single-quoted value) can need escaping.
+        Cow::Borrowed(b) => memchr::memchr(b'"', b.as_bytes()).is_some(),
+        Cow::Owned(s) => any_byte(s.as_bytes(), 2),
+    };
+    escape_attr_str(out, value, needed);
+}
+
+/// Writes an attribute value, escaped when `needed`.
+fn escape_attr_str(out: &mut Vec<u8>, s: &str, needed: bool) {
+    if !needed {
         out.extend_from_slice(s.as_bytes());
         return;
     }
@@ -223,6 +238,16 @@ fn escape_attr(out: &mut Vec<u8>, s: &str) {
         b'\r' => Some(b"&#xD;"),
         _ => None,
     });
+}
+
+/// Whether text holds a byte canonical text escapes: one SIMD search for
+/// `&`, `<`, `>` and one for CR on longer runs (a certificate, a signature
+/// value), the table below on short ones.
+fn text_needs_escape(b: &[u8]) -> bool {
+    if b.len() < 32 {
+        return any_byte(b, 1);
+    }
+    memchr::memchr3(b'&', b'<', b'>', b).is_some() || memchr::memchr(b'\r', b).is_some()
 }
 
 /// Bytes canonical text escapes (bit 1) and attribute values escape (bit 2).
