@@ -47,27 +47,83 @@ fn invalid(msg: impl Into<String>) -> SamlError {
     SamlError::SignatureInvalid(msg.into())
 }
 
-fn digest_for(uri: &str) -> Option<MessageDigest> {
+/// A digest algorithm of the profile. Digests are computed with ring (its
+/// SHA-256 uses the CPU's SHA extensions, and it needs no per-call algorithm
+/// fetch as OpenSSL 3's EVP layer does); ECDSA goes through openssl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Hash {
+    fn digest(self, data: &[u8]) -> ring::digest::Digest {
+        let alg = match self {
+            Hash::Sha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Hash::Sha256 => &ring::digest::SHA256,
+            Hash::Sha384 => &ring::digest::SHA384,
+            Hash::Sha512 => &ring::digest::SHA512,
+        };
+        ring::digest::digest(alg, data)
+    }
+
+    fn openssl(self) -> MessageDigest {
+        match self {
+            Hash::Sha1 => MessageDigest::sha1(),
+            Hash::Sha256 => MessageDigest::sha256(),
+            Hash::Sha384 => MessageDigest::sha384(),
+            Hash::Sha512 => MessageDigest::sha512(),
+        }
+    }
+
+    /// The DER `DigestInfo` header (AlgorithmIdentifier with NULL
+    /// parameters, then the OCTET STRING tag and length) RSASSA-PKCS1-v1_5
+    /// wraps this digest in.
+    fn digest_info_prefix(self) -> &'static [u8] {
+        match self {
+            Hash::Sha1 => &[
+                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+                0x14,
+            ],
+            Hash::Sha256 => &[
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ],
+            Hash::Sha384 => &[
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x02, 0x05, 0x00, 0x04, 0x30,
+            ],
+            Hash::Sha512 => &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
+            ],
+        }
+    }
+}
+
+fn digest_for(uri: &str) -> Option<Hash> {
     Some(match uri {
-        "http://www.w3.org/2001/04/xmlenc#sha256" => MessageDigest::sha256(),
-        "http://www.w3.org/2001/04/xmldsig-more#sha384" => MessageDigest::sha384(),
-        "http://www.w3.org/2001/04/xmlenc#sha512" => MessageDigest::sha512(),
-        "http://www.w3.org/2000/09/xmldsig#sha1" => MessageDigest::sha1(),
+        "http://www.w3.org/2001/04/xmlenc#sha256" => Hash::Sha256,
+        "http://www.w3.org/2001/04/xmldsig-more#sha384" => Hash::Sha384,
+        "http://www.w3.org/2001/04/xmlenc#sha512" => Hash::Sha512,
+        "http://www.w3.org/2000/09/xmldsig#sha1" => Hash::Sha1,
         _ => return None,
     })
 }
 
 /// Signature algorithm: key type and digest.
-fn signature_for(uri: &str) -> Option<(Id, MessageDigest)> {
+fn signature_for(uri: &str) -> Option<(Id, Hash)> {
     Some(match uri {
-        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" => (Id::RSA, MessageDigest::sha256()),
-        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384" => (Id::RSA, MessageDigest::sha384()),
-        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512" => (Id::RSA, MessageDigest::sha512()),
-        "http://www.w3.org/2000/09/xmldsig#rsa-sha1" => (Id::RSA, MessageDigest::sha1()),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256" => (Id::EC, MessageDigest::sha256()),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384" => (Id::EC, MessageDigest::sha384()),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512" => (Id::EC, MessageDigest::sha512()),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha1" => (Id::EC, MessageDigest::sha1()),
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" => (Id::RSA, Hash::Sha256),
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384" => (Id::RSA, Hash::Sha384),
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512" => (Id::RSA, Hash::Sha512),
+        "http://www.w3.org/2000/09/xmldsig#rsa-sha1" => (Id::RSA, Hash::Sha1),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256" => (Id::EC, Hash::Sha256),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384" => (Id::EC, Hash::Sha384),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512" => (Id::EC, Hash::Sha512),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha1" => (Id::EC, Hash::Sha1),
         _ => return None,
     })
 }
@@ -159,8 +215,9 @@ pub fn verify_element<'a>(
     // 1. The Reference: the signed element, canonical, minus this Signature.
     let mut buf = Vec::with_capacity(8 * 1024);
     c14n::canonicalize(signed, Some(sig), &inclusive_of(*t2), &mut buf);
-    let digest = openssl::hash::hash(digest_md, &buf).map_err(|e| invalid(e.to_string()))?;
-    if expected.len() != digest.len() || !openssl::memcmp::eq(&expected, &digest) {
+    let digest = digest_md.digest(&buf);
+    let digest = digest.as_ref();
+    if expected.len() != digest.len() || !openssl::memcmp::eq(&expected, digest) {
         return Err(invalid(format!(
             "the digest of {} {id:?} does not match its Reference (content changed after signing)",
             signed.name()
@@ -183,7 +240,7 @@ pub fn verify_element<'a>(
                 .is_some_and(|rsa| rsa_pkcs1_verify(rsa, sig_md, &buf, &value))
         } else {
             ecdsa_der(&value).is_some_and(|der| {
-                Verifier::new(sig_md, &cert.key)
+                Verifier::new(sig_md.openssl(), &cert.key)
                     .and_then(|mut v| {
                         v.update(&buf)?;
                         v.verify(&der)
@@ -217,20 +274,17 @@ pub fn verify_element<'a>(
 /// a fifth of the whole verification.
 fn rsa_pkcs1_verify(
     rsa: &openssl::rsa::Rsa<openssl::pkey::Public>,
-    md: MessageDigest,
+    md: Hash,
     message: &[u8],
     signature: &[u8],
 ) -> bool {
-    let Some(prefix) = digest_info_prefix(md) else {
-        return false;
-    };
+    let prefix = md.digest_info_prefix();
     let size = rsa.size() as usize;
     if signature.len() != size {
         return false;
     }
-    let Ok(digest) = openssl::hash::hash(md, message) else {
-        return false;
-    };
+    let digest = md.digest(message);
+    let digest = digest.as_ref();
     let mut out = vec![0u8; size];
     let Ok(n) = rsa.public_decrypt(signature, &mut out, openssl::rsa::Padding::PKCS1) else {
         return false;
@@ -240,37 +294,7 @@ fn rsa_pkcs1_verify(
         && out.get(..prefix.len()) == Some(prefix)
         && out
             .get(prefix.len()..n)
-            .is_some_and(|d| openssl::memcmp::eq(d, &digest))
-}
-
-/// The DER `DigestInfo` header (AlgorithmIdentifier with NULL parameters,
-/// then the OCTET STRING tag and length) for each digest we accept.
-fn digest_info_prefix(md: MessageDigest) -> Option<&'static [u8]> {
-    const SHA1: &[u8] = &[
-        0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
-    ];
-    const SHA256: &[u8] = &[
-        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-        0x05, 0x00, 0x04, 0x20,
-    ];
-    const SHA384: &[u8] = &[
-        0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
-        0x05, 0x00, 0x04, 0x30,
-    ];
-    const SHA512: &[u8] = &[
-        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
-        0x05, 0x00, 0x04, 0x40,
-    ];
-    let nid = md.type_();
-    [
-        (MessageDigest::sha1(), SHA1),
-        (MessageDigest::sha256(), SHA256),
-        (MessageDigest::sha384(), SHA384),
-        (MessageDigest::sha512(), SHA512),
-    ]
-    .into_iter()
-    .find(|(m, _)| m.type_() == nid)
-    .map(|(_, p)| p)
+            .is_some_and(|d| openssl::memcmp::eq(d, digest))
 }
 
 /// XML-DSig ECDSA signatures are `r || s`, each half the length; openssl
@@ -308,6 +332,20 @@ mod tests {
             .unwrap_or(false)
     }
 
+    /// ring's digests are openssl's, for every algorithm and for inputs
+    /// around the block sizes.
+    #[test]
+    fn digests_match_openssl() {
+        for md in [Hash::Sha1, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+            for n in [0usize, 1, 55, 56, 63, 64, 65, 111, 112, 127, 128, 129, 4099] {
+                let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+                let ours = md.digest(&data);
+                let theirs = openssl::hash::hash(md.openssl(), &data).unwrap();
+                assert_eq!(ours.as_ref(), &theirs[..], "{md:?} {n}");
+            }
+        }
+    }
+
     #[test]
     fn rsa_pkcs1_decides_like_openssl_evp() {
         let private = Rsa::generate(2048).unwrap();
@@ -318,36 +356,31 @@ mod tests {
         .unwrap();
         let pkey = PKey::from_rsa(public.clone()).unwrap();
         let signing = PKey::from_rsa(private.clone()).unwrap();
-        let mds = [
-            MessageDigest::sha1(),
-            MessageDigest::sha256(),
-            MessageDigest::sha384(),
-            MessageDigest::sha512(),
-        ];
+        let mds = [Hash::Sha1, Hash::Sha256, Hash::Sha384, Hash::Sha512];
         let msg = b"<ds:SignedInfo>...</ds:SignedInfo>";
         for md in mds {
-            let mut signer = Signer::new(md, &signing).unwrap();
+            let mut signer = Signer::new(md.openssl(), &signing).unwrap();
             signer.update(msg).unwrap();
             let sig = signer.sign_to_vec().unwrap();
             assert!(rsa_pkcs1_verify(&public, md, msg, &sig));
-            assert!(evp_verify(&pkey, md, msg, &sig));
+            assert!(evp_verify(&pkey, md.openssl(), msg, &sig));
             // Another message, a flipped bit, another digest: refused by both.
             assert!(!rsa_pkcs1_verify(&public, md, b"other", &sig));
             let mut flipped = sig.clone();
             flipped[100] ^= 1;
             assert!(!rsa_pkcs1_verify(&public, md, msg, &flipped));
-            assert!(!evp_verify(&pkey, md, msg, &flipped));
-            for other in mds.iter().filter(|o| o.type_() != md.type_()) {
+            assert!(!evp_verify(&pkey, md.openssl(), msg, &flipped));
+            for other in mds.iter().filter(|o| **o != md) {
                 assert!(!rsa_pkcs1_verify(&public, *other, msg, &sig));
-                assert!(!evp_verify(&pkey, *other, msg, &sig));
+                assert!(!evp_verify(&pkey, other.openssl(), msg, &sig));
             }
         }
         // Payloads that are not exactly DigestInfo(SHA-256, digest), correctly
         // padded by the private key: the bare digest, no NULL parameters,
         // trailing bytes. OpenSSL's EVP path refuses each; so must we.
-        let md = MessageDigest::sha256();
-        let digest = openssl::hash::hash(md, msg).unwrap();
-        let prefix = digest_info_prefix(md).unwrap();
+        let md = Hash::Sha256;
+        let digest = openssl::hash::hash(md.openssl(), msg).unwrap();
+        let prefix = md.digest_info_prefix();
         let without_null = [
             &[0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09][..],
             &prefix[6..15],
@@ -366,14 +399,17 @@ mod tests {
                 .unwrap();
             sig.truncate(n);
             assert!(!rsa_pkcs1_verify(&public, md, msg, &sig), "{payload:02x?}");
-            assert!(!evp_verify(&pkey, md, msg, &sig), "{payload:02x?}");
+            assert!(
+                !evp_verify(&pkey, md.openssl(), msg, &sig),
+                "{payload:02x?}"
+            );
         }
         // A signature whose integer starts with a zero byte is valid only at
         // full length; without its leading zero both refuse it.
         let (m, sig) = (0u32..5000)
             .map(|i| {
                 let m = format!("message {i}").into_bytes();
-                let mut signer = Signer::new(md, &signing).unwrap();
+                let mut signer = Signer::new(md.openssl(), &signing).unwrap();
                 signer.update(&m).unwrap();
                 let s = signer.sign_to_vec().unwrap();
                 (m, s)
@@ -382,6 +418,6 @@ mod tests {
             .expect("a signature with a leading zero byte");
         assert!(rsa_pkcs1_verify(&public, md, &m, &sig));
         assert!(!rsa_pkcs1_verify(&public, md, &m, &sig[1..]));
-        assert!(!evp_verify(&pkey, md, &m, &sig[1..]));
+        assert!(!evp_verify(&pkey, md.openssl(), &m, &sig[1..]));
     }
 }
