@@ -427,9 +427,40 @@ fn check_c14n_children(parent: Element<'_>, method: Element<'_>) -> Result<(), S
 /// non-ASCII characters is refused outright (no IdP writes one, and libxml2
 /// judges them by the XML 1.0 4th edition's character tables, which we do
 /// not carry). This runs before either verifier, so both decide alike.
+/// A set of IDs: a list searched in order while small (a SAML message has a
+/// handful; no hashing, no allocation beyond the list), a hash set once it
+/// grows (so a message stuffed with IDs still costs linear time).
+#[derive(Default)]
+struct IdSet<'a> {
+    few: Vec<&'a str>,
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> IdSet<'a> {
+    const FEW: usize = 16;
+
+    /// Adds `v`; false when it was already there.
+    fn insert(&mut self, v: &'a str) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(v);
+        }
+        if self.few.contains(&v) {
+            return false;
+        }
+        if self.few.len() < Self::FEW {
+            self.few.push(v);
+        } else {
+            let mut set: HashSet<&str> = self.few.drain(..).collect();
+            set.insert(v);
+            self.many = Some(set);
+        }
+        true
+    }
+}
+
 fn check_unique_ids(root: Element<'_>) -> Result<(), SamlError> {
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut registered: HashSet<&str> = HashSet::new();
+    let mut seen = IdSet::default();
+    let mut registered = IdSet::default();
     let mut problem: Option<SamlError> = None;
     root.walk(&mut |e, _| {
         if problem.is_some() {
@@ -469,5 +500,29 @@ fn check_unique_ids(root: Element<'_>) -> Result<(), SamlError> {
     match problem {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Duplicates are found on both sides of the switch from the list to the
+    /// hash set, and only duplicates.
+    #[test]
+    fn id_set_finds_duplicates_small_and_large() {
+        let ids: Vec<String> = (0..100).map(|i| format!("_id{i}")).collect();
+        for n in [1usize, IdSet::FEW - 1, IdSet::FEW, IdSet::FEW + 1, 100] {
+            let mut set = IdSet::default();
+            for id in &ids[..n] {
+                assert!(set.insert(id), "{n} {id}");
+            }
+            for id in &ids[..n] {
+                assert!(!set.insert(id), "{n} {id}");
+            }
+            if n < ids.len() {
+                assert!(set.insert(&ids[n]), "{n}: a new ID");
+            }
+        }
     }
 }
