@@ -14,6 +14,8 @@
 //!   sets one (else `default_license`); groups and features from every
 //!   matching rule.
 
+use std::fmt;
+
 use regex::Regex;
 use serde::Serialize;
 
@@ -94,29 +96,67 @@ impl Source {
         }
     }
 
-    /// Values this source yields, and a description of what matched.
-    fn resolve(&self, input: &MappingInput<'_>) -> Option<(Vec<String>, String)> {
+    /// What this source matches in `input`, if anything.
+    fn find<'i>(&self, input: &MappingInput<'i>) -> Option<Found<'i>> {
         match self {
-            Self::NameId => input
-                .name_id
-                .map(|v| (vec![v.to_owned()], "NameID".to_owned())),
-            Self::Attribute(n) => input
-                .attributes
-                .iter()
-                .find(|a| a.name == *n)
-                .map(|a| (a.values.clone(), format!("attribute {}", a.name)))
-                .or_else(|| {
-                    input
-                        .attributes
-                        .iter()
-                        .find(|a| a.friendly_name.as_deref() == Some(n.as_str()))
-                        .map(|a| {
-                            (
-                                a.values.clone(),
-                                format!("attribute {} (FriendlyName {n})", a.name),
-                            )
-                        })
-                }),
+            Self::NameId => input.name_id.map(Found::NameId),
+            Self::Attribute(n) => {
+                let attrs = input.attributes;
+                attrs
+                    .iter()
+                    .find(|a| a.name == *n)
+                    .map(|a| Found::Attribute(a, false))
+                    .or_else(|| {
+                        attrs
+                            .iter()
+                            .find(|a| a.friendly_name.as_deref() == Some(n.as_str()))
+                            .map(|a| Found::Attribute(a, true))
+                    })
+            }
+        }
+    }
+}
+
+/// What a [`Source`] matched: the NameID, or an attribute (found by its
+/// `FriendlyName` or not). Described only when a trace asks.
+#[derive(Debug, Clone, Copy)]
+pub enum Found<'i> {
+    /// The NameID text.
+    NameId(&'i str),
+    /// An attribute; `true` when matched on its `FriendlyName`.
+    Attribute(&'i SamlAttribute, bool),
+}
+
+impl<'i> Found<'i> {
+    /// Its values, borrowed.
+    fn each(self) -> impl Iterator<Item = &'i str> {
+        let (one, many) = match self {
+            Found::NameId(v) => (Some(v), &[][..]),
+            Found::Attribute(a, _) => (None, a.values.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+}
+
+/// Where a field's value came from, for traces.
+#[derive(Debug, Clone, Copy)]
+enum Desc<'i> {
+    Found(Found<'i>),
+    Default,
+}
+
+impl fmt::Display for Desc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Desc::Found(Found::NameId(_)) => f.write_str("NameID"),
+            Desc::Found(Found::Attribute(a, false)) => write!(f, "attribute {}", a.name),
+            Desc::Found(Found::Attribute(a, true)) => write!(
+                f,
+                "attribute {} (FriendlyName {})",
+                a.name,
+                a.friendly_name.as_deref().unwrap_or("")
+            ),
+            Desc::Default => f.write_str("default"),
         }
     }
 }
@@ -182,16 +222,17 @@ impl FieldRule {
     }
 
     /// The first candidate with a non-empty value after transforms.
-    fn resolve(
+    fn resolve<'i>(
         &self,
-        input: &MappingInput<'_>,
+        input: &MappingInput<'i>,
         accept: &dyn Fn(&str) -> bool,
-    ) -> Option<(Vec<String>, String)> {
+    ) -> Option<(Vec<String>, Desc<'i>)> {
         for source in &self.from {
-            let Some((values, desc)) = source.resolve(input) else {
+            let Some(found) = source.find(input) else {
                 continue;
             };
-            let mut values = values;
+            let desc = Desc::Found(found);
+            let mut values: Vec<String> = found.each().map(str::to_owned).collect();
             for t in &self.transforms {
                 values = t.apply(values);
             }
@@ -202,7 +243,7 @@ impl FieldRule {
         }
         self.default
             .as_ref()
-            .map(|d| (vec![d.clone()], "default".to_owned()))
+            .map(|d| (vec![d.clone()], Desc::Default))
     }
 
     fn describe(&self) -> String {
@@ -253,11 +294,8 @@ pub struct Rule {
 
 impl Rule {
     fn matches(&self, input: &MappingInput<'_>) -> bool {
-        let values = self
-            .source
-            .resolve(input)
-            .map(|(v, _)| v)
-            .unwrap_or_default();
+        let found = self.source.find(input);
+        let values = || found.into_iter().flat_map(Found::each);
         let fold = |s: &str| {
             if self.ignore_case {
                 s.to_lowercase()
@@ -266,10 +304,10 @@ impl Rule {
             }
         };
         let hit = match &self.matcher {
-            Matcher::Present => values.iter().any(|v| !v.trim().is_empty()),
-            Matcher::Equals(x) => values.iter().any(|v| fold(v) == fold(x)),
-            Matcher::Contains(x) => values.iter().any(|v| fold(v).contains(&fold(x))),
-            Matcher::Regex(re) => values.iter().any(|v| re.is_match(v)),
+            Matcher::Present => values().any(|v| !v.trim().is_empty()),
+            Matcher::Equals(x) => values().any(|v| fold(v) == fold(x)),
+            Matcher::Contains(x) => values().any(|v| fold(v).contains(&fold(x))),
+            Matcher::Regex(re) => values().any(|v| re.is_match(v)),
         };
         hit != self.negate
     }
@@ -647,6 +685,37 @@ mod tests {
             .apply(&input, &mut Trace::off())
             .unwrap_err();
         assert!(err.contains("mapping.email"), "{err}");
+    }
+
+    /// The trace says where each field came from: NameID, an attribute by
+    /// Name, an attribute by FriendlyName, or the rule's default.
+    #[test]
+    fn trace_names_each_source() {
+        let attrs = vec![
+            attr("urn:oid:2.5.4.42", Some("givenName"), &["Carol"]),
+            attr("dept", None, &["Sales"]),
+        ];
+        let input = MappingInput {
+            name_id: Some("c@example.com"),
+            attributes: &attrs,
+        };
+        let mut m = Mapping::default();
+        m.email = FieldRule::new(&["nameid"], vec![]);
+        m.first_name = FieldRule::new(&["givenName"], vec![]);
+        m.department = FieldRule::new(&["dept"], vec![]);
+        m.last_name = FieldRule::new(&["sn"], vec![]);
+        m.last_name.default = Some("Unknown".into());
+        let mut trace = Trace::collecting();
+        m.apply(&input, &mut trace).unwrap();
+        let text: Vec<String> = trace.into_lines().into_iter().map(|l| l.detail).collect();
+        for want in [
+            "email = \"c@example.com\" from NameID",
+            "first_name = \"Carol\" from attribute urn:oid:2.5.4.42 (FriendlyName givenName)",
+            "department = \"Sales\" from attribute dept",
+            "last_name = \"Unknown\" from default",
+        ] {
+            assert!(text.iter().any(|t| t == want), "{want:?} not in {text:#?}");
+        }
     }
 
     #[test]

@@ -84,12 +84,12 @@ pub fn check_issuer(
         }
         return Ok(());
     };
-    let found = issuer.text();
+    let found = issuer.text_ref();
     let format_ok = issuer.attr("Format").is_none_or(|f| f == FORMAT_ENTITY);
     if found.trim() != expected || !format_ok {
         return Err(SamlError::IssuerMismatch {
             element,
-            found,
+            found: found.into_owned(),
             expected: expected.to_owned(),
         });
     }
@@ -203,7 +203,7 @@ pub fn check_audience(conditions: Element<'_>, sp_entity_id: &str) -> Result<(),
     for r in restrictions {
         let audiences: Vec<String> = r
             .children_named(NS_ASSERTION, "Audience")
-            .map(|a| a.text().trim().to_owned())
+            .map(|a| a.text_ref().trim().to_owned())
             .collect();
         if !audiences.iter().any(|a| a == sp_entity_id) {
             return Err(SamlError::AudienceMismatch(format!(

@@ -367,7 +367,7 @@ pub fn verify_parsed(
     });
 
     let name_id = subject.child(NS_ASSERTION, "NameID").map(|n| NameId {
-        value: n.text().trim().to_owned(),
+        value: n.text_ref().trim().to_owned(),
         format: n.attr("Format").map(str::to_owned),
     });
     let mut session_index = None;

@@ -307,16 +307,22 @@ impl<'d> Element<'d> {
 
     /// All descendant text, concatenated (XPath `string()`).
     pub fn text(self) -> String {
+        self.text_ref().into_owned()
+    }
+
+    /// [`Element::text`] without a copy when the element holds one text
+    /// run (nearly always: a name, a date, a base64 value).
+    pub fn text_ref(self) -> Cow<'d, str> {
         let texts = self
             .doc
             .texts
             .get(self.data().texts.range())
             .unwrap_or_default();
-        let mut out = String::with_capacity(texts.iter().map(|t| t.len()).sum());
-        for t in texts {
-            out.push_str(t);
+        match texts {
+            [] => Cow::Borrowed(""),
+            [one] => Cow::Borrowed(one.as_ref()),
+            _ => Cow::Owned(texts.concat()),
         }
-        out
     }
 
     /// This element and its descendants in document order, each with its
