@@ -1,7 +1,7 @@
 //! The native XML-DSig verifier for the strict SAML signature profile
 //! (`security.verifier = "native"`): exclusive c14n ([`super::c14n`]) of the
-//! parsed document, SHA-2 digests and RSA/ECDSA signatures through openssl, keys
-//! only from metadata (parsed once, at config load).
+//! parsed document, SHA-2 digests through ring, RSA/ECDSA signatures through
+//! openssl, keys only from metadata (parsed once, at config load).
 //!
 //! It runs after [`super::precheck`] has enforced the profile (one Signature,
 //! a direct child of the signed element, one Reference to `#` + its own ID,
