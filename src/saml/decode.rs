@@ -27,9 +27,9 @@ pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlE
 /// the runs between them are copied; a value without any is borrowed and
 /// decoded in place.
 pub(crate) fn without_xml_space(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    // Line breaks (every 64 or 76 characters, as most IdPs and browsers
-    // wrap) and spaces found with SIMD searches; runs between them copied
-    // whole. A TAB is rare enough to take one more search.
+    // Line breaks (every 64 or 76 characters, as many IdPs wrap) and spaces
+    // found with SIMD searches; runs between them copied whole. A TAB is
+    // rare enough to take one more search.
     let tab = memchr::memchr(b'\t', input).is_some();
     let mut breaks = memchr::memchr3_iter(b'\n', b'\r', b' ', input).peekable();
     if breaks.peek().is_none() && !tab {
