@@ -120,7 +120,7 @@ impl Source {
 /// What a [`Source`] matched: the NameID, or an attribute (found by its
 /// `FriendlyName` or not). Described only when a trace asks.
 #[derive(Debug, Clone, Copy)]
-pub enum Found<'i> {
+enum Found<'i> {
     /// The NameID text.
     NameId(&'i str),
     /// An attribute; `true` when matched on its `FriendlyName`.
