@@ -465,12 +465,10 @@ impl Trace {
     }
 
     /// Adds a line; `detail` runs only when the trace is collecting.
+    #[inline]
     pub fn add(&mut self, step: &'static str, detail: impl FnOnce() -> String) {
         if let Some(lines) = &mut self.lines {
-            lines.push(TraceLine {
-                step,
-                detail: detail(),
-            });
+            push_line(lines, step, detail);
         }
     }
 
@@ -478,6 +476,18 @@ impl Trace {
     pub fn into_lines(self) -> Vec<TraceLine> {
         self.lines.unwrap_or_default()
     }
+}
+
+/// Out of line and cold: the login path runs with the trace off, and the
+/// formatting code of every step would otherwise sit inline in the hot
+/// functions that call [`Trace::add`].
+#[cold]
+#[inline(never)]
+fn push_line(lines: &mut Vec<TraceLine>, step: &'static str, detail: impl FnOnce() -> String) {
+    lines.push(TraceLine {
+        step,
+        detail: detail(),
+    });
 }
 
 /// Whether `s` looks like an email address: one `@`, non-empty local part,

@@ -90,15 +90,13 @@ pub fn precheck_response(root: Element<'_>, policy: AlgorithmPolicy) -> Result<S
     if root.attr("ID").is_none_or(str::is_empty) {
         return Err(SamlError::MalformedXml("Response has no ID".into()));
     }
-    check_unique_ids(root)?;
+    let survey = Survey::of(root);
+    if let Some(p) = survey.id_problem {
+        return Err(p);
+    }
 
     // Exactly one assertion in the whole document, a direct child of the root.
-    let mut count = 0usize;
-    root.walk(&mut |e, _| {
-        if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
-            count += 1;
-        }
-    });
+    let count = survey.assertions;
     if count > 1 {
         return Err(SamlError::MultipleAssertions(count));
     }
@@ -114,7 +112,7 @@ pub fn precheck_response(root: Element<'_>, policy: AlgorithmPolicy) -> Result<S
         // A non-Success status usually comes without an assertion; let the
         // status check report it.
         return Ok(Shape {
-            response_signed: check_signatures(root, root, policy)?.is_some(),
+            response_signed: check_signatures(root, survey, policy)?.is_some(),
             ..Shape::default()
         });
     };
@@ -122,7 +120,7 @@ pub fn precheck_response(root: Element<'_>, policy: AlgorithmPolicy) -> Result<S
         encrypted: assertion.name() == "EncryptedAssertion",
         ..Shape::default()
     };
-    if let Some(alg) = check_signatures(root, root, policy)? {
+    if let Some(alg) = check_signatures(root, survey, policy)? {
         shape.response_signed = true;
         shape.signature_algorithms.push(alg);
     }
@@ -147,17 +145,88 @@ pub fn precheck_assertion(
             root.display_name()
         )));
     }
-    check_unique_ids(root)?;
-    let mut nested = 0usize;
-    root.walk(&mut |e, _| {
-        if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
-            nested += 1;
-        }
-    });
-    if nested > 1 {
-        return Err(SamlError::MultipleAssertions(nested));
+    let survey = Survey::of(root);
+    if let Some(p) = survey.id_problem {
+        return Err(p);
     }
-    check_signatures(root, root, policy)
+    if survey.assertions > 1 {
+        return Err(SamlError::MultipleAssertions(survey.assertions));
+    }
+    check_signatures(root, survey, policy)
+}
+
+/// What the document-wide rules need, gathered in one walk over every
+/// element (they used to walk the document three times). Each rule keeps
+/// its first finding, and the callers report them in a fixed order (IDs,
+/// then the assertion count, then signature placement), whatever the order
+/// of the elements that broke them.
+struct Survey<'d> {
+    /// The first ID problem in document order (see [`Ids`]).
+    id_problem: Option<SamlError>,
+    /// `Assertion` and `EncryptedAssertion` elements anywhere.
+    assertions: usize,
+    /// The first Signature found where the profile does not allow one.
+    misplaced: Option<SamlError>,
+    /// Elements with a Signature child, and how many they have.
+    signed: Vec<(Element<'d>, usize)>,
+}
+
+impl<'d> Survey<'d> {
+    fn of(root: Element<'d>) -> Self {
+        let mut ids = Ids::default();
+        let mut s = Survey {
+            id_problem: None,
+            assertions: 0,
+            misplaced: None,
+            signed: Vec::new(),
+        };
+        root.walk(&mut |e, parent| {
+            if s.id_problem.is_none()
+                && let Err(p) = ids.check(e)
+            {
+                s.id_problem = Some(p);
+            }
+            if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
+                s.assertions += 1;
+            } else if s.misplaced.is_none() && e.is(NS_DSIG, "Signature") {
+                match signature_parent(root, parent) {
+                    Ok(p) => match s.signed.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, n)) => *n += 1,
+                        None => s.signed.push((p, 1)),
+                    },
+                    Err(problem) => s.misplaced = Some(problem),
+                }
+            }
+        });
+        s
+    }
+}
+
+/// Every `ds:Signature` must sit directly under `root` or under the
+/// assertion (a direct child of root, or root itself): the element it
+/// signs, or why it may not be there.
+fn signature_parent<'d>(
+    root: Element<'d>,
+    parent: Option<Element<'d>>,
+) -> Result<Element<'d>, SamlError> {
+    let Some(parent) = parent else {
+        return Err(SamlError::SignatureProfile {
+            element: "document".into(),
+            reason: "a Signature cannot be the root element".into(),
+        });
+    };
+    let parent_is_root = parent == root;
+    let parent_is_assertion = parent.is(NS_ASSERTION, "Assertion")
+        && (parent_is_root || root.elements().any(|c| c == parent));
+    if !(parent_is_root || parent_is_assertion) {
+        return Err(SamlError::SignatureProfile {
+            element: parent.display_name(),
+            reason:
+                "a Signature may only sign the Response or the Assertion, as their direct child"
+                    .into(),
+        });
+    }
+    Ok(parent)
 }
 
 /// The signature directly on `assertion`, after checking every signature in
@@ -173,49 +242,18 @@ fn signature_of(
     }
 }
 
-/// Walks the whole document: every `ds:Signature` must sit directly under
-/// `root` or under the assertion (a direct child of root / root itself).
-/// Returns the algorithm of the signature directly under `root`, if any.
+/// The signatures' placement as the [`Survey`] of `root` found it, then
+/// the profile of the signature directly under `root`, if any: returns its
+/// algorithm.
 fn check_signatures(
-    doc: Element<'_>,
     root: Element<'_>,
+    survey: Survey<'_>,
     policy: AlgorithmPolicy,
 ) -> Result<Option<String>, SamlError> {
-    let mut problem: Option<SamlError> = None;
-    let mut per_parent: Vec<(Element<'_>, usize)> = Vec::new();
-    doc.walk(&mut |e, parent| {
-        if problem.is_some() || !e.is(NS_DSIG, "Signature") {
-            return;
-        }
-        let Some(parent) = parent else {
-            problem = Some(SamlError::SignatureProfile {
-                element: "document".into(),
-                reason: "a Signature cannot be the root element".into(),
-            });
-            return;
-        };
-        let parent_is_root = parent == root;
-        let parent_is_assertion = parent.is(NS_ASSERTION, "Assertion")
-            && (parent_is_root || root.elements().any(|c| c == parent));
-        if !(parent_is_root || parent_is_assertion) {
-            problem = Some(SamlError::SignatureProfile {
-                element: parent.display_name(),
-                reason:
-                    "a Signature may only sign the Response or the Assertion, as their direct child"
-                        .into(),
-            });
-            return;
-        }
-        let key = parent;
-        match per_parent.iter_mut().find(|(p, _)| *p == key) {
-            Some((_, n)) => *n += 1,
-            None => per_parent.push((key, 1)),
-        }
-    });
-    if let Some(p) = problem {
+    if let Some(p) = survey.misplaced {
         return Err(p);
     }
-    if per_parent.iter().any(|(_, n)| *n > 1) {
+    if survey.signed.iter().any(|(_, n)| *n > 1) {
         return Err(SamlError::SignatureProfile {
             element: root.display_name(),
             reason: "more than one Signature on one element".into(),
@@ -419,14 +457,6 @@ fn check_c14n_children(parent: Element<'_>, method: Element<'_>) -> Result<(), S
     Ok(())
 }
 
-/// No two elements may share an ID (unqualified `ID`, `Id` or
-/// `AssertionID`). Also what samael demands before libxmlsec1 runs (the
-/// differential fuzzer found the native path accepting what it refused): on
-/// each element the first attribute named `ID` in any namespace (libxml2's
-/// `xmlHasProp`) must be an XML name (`xs:ID`) and unique. An ID with
-/// non-ASCII characters is refused outright (no IdP writes one, and libxml2
-/// judges them by the XML 1.0 4th edition's character tables, which we do
-/// not carry). This runs before either verifier, so both decide alike.
 /// A set of IDs: a list searched in order while small (a SAML message has a
 /// handful; no hashing, no allocation beyond the list), a hash set once it
 /// grows (so a message stuffed with IDs still costs linear time).
@@ -458,48 +488,52 @@ impl<'a> IdSet<'a> {
     }
 }
 
-fn check_unique_ids(root: Element<'_>) -> Result<(), SamlError> {
-    let mut seen = IdSet::default();
-    let mut registered = IdSet::default();
-    let mut problem: Option<SamlError> = None;
-    root.walk(&mut |e, _| {
-        if problem.is_some() {
-            return;
-        }
+/// The ID rules, element by element in document order: no two elements
+/// may share an ID (unqualified `ID`, `Id` or `AssertionID`). Also what
+/// samael demands before libxmlsec1 runs (the differential fuzzer found the
+/// native path accepting what it refused): on each element the first
+/// attribute named `ID` in any namespace (libxml2's `xmlHasProp`) must be
+/// an XML name (`xs:ID`) and unique. An ID with non-ASCII characters is
+/// refused outright (no IdP writes one, and libxml2 judges them by the XML
+/// 1.0 4th edition's character tables, which we do not carry). This runs
+/// before either verifier, so both decide alike.
+#[derive(Default)]
+struct Ids<'a> {
+    /// Unqualified `ID`, `Id` and `AssertionID` values.
+    seen: IdSet<'a>,
+    /// The first attribute named `ID` in any namespace, per element.
+    registered: IdSet<'a>,
+}
+
+impl<'a> Ids<'a> {
+    fn check(&mut self, e: Element<'a>) -> Result<(), SamlError> {
         if let Some(a) = e.attrs().iter().find(|a| a.name == "ID") {
             let v = a.value.as_ref();
             if !v.is_ascii() {
-                problem = Some(SamlError::MalformedXml(format!(
+                return Err(SamlError::MalformedXml(format!(
                     "the ID {v:?} of {} has non-ASCII characters",
                     e.name()
                 )));
-                return;
             }
             if !is_ncname(v) {
-                problem = Some(SamlError::MalformedXml(format!(
+                return Err(SamlError::MalformedXml(format!(
                     "the ID {v:?} of {} is not an XML name (xs:ID)",
                     e.name()
                 )));
-                return;
             }
-            if !registered.insert(v) {
-                problem = Some(SamlError::DuplicateId(v.to_owned()));
-                return;
+            if !self.registered.insert(v) {
+                return Err(SamlError::DuplicateId(v.to_owned()));
             }
         }
         for a in e.attrs() {
             if a.ns.is_none()
                 && matches!(a.name, "ID" | "Id" | "AssertionID")
-                && !seen.insert(a.value.as_ref())
+                && !self.seen.insert(a.value.as_ref())
             {
-                problem = Some(SamlError::DuplicateId(a.value.to_string()));
-                return;
+                return Err(SamlError::DuplicateId(a.value.to_string()));
             }
         }
-    });
-    match problem {
-        Some(e) => Err(e),
-        None => Ok(()),
+        Ok(())
     }
 }
 
