@@ -1115,37 +1115,18 @@ fn plain_attribute(b: &[u8], i: usize) -> Option<(usize, Option<usize>, usize)> 
     let quote = *b.get(name_end + 1).filter(|&&q| q == b'"' || q == b'\'')?;
     let start = name_end + 2;
     let value = b.get(start..)?;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // High bit set in each byte of `x` that is zero; the lowest one set is
-    // always exact (a borrow can only mark bytes above a true zero).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let mut words = value.chunks_exact(8);
-    let mut at = start;
-    for w in &mut words {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        let x = u64::from_le_bytes(a);
-        let hits = zero(x ^ (ONES * u64::from(quote)))
-            | zero(x & 0xE0E0_E0E0_E0E0_E0E0)
-            | zero(x ^ (ONES * u64::from(b'<')))
-            | zero(x ^ (ONES * u64::from(b'&')))
-            | zero(x ^ (ONES * 0xEF));
-        if hits != 0 {
-            let k = at + (hits.trailing_zeros() / 8) as usize;
-            return (b.get(k) == Some(&quote)).then_some((name_end, colon, k));
-        }
-        at += 8;
+    // The first quote, `<` or `&` (one SIMD search) must be the closing
+    // quote, and nothing before it a control character or an 0xEF byte
+    // (a branch-free pass the compiler vectorises).
+    let len = memchr::memchr3(quote, b'<', b'&', value)?;
+    if value.get(len) != Some(&quote) {
+        return None;
     }
-    for (k, &c) in words.remainder().iter().enumerate() {
-        if c == quote {
-            return Some((name_end, colon, at + k));
-        }
-        if class(c, ATTR_SPECIAL) {
-            return None;
-        }
-    }
-    None
+    let special = value
+        .get(..len)?
+        .iter()
+        .fold(false, |seen, &c| seen | (c < 0x20) | (c == 0xEF));
+    (!special).then_some((name_end, colon, start + len))
 }
 
 /// An attribute value as XML 1.0 reads it (no DTD, so every attribute is
