@@ -16,10 +16,24 @@ pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlE
             limit: max_encoded,
         });
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(without_xml_space(input))
-        .map_err(|e| SamlError::Base64(e.to_string()))?;
+    let bytes = base64_strict(&without_xml_space(input)).map_err(SamlError::Base64)?;
     bytes_to_xml(bytes, max_xml_bytes)
+}
+
+/// Strict base64 (RFC 4648 standard alphabet, `=` padding to a multiple of
+/// four, zero trailing bits; nothing else, whitespace included) decoded with
+/// SIMD: a 7 KB `SAMLResponse` in about a tenth of the scalar decoder's
+/// instructions. The scalar decoder of the `base64` crate, which decides
+/// exactly alike (a unit test holds the two together), only runs when the
+/// input is refused, to say why; should it ever accept what the SIMD one
+/// refused, the input is still refused.
+pub(crate) fn base64_strict(input: &[u8]) -> Result<Vec<u8>, String> {
+    base64_simd::STANDARD.decode_to_vec(input).map_err(|_| {
+        match base64::engine::general_purpose::STANDARD.decode(input) {
+            Err(e) => e.to_string(),
+            Ok(_) => "not strict base64".to_owned(),
+        }
+    })
 }
 
 /// Base64 text with its XML whitespace (space, TAB, CR, LF) taken out.
@@ -114,6 +128,68 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SIMD decoder accepts exactly what the `base64` crate's strict
+    /// STANDARD engine accepts, with the same bytes: valid encodings of
+    /// every length up to 96 bytes of payload (SIMD blocks and their
+    /// tails), then each mutated by a replaced byte (every kind that
+    /// matters: other alphabet letters, which change trailing bits, `=`,
+    /// the URL-safe letters, whitespace, NUL, non-ASCII), a removed or
+    /// added byte, or padding taken away or added.
+    #[test]
+    fn simd_base64_decides_like_the_strict_scalar_decoder() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const SPECIAL: &[u8] = b"=-_ \t\n\r\0\x80\xffAQgw+/9aZ";
+        let oracle = |b: &[u8]| base64::engine::general_purpose::STANDARD.decode(b).ok();
+        let mut checked = 0;
+        for round in 0..40 {
+            for len in 0..=96usize {
+                let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let good = base64::engine::general_purpose::STANDARD.encode(&payload);
+                let mut cases = vec![good.clone().into_bytes()];
+                if !good.is_empty() {
+                    let mut m = good.clone().into_bytes();
+                    let at = (next() as usize) % m.len();
+                    let to = SPECIAL[(next() as usize) % SPECIAL.len()];
+                    if let Some(b) = m.get_mut(at) {
+                        *b = if round % 2 == 0 { to } else { next() as u8 };
+                    }
+                    cases.push(m);
+                    let mut m = good.clone().into_bytes();
+                    m.remove((next() as usize) % m.len());
+                    cases.push(m);
+                    // The last letter before the padding: its trailing bits.
+                    let mut m = good.clone().into_bytes();
+                    let last = m.iter().rposition(|&b| b != b'=').unwrap();
+                    m[last] = b"AQgwBCDE"[(next() as usize) % 8];
+                    cases.push(m);
+                    cases.push(good.trim_end_matches('=').as_bytes().to_vec());
+                }
+                let mut m = good.clone().into_bytes();
+                m.insert(
+                    (next() as usize) % (m.len() + 1),
+                    SPECIAL[(next() as usize) % SPECIAL.len()],
+                );
+                cases.push(m);
+                cases.push(format!("{good}=").into_bytes());
+                cases.push(format!("{good}==").into_bytes());
+                cases.push(format!("{good}AAAA").into_bytes());
+                for case in cases {
+                    let simd = base64_simd::STANDARD.decode_to_vec(&case).ok();
+                    assert_eq!(simd, oracle(&case), "{:?}", String::from_utf8_lossy(&case));
+                    assert_eq!(base64_strict(&case).ok(), oracle(&case));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20_000, "{checked}");
+    }
 
     #[test]
     fn base64_with_line_breaks() {

@@ -11,7 +11,6 @@
 //! boolean, so what was digested is what is read: signature wrapping has
 //! nothing to point at.
 
-use base64::Engine;
 use openssl::bn::BigNum;
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
@@ -131,8 +130,7 @@ fn signature_for(uri: &str) -> Option<(Id, Hash)> {
 /// Base64 of a DigestValue/SignatureValue: whitespace (and the `&#xD;` ADFS
 /// writes) ignored.
 fn b64(what: &str, text: &str) -> Result<Vec<u8>, SamlError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(super::decode::without_xml_space(text.as_bytes()))
+    super::decode::base64_strict(&super::decode::without_xml_space(text.as_bytes()))
         .map_err(|e| invalid(format!("{what} is not base64: {e}")))
 }
 
