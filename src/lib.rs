@@ -22,3 +22,5 @@ pub mod saml;
 pub mod serve;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testutil;

@@ -849,19 +849,8 @@ mod tests {
 
     #[test]
     fn form_pairs_agree_with_the_split_parser() {
-        let mut seed = 0xDEAD_BEEF_1234_5678u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        const ALPHABET: &[u8] = b"&&==a%2B+\xff\xc3\xa9";
-        for _ in 0..20_000 {
-            let len = (next() % 20) as usize;
-            let body: Vec<u8> = (0..len)
-                .map(|_| ALPHABET[(next() as usize) % ALPHABET.len()])
-                .collect();
+        let alphabet = b"&&==a%2B+\xff\xc3\xa9";
+        for body in crate::testutil::random_strings(0xDEAD_BEEF_1234_5678, alphabet, 20, 20_000) {
             assert_eq!(form_pairs(&body), form_pairs_by_split(&body), "{body:?}");
         }
         assert_eq!(

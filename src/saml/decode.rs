@@ -165,19 +165,8 @@ mod tests {
 
     #[test]
     fn percent_decode_agrees_with_the_bytewise_decoder() {
-        let mut seed = 0x0123_4567_89AB_CDEFu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        const ALPHABET: &[u8] = b"%%%++aZ09fFgG=/ \x00\xff";
-        for _ in 0..20_000 {
-            let len = (next() % 24) as usize;
-            let input: Vec<u8> = (0..len)
-                .map(|_| ALPHABET[(next() as usize) % ALPHABET.len()])
-                .collect();
+        let alphabet = b"%%%++aZ09fFgG=/ \x00\xff";
+        for input in crate::testutil::random_strings(0x0123_4567_89AB_CDEF, alphabet, 24, 20_000) {
             assert_eq!(
                 percent_decode(&input),
                 percent_decode_bytewise(&input),
@@ -198,13 +187,7 @@ mod tests {
     /// added byte, or padding taken away or added.
     #[test]
     fn simd_base64_decides_like_the_strict_scalar_decoder() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testutil::xorshift(0x9E37_79B9_7F4A_7C15u64);
         const SPECIAL: &[u8] = b"=-_ \t\n\r\0\x80\xffAQgw+/9aZ";
         let oracle = |b: &[u8]| base64::engine::general_purpose::STANDARD.decode(b).ok();
         let mut checked = 0;
