@@ -110,9 +110,11 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
         out.extend_from_slice(rest.get(..i).unwrap_or_default());
         let (byte, used) = match rest.get(i..).unwrap_or_default() {
             [b'+', ..] => (b' ', 1),
-            [b'%', h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                ((hex_value(*h) << 4) | hex_value(*l), 3)
-            }
+            [b'%', h, l, ..] => match (char::from(*h).to_digit(16), char::from(*l).to_digit(16)) {
+                // Two hex digits: at most 0xFF.
+                (Some(h), Some(l)) => (u8::try_from(h << 4 | l).unwrap_or(b'%'), 3),
+                _ => (b'%', 1),
+            },
             _ => (b'%', 1),
         };
         out.push(byte);
@@ -120,16 +122,6 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
-}
-
-/// The value of an ASCII hex digit (0 for anything else; callers check).
-fn hex_value(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        b'A'..=b'F' => c - b'A' + 10,
-        _ => 0,
-    }
 }
 
 #[cfg(test)]

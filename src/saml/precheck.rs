@@ -90,21 +90,14 @@ pub fn precheck_response(root: Element<'_>, policy: AlgorithmPolicy) -> Result<S
     if root.attr("ID").is_none_or(str::is_empty) {
         return Err(SamlError::MalformedXml("Response has no ID".into()));
     }
-    let survey = Survey::of(root);
-    if let Some(p) = survey.id_problem {
-        return Err(p);
-    }
-
-    // Exactly one assertion in the whole document, a direct child of the root.
-    let count = survey.assertions;
-    if count > 1 {
-        return Err(SamlError::MultipleAssertions(count));
-    }
+    // Exactly one assertion in the whole document (the survey refuses
+    // more), a direct child of the root.
+    let survey = Survey::of(root)?;
     let direct = root
         .elements()
         .find(|e| e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion"));
     let Some(assertion) = direct else {
-        if count == 1 {
+        if survey.assertions == 1 {
             return Err(SamlError::MalformedXml(
                 "the Assertion is not a direct child of the Response".into(),
             ));
@@ -145,25 +138,16 @@ pub fn precheck_assertion(
             root.display_name()
         )));
     }
-    let survey = Survey::of(root);
-    if let Some(p) = survey.id_problem {
-        return Err(p);
-    }
-    if survey.assertions > 1 {
-        return Err(SamlError::MultipleAssertions(survey.assertions));
-    }
-    check_signatures(root, survey, policy)
+    check_signatures(root, Survey::of(root)?, policy)
 }
 
 /// What the document-wide rules need, gathered in one walk over every
 /// element (they used to walk the document three times). Each rule keeps
-/// its first finding, and the callers report them in a fixed order (IDs,
-/// then the assertion count, then signature placement), whatever the order
-/// of the elements that broke them.
+/// its first finding, and they are reported in a fixed order (IDs, then
+/// more than one assertion, here; then signature placement, in
+/// [`check_signatures`]), whatever the order of the elements that broke them.
 struct Survey<'d> {
-    /// The first ID problem in document order (see [`Ids`]).
-    id_problem: Option<SamlError>,
-    /// `Assertion` and `EncryptedAssertion` elements anywhere.
+    /// `Assertion` and `EncryptedAssertion` elements anywhere (one at most).
     assertions: usize,
     /// The first Signature found where the profile does not allow one.
     misplaced: Option<SamlError>,
@@ -172,19 +156,19 @@ struct Survey<'d> {
 }
 
 impl<'d> Survey<'d> {
-    fn of(root: Element<'d>) -> Self {
+    fn of(root: Element<'d>) -> Result<Self, SamlError> {
         let mut ids = Ids::default();
+        let mut id_problem = None;
         let mut s = Survey {
-            id_problem: None,
             assertions: 0,
             misplaced: None,
             signed: Vec::new(),
         };
         root.walk(&mut |e, parent| {
-            if s.id_problem.is_none()
+            if id_problem.is_none()
                 && let Err(p) = ids.check(e)
             {
-                s.id_problem = Some(p);
+                id_problem = Some(p);
             }
             if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
                 s.assertions += 1;
@@ -198,7 +182,13 @@ impl<'d> Survey<'d> {
                 }
             }
         });
-        s
+        if let Some(p) = id_problem {
+            return Err(p);
+        }
+        if s.assertions > 1 {
+            return Err(SamlError::MultipleAssertions(s.assertions));
+        }
+        Ok(s)
     }
 }
 

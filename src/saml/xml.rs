@@ -1520,8 +1520,8 @@ mod tests {
 
     /// The one-pass attribute reader agrees with the full one wherever it
     /// answers, and declines every value the full one would change or
-    /// refuse: each special byte at every offset of values of 0-20 bytes
-    /// (across the 8-byte word boundaries of its scan), both quote styles.
+    /// refuse: each special byte at every offset of values of 0-20 bytes,
+    /// both quote styles.
     #[test]
     fn plain_attribute_agrees_with_the_full_reader() {
         let specials = [
