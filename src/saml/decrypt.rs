@@ -7,7 +7,6 @@
 //! `decryption_failed` refusal, never a panic. Every failure gives the same
 //! code, so the refusal is no padding oracle.
 
-use base64::Engine;
 use openssl::encrypt::Decrypter;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
@@ -29,20 +28,10 @@ fn cipher_value(el: Element<'_>) -> Result<Vec<u8>, SamlError> {
         .and_then(|c| c.child(NS_XENC, "CipherValue"))
         .map(Element::text)
         .ok_or_else(|| fail("CipherData/CipherValue missing (CipherReference is not supported)"))?;
-    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(clean.as_bytes())
+    // XML whitespace (line wrapping) only, as for DigestValue and
+    // SignatureValue; anything else is not base64.
+    super::decode::base64_strict(&super::decode::without_xml_space(text.as_bytes()))
         .map_err(|e| fail(format!("CipherValue is not base64: {e}")))
-}
-
-fn digest_by_uri(uri: &str) -> Option<MessageDigest> {
-    match uri {
-        "http://www.w3.org/2000/09/xmldsig#sha1" => Some(MessageDigest::sha1()),
-        "http://www.w3.org/2001/04/xmlenc#sha256" => Some(MessageDigest::sha256()),
-        "http://www.w3.org/2001/04/xmldsig-more#sha384" => Some(MessageDigest::sha384()),
-        "http://www.w3.org/2001/04/xmlenc#sha512" => Some(MessageDigest::sha512()),
-        _ => None,
-    }
 }
 
 fn mgf_by_uri(uri: &str) -> Option<MessageDigest> {
@@ -67,9 +56,9 @@ fn unwrap_key(ek: Element<'_>, key: &PKey<Private>) -> Result<Vec<u8>, SamlError
                 .child(NS_DSIG, "DigestMethod")
                 .and_then(|d| d.attr("Algorithm"))
             {
-                Some(u) => {
-                    digest_by_uri(u).ok_or_else(|| fail(format!("OAEP digest {u} unsupported")))?
-                }
+                Some(u) => super::dsig::digest_for(u)
+                    .map(super::dsig::Hash::openssl)
+                    .ok_or_else(|| fail(format!("OAEP digest {u} unsupported")))?,
                 None => MessageDigest::sha1(),
             };
             (md, MessageDigest::sha1())
@@ -79,9 +68,9 @@ fn unwrap_key(ek: Element<'_>, key: &PKey<Private>) -> Result<Vec<u8>, SamlError
                 .child(NS_DSIG, "DigestMethod")
                 .and_then(|d| d.attr("Algorithm"))
             {
-                Some(u) => {
-                    digest_by_uri(u).ok_or_else(|| fail(format!("OAEP digest {u} unsupported")))?
-                }
+                Some(u) => super::dsig::digest_for(u)
+                    .map(super::dsig::Hash::openssl)
+                    .ok_or_else(|| fail(format!("OAEP digest {u} unsupported")))?,
                 None => MessageDigest::sha1(),
             };
             let mgf = match method

@@ -50,7 +50,7 @@ fn invalid(msg: impl Into<String>) -> SamlError {
 /// SHA-256 uses the CPU's SHA extensions, and it needs no per-call algorithm
 /// fetch as OpenSSL 3's EVP layer does); ECDSA goes through openssl.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hash {
+pub(crate) enum Hash {
     Sha1,
     Sha256,
     Sha384,
@@ -68,7 +68,7 @@ impl Hash {
         ring::digest::digest(alg, data)
     }
 
-    fn openssl(self) -> MessageDigest {
+    pub(crate) fn openssl(self) -> MessageDigest {
         match self {
             Hash::Sha1 => MessageDigest::sha1(),
             Hash::Sha256 => MessageDigest::sha256(),
@@ -102,7 +102,8 @@ impl Hash {
     }
 }
 
-fn digest_for(uri: &str) -> Option<Hash> {
+/// A digest algorithm URI (XML-DSig and XML-Enc share them).
+pub(crate) fn digest_for(uri: &str) -> Option<Hash> {
     Some(match uri {
         "http://www.w3.org/2001/04/xmlenc#sha256" => Hash::Sha256,
         "http://www.w3.org/2001/04/xmldsig-more#sha384" => Hash::Sha384,

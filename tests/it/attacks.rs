@@ -407,6 +407,47 @@ fn rsa_pkcs1v15_key_transport_is_rejected() {
     rejects("encrypted_rsa_pkcs1v15_refused", "decryption_failed");
 }
 
+/// CipherValue base64 may be wrapped with XML whitespace (as IdPs wrap
+/// it), and nothing else: a no-break space (Unicode whitespace, not XML
+/// whitespace) in it was once skipped, and is now refused.
+#[test]
+fn cipher_value_allows_xml_whitespace_only() {
+    let e = entry("valid_encrypted_cbc_assertion_signed");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/responses")
+        .join(&e.file);
+    let xml = std::fs::read_to_string(path).unwrap();
+    let wrap = |sep: &str| {
+        // Insert `sep` after the 20th base64 character of every CipherValue.
+        let mut out = String::new();
+        let mut rest = xml.as_str();
+        let tag = "<xenc:CipherValue>";
+        while let Some(i) = rest.find(tag) {
+            let at = i + tag.len() + 20;
+            out.push_str(&rest[..at]);
+            out.push_str(sep);
+            rest = &rest[at..];
+        }
+        out.push_str(rest);
+        assert_ne!(out, xml);
+        out
+    };
+    let r = run_bytes(&e, wrap("\r\n \t").as_bytes());
+    assert!(r.code.is_none(), "{:?}: {:?}", r.code, r.reason);
+    let r = run_bytes(&e, wrap("&#xD;\n").as_bytes());
+    assert!(r.code.is_none(), "{:?}: {:?}", r.code, r.reason);
+    let r = run_bytes(&e, wrap("\u{a0}").as_bytes());
+    assert_eq!(r.code, Some("decryption_failed"), "{:?}", r.reason);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("CipherValue is not base64"),
+        "{:?}",
+        r.reason
+    );
+}
+
 #[test]
 fn encrypted_without_sp_key_is_rejected() {
     rejects("encrypted_without_sp_key", "decryption_failed");
