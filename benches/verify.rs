@@ -16,7 +16,11 @@
 //! moments the hypervisor gave this VM's core to someone else (steal: from
 //! 5 % to over 40 % of a minute on the 2-core VMs here). Per core, the
 //! second is the figure; the first is what a client saw. `µs/check` and
-//! `+µs` are on-CPU too (wall-clock where schedstat is missing).
+//! `+µs` are on-CPU too (wall-clock where schedstat is missing). `best/s`
+//! is the fastest single slice (on-CPU): what the code does while the host
+//! gives the core its full speed. The last line of an RSA-signed case is the
+//! native check's time in RSA verifies of the same run, the figure that
+//! carries from one host (or one period of this one) to another.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 /// The allocator the gateway binary runs with (src/main.rs), so the figures
@@ -55,8 +59,8 @@ fn main() {
     let timing = std::env::args().any(|a| a == "--bench");
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
-        "{:<44} {:>8} {:>11} {:>10} {:>10} {:>10} {:>7}",
-        "case", "bytes", "verifier", "checks/s", "on-CPU/s", "µs/check", "ratio"
+        "{:<44} {:>8} {:>11} {:>10} {:>10} {:>10} {:>7} {:>10}",
+        "case", "bytes", "verifier", "checks/s", "on-CPU/s", "µs/check", "ratio", "best/s"
     );
     for (name, expect_accept) in [
         ("valid_okta_assertion_signed.xml", true),
@@ -116,6 +120,10 @@ fn main() {
         // in the shared host's speed hits both alike.
         let mut counts = vec![(0u64, Duration::ZERO, Duration::ZERO); active.len()];
         let mut rsa_count = (0u64, Duration::ZERO, Duration::ZERO);
+        // The fastest slice of each (on-CPU rate): what the code does when
+        // the host gives the core its full speed.
+        let mut best = vec![0f64; active.len()];
+        let mut rsa_best = 0f64;
         for (v, c) in &active {
             for _ in 0..20 {
                 run(v, c);
@@ -129,24 +137,32 @@ fn main() {
                     run(v, c);
                     n += 1;
                 }
+                let (wall, cpu) = (start.elapsed(), on_cpu().saturating_sub(cpu));
                 if let Some(slot) = counts.get_mut(i) {
                     slot.0 += n;
-                    slot.1 += start.elapsed();
-                    slot.2 += on_cpu().saturating_sub(cpu);
+                    slot.1 += wall;
+                    slot.2 += cpu;
+                }
+                if let Some(b) = best.get_mut(i) {
+                    *b = b.max(slice_rate(n, wall, cpu));
                 }
             }
             if let Some(f) = &rsa_alone {
                 let (start, cpu) = (Instant::now(), on_cpu());
+                let mut n = 0u64;
                 while start.elapsed() < Duration::from_millis(100) {
                     f();
-                    rsa_count.0 += 1;
+                    n += 1;
                 }
-                rsa_count.1 += start.elapsed();
-                rsa_count.2 += on_cpu().saturating_sub(cpu);
+                let (wall, cpu) = (start.elapsed(), on_cpu().saturating_sub(cpu));
+                rsa_count.0 += n;
+                rsa_count.1 += wall;
+                rsa_count.2 += cpu;
+                rsa_best = rsa_best.max(slice_rate(n, wall, cpu));
             }
         }
         let mut rates = Vec::new();
-        for ((verifier, _), (n, elapsed, cpu)) in active.iter().zip(&counts) {
+        for (((verifier, _), (n, elapsed, cpu)), best) in active.iter().zip(&counts).zip(&best) {
             let rate = *n as f64 / elapsed.as_secs_f64();
             rates.push(rate);
             let ratio = match rates.as_slice() {
@@ -154,14 +170,15 @@ fn main() {
                 _ => String::new(),
             };
             println!(
-                "{:<44} {:>8} {:>11} {:>10.0} {:>10} {:>10.1} {:>7}",
+                "{:<44} {:>8} {:>11} {:>10.0} {:>10} {:>10.1} {:>7} {:>10.0}",
                 name.trim_end_matches(".xml"),
                 bytes.len(),
                 verifier,
                 rate,
                 per_cpu_second(*n, *cpu),
                 us_per(*n, *elapsed, *cpu),
-                ratio
+                ratio,
+                best
             );
         }
         if rsa_count.0 > 0 {
@@ -172,7 +189,7 @@ fn main() {
                 .filter(|_| active.first().is_some_and(|(v, _)| *v == "native"))
                 .map(|(n, e, c)| us_per(*n, *e, *c));
             println!(
-                "{:<44} {:>8} {:>11} {:>10.0} {:>10} {:>10.1} {:>7}",
+                "{:<44} {:>8} {:>11} {:>10.0} {:>10} {:>10.1} {:>7} {:>10.0}",
                 "  (RSA-2048 verification alone, same slices)",
                 "",
                 "openssl",
@@ -180,7 +197,18 @@ fn main() {
                 per_cpu_second(rsa_count.0, rsa_count.2),
                 rsa_us,
                 native_us.map_or(String::new(), |n| format!("+{:.1}", n - rsa_us)),
+                rsa_best,
             );
+            // The host-independent figure: a native check in RSA verifies.
+            if let Some(n) = native_us {
+                println!(
+                    "{:<44} {:>8} {:>11} {:>32.2}",
+                    "  (native check / RSA alone, time)",
+                    "",
+                    "",
+                    n / rsa_us
+                );
+            }
         }
     }
 }
@@ -200,6 +228,13 @@ fn on_cpu() -> Duration {
 fn us_per(n: u64, wall: Duration, cpu: Duration) -> f64 {
     let t = if cpu.is_zero() { wall } else { cpu };
     t.as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
+/// One slice's rate: per on-CPU second when measured, per wall second
+/// otherwise.
+fn slice_rate(n: u64, wall: Duration, cpu: Duration) -> f64 {
+    let t = if cpu.is_zero() { wall } else { cpu };
+    n as f64 / t.as_secs_f64().max(1e-9)
 }
 
 /// `n` per second of on-CPU time, or `-` when none was measured.
