@@ -22,7 +22,7 @@
 
 use std::borrow::Cow;
 
-use super::xml::{Attr, Element, Node};
+use super::xml::{Attr, Element, Node, same, same_opt};
 
 /// A namespace binding: prefix (`None` = default) and URI.
 type Binding<'a> = (Option<&'a str>, &'a str);
@@ -83,7 +83,7 @@ fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
     stack
         .iter()
         .rev()
-        .find(|(p, _)| *p == prefix)
+        .find(|(p, _)| same_opt(*p, prefix))
         .map(|(_, uri)| *uri)
 }
 
@@ -102,13 +102,13 @@ impl<'a> Canon<'a> {
         for a in attrs_of {
             if let Some(p) = a.prefix
                 && p != "xml"
-                && !cands.contains(&Some(p))
+                && !cands.iter().any(|c| same_opt(*c, Some(p)))
             {
                 cands.push(Some(p));
             }
         }
         for p in self.inclusive {
-            if *p != Some("xml") && !cands.contains(p) {
+            if *p != Some("xml") && !cands.iter().any(|c| same_opt(*c, *p)) {
                 cands.push(*p);
             }
         }
@@ -123,7 +123,7 @@ impl<'a> Canon<'a> {
             let render = if p.is_none() && uri.is_empty() {
                 prev.is_some_and(|v| !v.is_empty())
             } else {
-                prev != Some(uri)
+                !prev.is_some_and(|v| same(v, uri))
             };
             if render {
                 self.rendered.push((p, uri));

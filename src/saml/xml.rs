@@ -261,7 +261,7 @@ impl<'d> Element<'d> {
         // The local name first: short, and where elements usually differ
         // (namespace URIs are long and share prefixes).
         let d = self.data();
-        d.name == name && d.ns.as_deref() == Some(ns)
+        same(d.name, name) && d.ns.as_deref().is_some_and(|n| same(n, ns))
     }
 
     /// A readable `prefix-free` name for messages, e.g. `{urn:..}Response`.
@@ -276,7 +276,7 @@ impl<'d> Element<'d> {
     pub fn attr(self, name: &str) -> Option<&'d str> {
         self.attrs()
             .iter()
-            .find(|a| a.ns.is_none() && a.name == name)
+            .find(|a| a.ns.is_none() && same(a.name, name))
             .map(|a| a.value.as_ref())
     }
 
@@ -594,7 +594,9 @@ impl<'a> Parser<'a> {
         // Nearly always `</name>` exactly as the start tag wrote it.
         if let Some(open) = self.open.pop_if(|o| {
             let end = at + o.qname.len();
-            b.get(at..end) == Some(o.qname.as_bytes()) && b.get(end) == Some(&b'>')
+            b.get(at..end)
+                .is_some_and(|n| same_bytes(n, o.qname.as_bytes()))
+                && b.get(end) == Some(&b'>')
         }) {
             let gt = at + open.qname.len();
             self.close(&open);
@@ -811,7 +813,8 @@ impl<'a> Parser<'a> {
                 Some(p)
             }
         };
-        if !value.is_empty() && !self.known_absolute(&value) {
+        let mut value = value;
+        if !value.is_empty() && !self.known_absolute(&mut value) {
             return Err(malformed(format!(
                 "namespace name {value:?} is not an absolute URI (canonicalisation refuses relative ones)"
             )));
@@ -831,7 +834,7 @@ impl<'a> Parser<'a> {
         self.bindings
             .iter()
             .rev()
-            .find(|(p, _)| *p == prefix)
+            .find(|(p, _)| same_opt(*p, prefix))
             .map(|(_, u)| u)
     }
 
@@ -861,11 +864,17 @@ impl<'a> Parser<'a> {
     /// Whether a namespace name is an absolute URI, remembering the ones
     /// that are (borrowed from the input) for the rest of the document.
     #[allow(clippy::ptr_arg)] // whether it borrows from the input matters
-    fn known_absolute(&mut self, uri: &Cow<'a, str>) -> bool {
-        let Cow::Borrowed(b) = uri else {
+    /// A well-known one becomes the constant itself, whose pointer
+    /// [`same`] matches at once wherever the checks name it.
+    fn known_absolute(&mut self, uri: &mut Cow<'a, str>) -> bool {
+        let Cow::Borrowed(b) = *uri else {
             return absolute_uri(uri);
         };
-        if self.uris.contains(b) || WELL_KNOWN_NAMESPACES.contains(b) {
+        if let Some(k) = WELL_KNOWN_NAMESPACES.iter().find(|k| same(k, b)) {
+            *uri = Cow::Borrowed(k);
+            return true;
+        }
+        if self.uris.iter().any(|u| same(u, b)) {
             return true;
         }
         let ok = absolute_uri(b);
@@ -1013,6 +1022,65 @@ type QName<'a> = (Option<&'a str>, &'a str);
 
 /// What [`attribute_at`] reads.
 type RawAttr<'a> = (&'a str, Option<QName<'a>>, Cow<'a, str>, usize);
+
+/// `a == b` for the names, prefixes and namespace names a document is
+/// full of, inline: they are short, and a check compares them hundreds of
+/// times (libc's `memcmp` was called ~370 times per Okta-shaped check, a
+/// call, a PLT jump and a branchy prologue each). Equal pointers (a
+/// well-known namespace name, see [`WELL_KNOWN_NAMESPACES`]) answer at
+/// once; otherwise the bytes are compared a word at a time, the last word
+/// overlapping the one before it. A unit test holds it to `==`.
+#[inline]
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same`] for optional prefixes (`None`: no prefix, the default namespace).
+#[inline]
+pub(crate) fn same_opt(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// [`same`] on bytes.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+        return true;
+    }
+    let word = |s: &[u8], i: usize| -> Option<u64> {
+        s.get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_ne_bytes)
+    };
+    let half = |s: &[u8], i: usize| -> Option<u32> {
+        s.get(i..i + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok())
+            .map(u32::from_ne_bytes)
+    };
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        // 0 to 3 bytes: the first, middle and last cover them all.
+        a.first() == b.first() && a.get(n / 2) == b.get(n / 2) && a.last() == b.last()
+    }
+}
 
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
@@ -1522,6 +1590,54 @@ mod tests {
     /// answers, and declines every value the full one would change or
     /// refuse: each special byte at every offset of values of 0-20 bytes,
     /// both quote styles.
+    /// `same` is `==`: every length from 0 to 40 (both sides of the word
+    /// and half-word boundaries), strings differing in exactly one byte at
+    /// every position, random pairs over a two-letter alphabet (so many
+    /// are equal), and a string against itself (the pointer shortcut).
+    #[test]
+    fn same_is_byte_equality() {
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n}");
+            assert!(same_bytes(&a, &a), "{n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                if let Some(c) = b.get_mut(i) {
+                    *c ^= 0x20;
+                }
+                assert!(!same_bytes(&a, &b), "{n} {i}");
+            }
+            let mut longer = a.clone();
+            longer.push(b'a');
+            assert!(!same_bytes(&a, &longer));
+        }
+        let xs: Vec<Vec<u8>> = crate::testutil::random_strings(7, b"ab", 20, 4000).collect();
+        for pair in xs.chunks_exact(2) {
+            if let [x, y] = pair {
+                assert_eq!(same_bytes(x, y), x == y, "{x:?} {y:?}");
+            }
+        }
+        assert!(same_opt(None, None));
+        assert!(!same_opt(None, Some("")));
+        assert!(same_opt(Some("saml2"), Some("saml2")));
+        assert!(!same_opt(Some("saml2"), Some("saml3")));
+    }
+
+    /// A declared well-known namespace name becomes the constant itself.
+    #[test]
+    fn well_known_namespaces_are_interned() {
+        let xml =
+            r#"<p:R xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol" xmlns="urn:x:other"><a/></p:R>"#;
+        let doc = parse(xml).unwrap();
+        let ns = doc.root().ns().unwrap();
+        assert!(std::ptr::eq(ns, NS_PROTOCOL));
+        assert!(doc.root().is(NS_PROTOCOL, "R"));
+        let a = doc.root().elements().next().unwrap();
+        assert_eq!(a.ns(), Some("urn:x:other"));
+        assert!(a.is("urn:x:other", "a"));
+        assert!(!a.is(NS_PROTOCOL, "a"));
+    }
+
     #[test]
     fn plain_attribute_agrees_with_the_full_reader() {
         let specials = [
