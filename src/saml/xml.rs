@@ -863,7 +863,6 @@ impl<'a> Parser<'a> {
 
     /// Whether a namespace name is an absolute URI, remembering the ones
     /// that are (borrowed from the input) for the rest of the document.
-    #[allow(clippy::ptr_arg)] // whether it borrows from the input matters
     /// A well-known one becomes the constant itself, whose pointer
     /// [`same`] matches at once wherever the checks name it.
     fn known_absolute(&mut self, uri: &mut Cow<'a, str>) -> bool {
@@ -1586,10 +1585,6 @@ mod tests {
         assert_eq!(el.text(), "1A2");
     }
 
-    /// The one-pass attribute reader agrees with the full one wherever it
-    /// answers, and declines every value the full one would change or
-    /// refuse: each special byte at every offset of values of 0-20 bytes,
-    /// both quote styles.
     /// `same` is `==`: every length from 0 to 40 (both sides of the word
     /// and half-word boundaries), strings differing in exactly one byte at
     /// every position, random pairs over a two-letter alphabet (so many
@@ -1614,6 +1609,9 @@ mod tests {
         let xs: Vec<Vec<u8>> = crate::testutil::random_strings(7, b"ab", 20, 4000).collect();
         for pair in xs.chunks_exact(2) {
             if let [x, y] = pair {
+                // Cut to the same length, so that many pairs are equal.
+                let m = x.len().min(y.len());
+                let (x, y) = (x.get(..m).unwrap(), y.get(..m).unwrap());
                 assert_eq!(same_bytes(x, y), x == y, "{x:?} {y:?}");
             }
         }
@@ -1638,6 +1636,10 @@ mod tests {
         assert!(!a.is(NS_PROTOCOL, "a"));
     }
 
+    /// The one-pass attribute reader agrees with the full one wherever it
+    /// answers, and declines every value the full one would change or
+    /// refuse: each special byte at every offset of values of 0-20 bytes,
+    /// both quote styles.
     #[test]
     fn plain_attribute_agrees_with_the_full_reader() {
         let specials = [
