@@ -19,8 +19,9 @@
 //! `+µs` are on-CPU too (wall-clock where schedstat is missing). `best/s`
 //! is the fastest single slice (on-CPU): what the code does while the host
 //! gives the core its full speed. The last line of an RSA-signed case is the
-//! native check's time in RSA verifies of the same run, the figure that
-//! carries from one host (or one period of this one) to another.
+//! native check's time in RSA verifies of the same run: the figure that
+//! moves least with the host's speed (1.90-2.09 on the Okta case over a
+//! morning in which RSA alone took 27-39 µs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 /// The allocator the gateway binary runs with (src/main.rs), so the figures
@@ -199,7 +200,8 @@ fn main() {
                 native_us.map_or(String::new(), |n| format!("+{:.1}", n - rsa_us)),
                 rsa_best,
             );
-            // The host-independent figure: a native check in RSA verifies.
+            // A native check in RSA verifies of the same slices: what moves
+            // least with the host's speed.
             if let Some(n) = native_us {
                 println!(
                     "{:<44} {:>8} {:>11} {:>32.2}",
