@@ -226,17 +226,20 @@ fn on_cpu() -> Duration {
         .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
+/// The time to divide by: on-CPU when measured, wall-clock otherwise.
+fn ran(wall: Duration, cpu: Duration) -> Duration {
+    if cpu.is_zero() { wall } else { cpu }
+}
+
 /// µs per item: on-CPU when measured, wall-clock otherwise.
 fn us_per(n: u64, wall: Duration, cpu: Duration) -> f64 {
-    let t = if cpu.is_zero() { wall } else { cpu };
-    t.as_secs_f64() * 1e6 / n.max(1) as f64
+    ran(wall, cpu).as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
 /// One slice's rate: per on-CPU second when measured, per wall second
 /// otherwise.
 fn slice_rate(n: u64, wall: Duration, cpu: Duration) -> f64 {
-    let t = if cpu.is_zero() { wall } else { cpu };
-    n as f64 / t.as_secs_f64().max(1e-9)
+    n as f64 / ran(wall, cpu).as_secs_f64().max(1e-9)
 }
 
 /// `n` per second of on-CPU time, or `-` when none was measured.

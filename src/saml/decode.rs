@@ -16,7 +16,7 @@ pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlE
             limit: max_encoded,
         });
     }
-    let bytes = base64_strict(&without_xml_space(input)).map_err(SamlError::Base64)?;
+    let bytes = base64_wrapped(input).map_err(SamlError::Base64)?;
     bytes_to_xml(bytes, max_xml_bytes)
 }
 
@@ -27,7 +27,7 @@ pub fn decode_base64(input: &[u8], max_xml_bytes: usize) -> Result<String, SamlE
 /// exactly alike (a unit test holds the two together), only runs when the
 /// input is refused, to say why; should it ever accept what the SIMD one
 /// refused, the input is still refused.
-pub(crate) fn base64_strict(input: &[u8]) -> Result<Vec<u8>, String> {
+fn base64_strict(input: &[u8]) -> Result<Vec<u8>, String> {
     base64_simd::STANDARD.decode_to_vec(input).map_err(|_| {
         match base64::engine::general_purpose::STANDARD.decode(input) {
             Err(e) => e.to_string(),
@@ -36,11 +36,17 @@ pub(crate) fn base64_strict(input: &[u8]) -> Result<Vec<u8>, String> {
     })
 }
 
+/// Strict base64 that may be wrapped with XML whitespace, as IdPs wrap
+/// SAMLResponse, DigestValue, SignatureValue and CipherValue.
+pub(crate) fn base64_wrapped(input: &[u8]) -> Result<Vec<u8>, String> {
+    base64_strict(&without_xml_space(input))
+}
+
 /// Base64 text with its XML whitespace (space, TAB, CR, LF) taken out.
 /// Line breaks are common (some IdPs wrap at 64 or 76, ADFS writes `&#xD;`):
 /// the runs between them are copied; a value without any is borrowed and
 /// decoded in place.
-pub(crate) fn without_xml_space(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+fn without_xml_space(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     // Line breaks (every 64 or 76 characters, as many IdPs wrap) and spaces
     // found with SIMD searches; runs between them copied whole. A TAB is
     // rare enough to take one more search.

@@ -30,7 +30,7 @@ fn cipher_value(el: Element<'_>) -> Result<Vec<u8>, SamlError> {
         .ok_or_else(|| fail("CipherData/CipherValue missing (CipherReference is not supported)"))?;
     // XML whitespace (line wrapping) only, as for DigestValue and
     // SignatureValue; anything else is not base64.
-    super::decode::base64_strict(&super::decode::without_xml_space(text.as_bytes()))
+    super::decode::base64_wrapped(text.as_bytes())
         .map_err(|e| fail(format!("CipherValue is not base64: {e}")))
 }
 

@@ -131,7 +131,7 @@ fn signature_for(uri: &str) -> Option<(Id, Hash)> {
 /// Base64 of a DigestValue/SignatureValue: whitespace (and the `&#xD;` ADFS
 /// writes) ignored.
 fn b64(what: &str, text: &str) -> Result<Vec<u8>, SamlError> {
-    super::decode::base64_strict(&super::decode::without_xml_space(text.as_bytes()))
+    super::decode::base64_wrapped(text.as_bytes())
         .map_err(|e| invalid(format!("{what} is not base64: {e}")))
 }
 

@@ -413,10 +413,8 @@ fn rsa_pkcs1v15_key_transport_is_rejected() {
 #[test]
 fn cipher_value_allows_xml_whitespace_only() {
     let e = entry("valid_encrypted_cbc_assertion_signed");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/responses")
-        .join(&e.file);
-    let xml = std::fs::read_to_string(path).unwrap();
+    let xml = std::fs::read_to_string(super::support::fixtures().join("responses").join(&e.file))
+        .unwrap();
     let wrap = |sep: &str| {
         // Insert `sep` after the 20th base64 character of every CipherValue.
         let mut out = String::new();
