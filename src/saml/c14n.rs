@@ -44,6 +44,7 @@ pub fn canonicalize(
         exclude,
         cands: Vec::with_capacity(8),
         attrs: Vec::with_capacity(8),
+        at_apex: true,
     };
     let mut ancestors = Vec::with_capacity(8);
     let mut up = apex.parent();
@@ -62,9 +63,15 @@ pub fn canonicalize(
 
 /// Parses an `InclusiveNamespaces` PrefixList (`#default` → `None`).
 pub fn prefix_list(list: &str) -> Vec<Option<&str>> {
-    list.split_ascii_whitespace()
-        .map(|p| if p == "#default" { None } else { Some(p) })
-        .collect()
+    let mut out: Vec<Option<&str>> = Vec::new();
+    for p in list.split_ascii_whitespace() {
+        let p = if p == "#default" { None } else { Some(p) };
+        // The pre-check caps the list's length, so this stays short.
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 struct Canon<'a> {
@@ -77,6 +84,8 @@ struct Canon<'a> {
     /// Scratch buffers, reused per element (free again before recursing).
     cands: Vec<Option<&'a str>>,
     attrs: Vec<&'a Attr<'a>>,
+    /// The next element canonicalised is the apex.
+    at_apex: bool,
 }
 
 fn lookup<'a>(stack: &[Binding<'a>], prefix: Option<&str>) -> Option<&'a str> {
@@ -98,7 +107,11 @@ impl<'a> Canon<'a> {
         // Candidate prefixes: visibly used, then the inclusive list.
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
-        cands.push(prefix);
+        // `xml` is never rendered, even when an explicit `xmlns:xml` is in
+        // scope (exclusive c14n, as libxml2 does it).
+        if prefix != Some("xml") {
+            cands.push(prefix);
+        }
         for a in attrs_of {
             if let Some(p) = a.prefix
                 && p != "xml"
@@ -107,9 +120,25 @@ impl<'a> Canon<'a> {
                 cands.push(Some(p));
             }
         }
-        for p in self.inclusive {
-            if *p != Some("xml") && !cands.iter().any(|c| same_opt(*c, *p)) {
-                cands.push(*p);
+        // An inclusive prefix renders where its in-scope value differs from
+        // what an output ancestor rendered: at the apex, and after that only
+        // where an element declares it (every element between the apex and
+        // here is output, and each left it rendered as it was in scope). So
+        // below the apex only this element's own declarations are looked up
+        // in the list, and a long list costs nothing per element.
+        let listed = |p: Option<&str>| p != Some("xml") && self.inclusive.contains(&p);
+        if self.at_apex {
+            for p in self.inclusive {
+                if *p != Some("xml") && !cands.iter().any(|c| same_opt(*c, *p)) {
+                    cands.push(*p);
+                }
+            }
+            self.at_apex = false;
+        } else {
+            for d in e.ns_decls() {
+                if listed(d.prefix) && !cands.iter().any(|c| same_opt(*c, d.prefix)) {
+                    cands.push(d.prefix);
+                }
             }
         }
         for &p in &cands {

@@ -68,7 +68,8 @@ fn without_xml_space(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     v.into()
 }
 
-/// Checks size and UTF-8 of decoded bytes; strips a UTF-8 byte-order mark.
+/// Checks size and UTF-8 of decoded bytes. A byte-order mark stays: the
+/// parser accepts one (and only one) before the document.
 pub fn bytes_to_xml(bytes: Vec<u8>, max_xml_bytes: usize) -> Result<String, SamlError> {
     if bytes.len() > max_xml_bytes {
         return Err(SamlError::TooLarge {
@@ -77,12 +78,34 @@ pub fn bytes_to_xml(bytes: Vec<u8>, max_xml_bytes: usize) -> Result<String, Saml
             limit: max_xml_bytes,
         });
     }
-    let text =
-        String::from_utf8(bytes).map_err(|e| SamlError::NotUtf8(e.utf8_error().valid_up_to()))?;
-    Ok(match text.strip_prefix('\u{FEFF}') {
-        Some(rest) => rest.to_owned(),
-        None => text,
+    String::from_utf8(bytes).map_err(|e| {
+        if looks_deflated(e.as_bytes()) {
+            SamlError::DeflatedOnPost
+        } else {
+            SamlError::NotUtf8(e.utf8_error().valid_up_to())
+        }
     })
+}
+
+/// Whether `bytes` inflate (raw DEFLATE, as the HTTP-Redirect binding
+/// encodes) to something starting like XML. Reads at most 64 bytes of
+/// output: a hint for the refusal message, never a decoder.
+fn looks_deflated(bytes: &[u8]) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let mut d = flate2::read::DeflateDecoder::new(bytes);
+    let mut n = 0;
+    while n < head.len() {
+        match d.read(head.get_mut(n..).unwrap_or_default()) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let out = head.get(..n).unwrap_or_default();
+    let out = out.strip_prefix("\u{FEFF}".as_bytes()).unwrap_or(out);
+    out.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'<')
 }
 
 /// For the command line: accepts raw XML (first non-blank byte `<`) or the

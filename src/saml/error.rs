@@ -44,6 +44,24 @@ pub enum SamlError {
     /// Nesting deeper than the parser allows.
     #[error("XML nesting deeper than {0} levels")]
     TooDeep(usize),
+    /// A count no SAML message needs (attributes or namespace declarations
+    /// on one element, namespaces in scope, elements in the document) is
+    /// over its limit: refused before it can cost time.
+    #[error("{what} is over the limit of {limit} (at <{element}>)")]
+    XmlLimit {
+        /// What was counted, e.g. "attributes on one element".
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+        /// The element where the limit was passed (its name as written).
+        element: String,
+    },
+    /// The decoded POST value is raw DEFLATE: the HTTP-Redirect binding's
+    /// encoding sent on the HTTP-POST binding.
+    #[error(
+        "the decoded SAMLResponse is not UTF-8: it looks DEFLATE-compressed (the HTTP-Redirect binding's encoding, sent on the HTTP-POST binding; the IdP must POST plain base64)"
+    )]
+    DeflatedOnPost,
     /// The root element is not a SAML 2.0 protocol Response.
     #[error("root element is {0}, expected a SAML 2.0 samlp:Response")]
     NotAResponse(String),
@@ -191,6 +209,8 @@ impl SamlError {
             Self::DtdForbidden => "dtd_forbidden",
             Self::ProcessingInstruction(_) => "processing_instruction_forbidden",
             Self::TooDeep(_) => "xml_too_deep",
+            Self::XmlLimit { .. } => "xml_limit_exceeded",
+            Self::DeflatedOnPost => "malformed_encoding",
             Self::CommentInText(_) => "comment_injection",
             Self::NotAResponse(_) => "not_a_response",
             Self::UnsupportedVersion(_) => "unsupported_version",
@@ -232,6 +252,8 @@ impl SamlError {
                 | Self::DtdForbidden
                 | Self::ProcessingInstruction(_)
                 | Self::TooDeep(_)
+                | Self::XmlLimit { .. }
+                | Self::DeflatedOnPost
                 | Self::NotAResponse(_)
                 | Self::UnsupportedVersion(_)
                 | Self::BadTime { .. }

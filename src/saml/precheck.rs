@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 
 use super::error::SamlError;
-use super::xml::{Element, NS_ASSERTION, NS_DSIG, NS_EXC_C14N, NS_PROTOCOL, is_ncname};
+use super::xml::{Element, NS_ASSERTION, NS_DSIG, NS_EXC_C14N, NS_PROTOCOL, NS_XML, is_ncname};
 
 /// Exclusive canonicalisation without comments.
 pub const ALG_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -172,7 +172,10 @@ impl<'d> Survey<'d> {
             }
             if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
                 s.assertions += 1;
-            } else if s.misplaced.is_none() && e.is(NS_DSIG, "Signature") {
+            } else if s.misplaced.is_none() && s.assertions <= 1 && e.is(NS_DSIG, "Signature") {
+                // (Past a second assertion the document is refused anyway;
+                // `signed` then stays at two entries, the Response's and
+                // the assertion's, so its search is constant.)
                 match signature_parent(root, parent) {
                     Ok(p) => match s.signed.iter_mut().find(|(q, _)| *q == p) {
                         Some((_, n)) => *n += 1,
@@ -206,8 +209,8 @@ fn signature_parent<'d>(
         });
     };
     let parent_is_root = parent == root;
-    let parent_is_assertion = parent.is(NS_ASSERTION, "Assertion")
-        && (parent_is_root || root.elements().any(|c| c == parent));
+    let parent_is_assertion =
+        parent.is(NS_ASSERTION, "Assertion") && (parent_is_root || parent.parent() == Some(root));
     if !(parent_is_root || parent_is_assertion) {
         return Err(SamlError::SignatureProfile {
             element: parent.display_name(),
@@ -431,10 +434,16 @@ fn check_one_signature(
     Ok(sig_alg)
 }
 
-/// A c14n method may carry only `ec:InclusiveNamespaces`.
+/// Most prefixes in an `InclusiveNamespaces` PrefixList (IdPs list one
+/// to five: `xs`, `#default saml ds xs xsi`).
+pub const MAX_INCLUSIVE_PREFIXES: usize = 16;
+
+/// A c14n method may carry only one `ec:InclusiveNamespaces`, whose
+/// PrefixList names at most [`MAX_INCLUSIVE_PREFIXES`] prefixes, each an
+/// XML name or `#default`.
 fn check_c14n_children(parent: Element<'_>, method: Element<'_>) -> Result<(), SamlError> {
-    for c in method.elements() {
-        if !c.is(NS_EXC_C14N, "InclusiveNamespaces") || c.elements().next().is_some() {
+    for (n, c) in method.elements().enumerate() {
+        if n > 0 || !c.is(NS_EXC_C14N, "InclusiveNamespaces") || c.elements().next().is_some() {
             return Err(profile(
                 parent,
                 format!(
@@ -442,6 +451,24 @@ fn check_c14n_children(parent: Element<'_>, method: Element<'_>) -> Result<(), S
                     c.display_name()
                 ),
             ));
+        }
+        let list = c.attr("PrefixList").unwrap_or("");
+        let mut count = 0usize;
+        for p in list.split_ascii_whitespace() {
+            count += 1;
+            if count > MAX_INCLUSIVE_PREFIXES {
+                return Err(SamlError::XmlLimit {
+                    what: "prefixes in an InclusiveNamespaces PrefixList",
+                    limit: MAX_INCLUSIVE_PREFIXES,
+                    element: c.display_name(),
+                });
+            }
+            if p != "#default" && !is_ncname(p) {
+                return Err(profile(
+                    parent,
+                    format!("InclusiveNamespaces PrefixList names {p:?}, not a prefix"),
+                ));
+            }
         }
     }
     Ok(())
@@ -516,11 +543,25 @@ impl<'a> Ids<'a> {
             }
         }
         for a in e.attrs() {
-            if a.ns.is_none()
-                && matches!(a.name, "ID" | "Id" | "AssertionID")
-                && !self.seen.insert(a.value.as_ref())
-            {
-                return Err(SamlError::DuplicateId(a.value.to_string()));
+            let id_attr = match a.ns.as_deref() {
+                None => matches!(a.name, "ID" | "Id" | "AssertionID"),
+                // libxml2 registers `xml:id` as an ID too (a `#x`
+                // reference could reach it), so it shares the namespace
+                // of IDs and must be an XML name.
+                Some(ns) => ns == NS_XML && a.name == "id",
+            };
+            if !id_attr {
+                continue;
+            }
+            let v = a.value.as_ref();
+            if a.ns.is_some() && !(v.is_ascii() && is_ncname(v)) {
+                return Err(SamlError::MalformedXml(format!(
+                    "the xml:id {v:?} of {} is not an ASCII XML name",
+                    e.name()
+                )));
+            }
+            if !self.seen.insert(v) {
+                return Err(SamlError::DuplicateId(v.to_owned()));
             }
         }
         Ok(())

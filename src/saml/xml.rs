@@ -25,6 +25,21 @@ use super::error::SamlError;
 
 /// Maximum element nesting accepted.
 pub const MAX_DEPTH: usize = 64;
+/// Most attributes on one element (namespace declarations apart). A SAML
+/// element has a handful; tens of thousands of short ones fit under the
+/// size cap and made the duplicate check quadratic.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Most namespace declarations on one element.
+pub const MAX_NS_DECLS: usize = 32;
+/// Most namespace declarations in scope at once (every open element's).
+/// Real IdPs have two to six; each prefix lookup (here and in
+/// canonicalisation) scans them, so the cap keeps every lookup short.
+pub const MAX_NS_IN_SCOPE: usize = 32;
+/// Most elements in one document (a user in 5,000 groups needs ~5,000).
+pub const MAX_ELEMENTS: usize = 100_000;
+/// Namespace names remembered as absolute (beyond them each declaration's
+/// name is checked afresh: linear, never a growing search).
+const MAX_REMEMBERED_URIS: usize = 32;
 
 /// SAML 2.0 protocol namespace.
 pub const NS_PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
@@ -36,6 +51,9 @@ pub const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub const NS_XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
 /// The namespace bound to the `xml` prefix.
 pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
+/// The namespace of namespace declarations themselves (reserved: nothing
+/// may be bound to it).
+pub const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 /// Exclusive c14n namespace (InclusiveNamespaces).
 pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 
@@ -394,6 +412,38 @@ fn malformed(what: impl Into<String>) -> SamlError {
     SamlError::MalformedXml(what.into())
 }
 
+fn limit(what: &'static str, limit: usize, element: &str) -> SamlError {
+    SamlError::XmlLimit {
+        what,
+        limit,
+        element: element.to_owned(),
+    }
+}
+
+/// The local name of an attribute that appears twice (same namespace and
+/// local name) among one element's resolved attributes, if any. Pairs are
+/// compared while there are few (nearly always); beyond that the names are
+/// sorted, so the cost is `n log n` with `n` at most [`MAX_ATTRIBUTES`].
+fn duplicate_attribute<'a>(attrs: &[Attr<'a>]) -> Option<&'a str> {
+    const FEW: usize = 8;
+    if attrs.len() <= FEW {
+        for (k, a) in attrs.iter().enumerate() {
+            let earlier = attrs.get(..k).unwrap_or_default();
+            if earlier.iter().any(|x| same(x.name, a.name) && x.ns == a.ns) {
+                return Some(a.name);
+            }
+        }
+        return None;
+    }
+    let mut keys: Vec<(&'a str, Option<&str>)> =
+        attrs.iter().map(|a| (a.name, a.ns.as_deref())).collect();
+    keys.sort_unstable();
+    keys.windows(2)
+        .find(|w| matches!(w, [x, y] if x == y))
+        .and_then(|w| w.first())
+        .map(|(name, _)| *name)
+}
+
 impl<'a> Parser<'a> {
     fn run(&mut self) -> Result<(), SamlError> {
         let xml = self.xml;
@@ -658,6 +708,9 @@ impl<'a> Parser<'a> {
                 (i, qname, prefix, name)
             }
         };
+        if self.doc.els.len() >= MAX_ELEMENTS {
+            return Err(limit("elements in the document", MAX_ELEMENTS, qname));
+        }
         let attrs_start = self.doc.attrs.len();
         let decls_start = self.doc.decls.len();
         // Attributes (declarations apart), up to `>` or `/>`.
@@ -707,9 +760,26 @@ impl<'a> Parser<'a> {
             };
             i = after;
             self.attribute(qname, key, split, value, decls_start)?;
+            if self.doc.attrs.len() - attrs_start > MAX_ATTRIBUTES {
+                return Err(limit("attributes on one element", MAX_ATTRIBUTES, qname));
+            }
+            if self.doc.decls.len() - decls_start > MAX_NS_DECLS {
+                return Err(limit(
+                    "namespace declarations on one element",
+                    MAX_NS_DECLS,
+                    qname,
+                ));
+            }
         };
         let attrs = Span::of(&self.doc.attrs, attrs_start);
         let decls = Span::of(&self.doc.decls, decls_start);
+        if self.bindings.len() + decls.len() > MAX_NS_IN_SCOPE {
+            return Err(limit(
+                "namespace declarations in scope",
+                MAX_NS_IN_SCOPE,
+                qname,
+            ));
+        }
         for d in self.doc.decls.get(decls.range()).unwrap_or_default() {
             self.bindings.push((d.prefix, d.uri.clone()));
         }
@@ -721,17 +791,14 @@ impl<'a> Parser<'a> {
                 None => continue,
             };
             let ans = self.resolve(aprefix, true, local)?;
-            let earlier = self
-                .doc
-                .attrs
-                .get(attrs.start as usize..k)
-                .unwrap_or_default();
-            if earlier.iter().any(|x| x.name == local && x.ns == ans) {
-                return Err(malformed(format!("duplicate attribute {local} on {qname}")));
-            }
             if let Some(a) = self.doc.attrs.get_mut(k) {
                 a.ns = ans;
             }
+        }
+        if let Some(local) =
+            duplicate_attribute(self.doc.attrs.get(attrs.range()).unwrap_or_default())
+        {
+            return Err(malformed(format!("duplicate attribute {local} on {qname}")));
         }
         let el = to_u32(self.doc.els.len());
         let parent = self.open.last().map_or(u32::MAX, |o| o.el);
@@ -791,6 +858,11 @@ impl<'a> Parser<'a> {
             return Ok(());
         };
         let prefix = match binding {
+            None if value == NS_XML || value == NS_XMLNS => {
+                return Err(malformed(format!(
+                    "reserved namespace misused: the default namespace cannot be {value:?} (on {qname})"
+                )));
+            }
             None => None,
             Some(p) => {
                 // A checked `xmlns:p` has an NCName for `p` already.
@@ -799,7 +871,15 @@ impl<'a> Parser<'a> {
                         "malformed namespace prefix {p:?} on {qname}"
                     )));
                 }
-                if p == "xmlns" || (p == "xml" && value != NS_XML) || value == NS_XML && p != "xml"
+                // Namespaces in XML §3: `xmlns` is never declared, `xml`
+                // only to its own name, and neither name bound to another
+                // prefix (libxml2 reports these and ignores the binding, so
+                // accepting one would let the two parsers see different
+                // elements).
+                if p == "xmlns"
+                    || (p == "xml" && value != NS_XML)
+                    || (value == NS_XML && p != "xml")
+                    || value == NS_XMLNS
                 {
                     return Err(malformed(format!(
                         "reserved prefix or namespace misused: xmlns:{p}=\"{value}\""
@@ -877,7 +957,7 @@ impl<'a> Parser<'a> {
             return true;
         }
         let ok = absolute_uri(b);
-        if ok {
+        if ok && self.uris.len() < MAX_REMEMBERED_URIS {
             self.uris.push(b);
         }
         ok

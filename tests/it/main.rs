@@ -22,6 +22,7 @@ mod http_support;
 mod metadata_url;
 mod provisioning;
 mod redis_support;
+mod review;
 mod shutdown;
 mod store_conformance;
 mod support;

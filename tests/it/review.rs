@@ -1,0 +1,244 @@
+//! Regression tests for the security review's findings (issue "Security
+//! review findings"): one named test per finding, each shape built from a
+//! real signed fixture so that only the property under test can refuse it.
+//! docs/threat-model.md lists them with the defence.
+
+use std::time::{Duration, Instant};
+
+use samlgate::config::VerifierKind;
+
+use super::support::{Entry, entry, fixtures, run_bytes, run_bytes_with};
+
+/// The Okta-shaped fixture: only the assertion is signed, so the Response
+/// element (its attributes, declarations, extra children) can be changed
+/// without breaking any signature.
+const OKTA: &str = "valid_okta_assertion_signed";
+
+fn okta() -> (Entry, String) {
+    let e = entry(OKTA);
+    let xml = std::fs::read_to_string(fixtures().join("responses").join(&e.file)).unwrap();
+    (e, xml)
+}
+
+/// The okta fixture with `extra` written into the Response start tag (just
+/// after its name and namespace declaration).
+fn with_response_attrs(extra: &str) -> (Entry, String) {
+    let (e, xml) = okta();
+    let at = "<saml2p:Response ";
+    assert!(xml.starts_with(at));
+    (e, format!("{at}{extra} {}", &xml[at.len()..]))
+}
+
+/// The okta fixture with `content` inserted as the Response's first child
+/// (unsigned content: the assertion signature still verifies).
+fn with_response_child(content: &str) -> (Entry, String) {
+    let (e, xml) = okta();
+    let gt = xml.find('>').unwrap() + 1;
+    (e, format!("{}{content}{}", &xml[..gt], &xml[gt..]))
+}
+
+fn code_of(e: &Entry, xml: &str, verifier: VerifierKind) -> Option<&'static str> {
+    run_bytes_with(e, xml.as_bytes(), verifier).code
+}
+
+fn both_refuse(e: &Entry, xml: &str, code: &str) {
+    for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+        let r = run_bytes_with(e, xml.as_bytes(), v);
+        assert_eq!(r.code, Some(code), "{v:?}: {:?}", r.reason);
+    }
+}
+
+/// Best of `n` runs of a whole check of `xml` (native verifier).
+fn best_time(e: &Entry, xml: &str, n: usize) -> Duration {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = run_bytes(e, xml.as_bytes());
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+// --- 1. parser work linear in the input; counts SAML never needs capped ---
+
+#[test]
+fn many_attributes_on_the_unsigned_response_are_refused_early() {
+    // The review's POST: ~74,000 short distinct attributes, 523 KB.
+    let letters: Vec<char> = ('a'..='z').chain('A'..='Z').collect();
+    let name = |i: usize| -> String {
+        [i / 2704, i / 52 % 52, i % 52]
+            .map(|k| letters[k])
+            .iter()
+            .collect()
+    };
+    let attrs: String = (0..74_000).map(|i| format!(" {}=''", name(i))).collect();
+    let (e, xml) = with_response_attrs(&attrs);
+    assert!(xml.len() < 530 * 1024, "{}", xml.len());
+    both_refuse(&e, &xml, "xml_limit_exceeded");
+    let r = run_bytes(&e, xml.as_bytes());
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("attributes on one element"),
+        "{:?}",
+        r.reason
+    );
+}
+
+#[test]
+fn attribute_cap_allows_what_idps_write_and_refuses_one_more() {
+    let n = samlgate::saml::xml::MAX_ATTRIBUTES - 4; // ID, Version, IssueInstant, Destination
+    let attrs: String = (0..n).map(|i| format!(" x{i}=\"v\"")).collect();
+    let (e, xml) = with_response_attrs(&attrs);
+    assert_eq!(code_of(&e, &xml, VerifierKind::Native), None);
+    let (e, xml) = with_response_attrs(&format!("{attrs} one-more=\"v\""));
+    assert_eq!(
+        code_of(&e, &xml, VerifierKind::Native),
+        Some("xml_limit_exceeded")
+    );
+}
+
+#[test]
+fn duplicate_attributes_are_found_among_many() {
+    // Past the pairwise range the duplicate check sorts; it must still
+    // find a duplicate anywhere, through prefixes bound to one namespace.
+    let mut attrs: String = (0..40).map(|i| format!(" x{i}=\"v\"")).collect();
+    attrs.push_str(" xmlns:p=\"urn:a\" xmlns:q=\"urn:a\" p:k=\"1\" q:k=\"2\"");
+    let (e, xml) = with_response_attrs(&attrs);
+    let r = run_bytes(&e, xml.as_bytes());
+    assert_eq!(r.code, Some("malformed_xml"));
+    assert!(r.reason.unwrap().contains("duplicate attribute k"));
+    let (e, xml) = with_response_attrs(&format!("{attrs:.200} x7=\"again\""));
+    assert_eq!(
+        code_of(&e, &xml, VerifierKind::Native),
+        Some("malformed_xml")
+    );
+}
+
+#[test]
+fn many_namespace_declarations_are_refused() {
+    let decls: String = (0..5_000)
+        .map(|i| format!(" xmlns:p{i}=\"urn:x:{i}\""))
+        .collect();
+    let (e, xml) = with_response_attrs(&decls);
+    both_refuse(&e, &xml, "xml_limit_exceeded");
+}
+
+#[test]
+fn namespaces_in_scope_are_capped_across_nesting() {
+    // 20 per element is under the per-element cap; nested, they add up.
+    let mut open = String::new();
+    let mut close = String::new();
+    for d in 0..5 {
+        let decls: String = (0..20)
+            .map(|i| format!(" xmlns:p{d}x{i}=\"urn:x:{d}:{i}\""))
+            .collect();
+        open.push_str(&format!("<p0x0:e{decls}>"));
+        close.insert_str(0, "</p0x0:e>");
+    }
+    let (e, xml) = with_response_child(&format!(
+        "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">{open}{close}</samlp:Extensions>"
+    ));
+    both_refuse(&e, &xml, "xml_limit_exceeded");
+}
+
+#[test]
+fn element_count_is_capped() {
+    let many = "<x:v/>".repeat(samlgate::saml::xml::MAX_ELEMENTS + 1);
+    let (mut e, xml) = with_response_child(&format!(
+        "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:x=\"urn:x\">{many}</samlp:Extensions>"
+    ));
+    // Over the default size cap otherwise: raise it so the count refuses.
+    e.config = "config.toml".into();
+    let mut cfg = super::support::config(&e.config);
+    cfg.security.max_response_bytes = 4 * 1024 * 1024;
+    let r = samlgate::check::check_response(
+        xml.as_bytes(),
+        &cfg,
+        &e.request_ids,
+        &super::support::clock(&e.at),
+    );
+    assert_eq!(r.code, Some("xml_limit_exceeded"), "{:?}", r.reason);
+}
+
+#[test]
+fn long_inclusive_prefix_list_is_refused() {
+    let (e, xml) = okta();
+    let list: String = (0..10_000).map(|i| format!("p{i} ")).collect();
+    let xml = xml.replacen(
+        "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>",
+        &format!(
+            "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"><ec:InclusiveNamespaces xmlns:ec=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"{list}\"/></ds:Transform>"
+        ),
+        1,
+    );
+    both_refuse(&e, &xml, "xml_limit_exceeded");
+}
+
+#[test]
+fn many_signatures_under_the_assertion_stop_at_the_profile() {
+    let (e, xml) = okta();
+    let sig_start = xml.find("<ds:Signature").unwrap();
+    let sig_end = xml.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let sig = &xml[sig_start..sig_end];
+    let xml = format!("{}{}{}", &xml[..sig_end], sig.repeat(60), &xml[sig_end..]);
+    both_refuse(&e, &xml, "signature_profile_violation");
+}
+
+/// The worst shapes that stay under every cap cost about what a benign
+/// document of the same size costs (a response padded with unsigned
+/// extension elements): quadratic work would show as hundreds of times.
+/// Ratios of best-of-five runs side by side, never absolute times.
+#[test]
+fn worst_shapes_under_the_caps_cost_a_few_times_a_benign_document() {
+    const SIZE: usize = 480 * 1024;
+    let ext = |body: &str, decls: &str| {
+        format!(
+            "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:x=\"urn:x\"{decls}>{body}</samlp:Extensions>"
+        )
+    };
+    let fill = |unit: &str| unit.repeat(SIZE / unit.len());
+    let benign = ext(&fill("<x:v>Meetings-Group-0001</x:v>"), "");
+    // 31 prefixes in scope, every element unprefixed (the default
+    // namespace lookup scans them all) and empty.
+    let scope: String = (0..29)
+        .map(|i| format!(" xmlns:p{i}=\"urn:p:{i}\""))
+        .collect();
+    let deep_scope = ext(&fill("<v/>"), &scope);
+    // Elements with the most attributes allowed, each prefixed with the
+    // prefix declared first (found last).
+    let attrs: String = (0..60).map(|i| format!(" p0:a{i}=\"\"")).collect();
+    let many_attrs = ext(&fill(&format!("<x:v{attrs}/>")), &scope);
+    // A fresh namespace name on every element (the remembered-URI list).
+    let uris: String = (0..8000)
+        .map(|i| format!("<x:v xmlns:u=\"urn:uri:{i:06}\"/>"))
+        .collect();
+    let fresh_uris = ext(&fill(&uris), "");
+    // IDs everywhere (the duplicate-ID sets).
+    let ids: String = (0..20_000)
+        .map(|i| format!("<x:v ID=\"_i{i}\"/>"))
+        .collect();
+    let many_ids = ext(&ids, "");
+    let (e, _) = okta();
+    let docs: Vec<(&str, String)> = vec![
+        ("deep scope", deep_scope),
+        ("many attributes", many_attrs),
+        ("fresh namespace names", fresh_uris),
+        ("many IDs", many_ids),
+    ];
+    let base = with_response_child(&benign).1;
+    assert_eq!(run_bytes(&e, base.as_bytes()).code, None);
+    let mut report = Vec::new();
+    for (name, body) in &docs {
+        let xml = with_response_child(body).1;
+        assert!(xml.len() <= base.len() + 64 * 1024, "{name}: {}", xml.len());
+        let t_benign = best_time(&e, &base, 5);
+        let t = best_time(&e, &xml, 5);
+        let ratio = t.as_secs_f64() / t_benign.as_secs_f64();
+        report.push(format!("{name}: {ratio:.2}x ({t:?} vs {t_benign:?})"));
+        assert!(ratio < 6.0, "{report:?}");
+    }
+    eprintln!("worst shapes vs benign: {report:#?}");
+}
