@@ -78,6 +78,14 @@ impl DevIdp {
 
     /// A signed (Assertion-signed) Response as XML text.
     pub fn response(&self, p: &ResponseParams) -> Result<String, String> {
+        let signed = self.sign_assertion(&self.assertion_template(p))?;
+        Ok(self.wrap(p, &signed))
+    }
+
+    /// The unsigned assertion of [`DevIdp::response`], its Signature
+    /// template in place (empty DigestValue and SignatureValue): tests
+    /// change it, then [`DevIdp::sign_assertion`] and [`DevIdp::wrap`].
+    pub fn assertion_template(&self, p: &ResponseParams) -> String {
         let t = |d: DateTime<Utc>| d.to_rfc3339_opts(SecondsFormat::Secs, true);
         let now = t(p.now);
         let until = t(p.now + p.validity);
@@ -122,14 +130,30 @@ impl DevIdp {
             acs = esc(&p.acs_url),
             aud = esc(&p.audience),
         );
+        assertion
+    }
+
+    /// Signs an assertion template (libxmlsec1, the IdP key).
+    pub fn sign_assertion(&self, template: &str) -> Result<String, String> {
         let signed =
-            XmlSec::sign_xml(assertion.as_bytes(), &self.key_der).map_err(|e| e.to_string())?;
+            XmlSec::sign_xml(template.as_bytes(), &self.key_der).map_err(|e| e.to_string())?;
         // libxml2 prepends an XML declaration; the assertion is embedded.
-        let signed = match signed.find("<saml:Assertion") {
-            Some(i) => signed.get(i..).unwrap_or_default().trim_end().to_owned(),
-            None => return Err("signed output lost the assertion".into()),
-        };
-        Ok(format!(
+        match signed.find("<saml:Assertion") {
+            Some(i) => Ok(signed.get(i..).unwrap_or_default().trim_end().to_owned()),
+            None => Err("signed output lost the assertion".into()),
+        }
+    }
+
+    /// The (unsigned) Response around a signed assertion.
+    pub fn wrap(&self, p: &ResponseParams, signed: &str) -> String {
+        let t = |d: DateTime<Utc>| d.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let now = t(p.now);
+        let irt = p
+            .in_response_to
+            .as_ref()
+            .map(|i| format!(" InResponseTo=\"{}\"", esc(i)))
+            .unwrap_or_default();
+        format!(
             "<samlp:Response xmlns:samlp=\"{sp}\" xmlns:saml=\"{sa}\" ID=\"{rid}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{acs}\"{irt}>\
 <saml:Issuer>{iss}</saml:Issuer><samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status>{signed}</samlp:Response>",
             sp = xml::NS_PROTOCOL,
@@ -137,7 +161,7 @@ impl DevIdp {
             rid = random_id(),
             acs = esc(&p.acs_url),
             iss = esc(&self.entity_id),
-        ))
+        )
     }
 
     /// The response base64-encoded, as a browser POSTs it.

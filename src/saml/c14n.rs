@@ -349,6 +349,15 @@ mod tests {
         assert_eq!(c14n(r#"<a><b xmlns=""/></a>"#, &[]), "<a><b></b></a>");
     }
 
+    /// libxml2 never renders `xmlns:xml`, even for an element in the xml
+    /// namespace under an explicit declaration of it.
+    #[test]
+    fn explicit_xmlns_xml_is_never_rendered() {
+        let doc = r#"<a xmlns:xml="http://www.w3.org/XML/1998/namespace"><xml:n>x</xml:n></a>"#;
+        assert_eq!(c14n(doc, &[]), "<a><xml:n>x</xml:n></a>");
+        assert_eq!(c14n(doc, &[Some("xml")]), "<a><xml:n>x</xml:n></a>");
+    }
+
     #[test]
     fn inclusive_prefixes_render_at_the_apex() {
         assert_eq!(

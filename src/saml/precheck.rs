@@ -172,6 +172,14 @@ impl<'d> Survey<'d> {
             }
             if e.is(NS_ASSERTION, "Assertion") || e.is(NS_ASSERTION, "EncryptedAssertion") {
                 s.assertions += 1;
+            } else if s.misplaced.is_none() && e.name() == "Signature" && e.ns() != Some(NS_DSIG) {
+                // No SAML message has another kind of Signature; one in an
+                // odd namespace is how a signature was once hidden from
+                // this check while libxml2 still saw XML-DSig.
+                s.misplaced = Some(SamlError::SignatureProfile {
+                    element: e.display_name(),
+                    reason: "a Signature element outside the XML-DSig namespace".into(),
+                });
             } else if s.misplaced.is_none() && s.assertions <= 1 && e.is(NS_DSIG, "Signature") {
                 // (Past a second assertion the document is refused anyway;
                 // `signed` then stays at two entries, the Response's and

@@ -242,3 +242,204 @@ fn worst_shapes_under_the_caps_cost_a_few_times_a_benign_document() {
     }
     eprintln!("worst shapes vs benign: {report:#?}");
 }
+
+// --- 2. signatures hidden from the pre-check never reach libxmlsec1 ---
+
+/// Shapes that hid a `ds:Signature` from the pre-check while libxml2 (which
+/// reports and ignores reserved-namespace bindings) still saw XML-DSig,
+/// each with a Reference that would make libxmlsec1 read a device, open a
+/// file or connect out.
+fn hidden_signature_shapes(target: &str) -> Vec<(&'static str, String)> {
+    let sig = |open: &str, close: &str| {
+        format!(
+            "{open}<ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+<ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+<ds:Reference URI=\"{target}\"><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
+<ds:DigestValue>AAAA</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue>AAAA</ds:SignatureValue>{close}"
+        )
+    };
+    let outer = "xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"";
+    vec![
+        (
+            "prefix bound to the xmlns namespace",
+            format!(
+                "<x:w xmlns:x=\"urn:x\" {outer}>{}</x:w>",
+                sig(
+                    "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/xmlns/\">",
+                    "</ds:Signature>"
+                )
+            ),
+        ),
+        (
+            "default namespace bound to the xmlns namespace",
+            format!(
+                "<x:w xmlns:x=\"urn:x\" xmlns=\"http://www.w3.org/2000/09/xmldsig#\" {outer}>{}</x:w>",
+                sig(
+                    "<Signature xmlns=\"http://www.w3.org/2000/xmlns/\">",
+                    "</Signature>"
+                )
+                .replace("ds:", "")
+            ),
+        ),
+        (
+            "default namespace bound to the XML namespace",
+            format!(
+                "<x:w xmlns:x=\"urn:x\" xmlns=\"http://www.w3.org/2000/09/xmldsig#\" {outer}>{}</x:w>",
+                sig(
+                    "<Signature xmlns=\"http://www.w3.org/XML/1998/namespace\">",
+                    "</Signature>"
+                )
+                .replace("ds:", "")
+            ),
+        ),
+        (
+            "Signature in a foreign namespace",
+            format!(
+                "<x:w xmlns:x=\"urn:x\">{}</x:w>",
+                sig("<x:Signature>", "</x:Signature>")
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn hidden_signatures_are_refused_by_both_verifiers_before_any_dereference() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "x").unwrap();
+    let targets = [
+        "file:///dev/zero".to_owned(),
+        format!("http://127.0.0.1:{port}/ssrf"),
+        format!("file://{}", file.display()),
+    ];
+    for target in &targets {
+        for (name, shape) in hidden_signature_shapes(target) {
+            let (e, xml) = with_response_child(&shape);
+            for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+                let t = Instant::now();
+                let r = run_bytes_with(&e, xml.as_bytes(), v);
+                assert!(
+                    matches!(
+                        r.code,
+                        Some("malformed_xml" | "signature_profile_violation")
+                    ),
+                    "{name} / {target} / {v:?}: {:?} {:?}",
+                    r.code,
+                    r.reason
+                );
+                assert!(
+                    !super::support::reached_crypto(&r),
+                    "{name}: refused before any verifier ran"
+                );
+                assert!(t.elapsed() < Duration::from_secs(2), "{name}: bounded time");
+            }
+        }
+    }
+    assert!(
+        listener.accept().is_err(),
+        "no verifier may connect out for a Reference"
+    );
+    // The file was never read: its access time is not what we can rely
+    // on, but a refusal before the signature step (asserted above) means
+    // nothing dereferenced it.
+}
+
+// --- 6. smaller disagreements with libxml2/xmlsec ---
+
+#[test]
+fn explicit_xmlns_xml_declaration_does_not_break_a_valid_signature() {
+    let idp = super::gateway::idp();
+    let p = okta_params();
+    // An element in the xml namespace under an explicit `xmlns:xml`:
+    // exclusive c14n never renders that declaration. (libxml2 drops the
+    // declaration when it writes the signed assertion out, so it is put
+    // back after signing: it changes nothing a signature covers.)
+    let template = idp.assertion_template(&p).replacen(
+        "</saml:AttributeStatement>",
+        "<saml:Attribute Name=\"note\"><saml:AttributeValue><xml:n>x</xml:n></saml:AttributeValue></saml:Attribute></saml:AttributeStatement>",
+        1,
+    );
+    let signed = idp.sign_assertion(&template).unwrap().replacen(
+        "<saml:Assertion ",
+        "<saml:Assertion xmlns:xml=\"http://www.w3.org/XML/1998/namespace\" ",
+        1,
+    );
+    let xml = idp.wrap(&p, &signed);
+    for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+        let r = check_dev(&xml, v);
+        assert_eq!(r.code, None, "{v:?}: {:?}", r.reason);
+    }
+}
+
+#[test]
+fn xml_id_counts_among_ids() {
+    let (e, xml) = okta();
+    // xml:id duplicating the assertion's ID: libxml2 registers both.
+    let (e2, dup) = with_response_child("<x:w xmlns:x=\"urn:x\" xml:id=\"_assert-0001\"/>");
+    assert_eq!(e.name, e2.name);
+    both_refuse(&e, &dup, "duplicate_id");
+    let (_, bad) = with_response_child("<x:w xmlns:x=\"urn:x\" xml:id=\"1 not a name\"/>");
+    both_refuse(&e, &bad, "malformed_xml");
+    let _ = xml;
+}
+
+#[test]
+fn a_second_byte_order_mark_is_refused() {
+    let (e, xml) = okta();
+    let one = format!("\u{feff}{xml}");
+    assert_eq!(code_of(&e, &one, VerifierKind::Native), None);
+    let two = format!("\u{feff}\u{feff}{xml}");
+    both_refuse(&e, &two, "malformed_xml");
+    // As POSTed (base64), too.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(two.as_bytes());
+    assert_eq!(run_bytes(&e, b64.as_bytes()).code, Some("malformed_xml"));
+}
+
+#[test]
+fn deflated_response_on_the_post_binding_is_named() {
+    use base64::Engine;
+    use std::io::Write;
+    let (e, xml) = okta();
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(xml.as_bytes()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap());
+    let r = run_bytes(&e, b64.as_bytes());
+    assert_eq!(r.code, Some("malformed_encoding"));
+    assert!(
+        r.reason.as_deref().unwrap().contains("DEFLATE-compressed"),
+        "{:?}",
+        r.reason
+    );
+    // Other bytes that are not UTF-8 keep the plain message.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(b"<a>\xff\xfe</a>");
+    let r = run_bytes(&e, b64.as_bytes());
+    assert_eq!(r.code, Some("malformed_encoding"));
+    assert!(!r.reason.unwrap().contains("DEFLATE"));
+}
+
+/// Parameters for the development IdP matching the fixture config
+/// (tests/fixtures/config.toml) at the present time.
+fn okta_params() -> samlgate::devidp::ResponseParams {
+    let cfg = super::support::config("config.toml");
+    samlgate::devidp::ResponseParams {
+        name_id: "alice@example.com".into(),
+        attributes: vec![("email".into(), vec!["alice@example.com".into()])],
+        acs_url: cfg.sp.acs_url.clone(),
+        audience: cfg.sp.entity_id.clone(),
+        in_response_to: None,
+        now: samlgate::clock::Clock::now(&samlgate::clock::SystemClock),
+        validity: chrono::Duration::minutes(5),
+        assertion_id: None,
+    }
+}
+
+/// A development-IdP response checked against the fixture config now.
+fn check_dev(xml: &str, v: VerifierKind) -> samlgate::check::Report {
+    let mut cfg = super::support::config("config.toml");
+    cfg.security.verifier = v;
+    samlgate::check::check_response(xml.as_bytes(), &cfg, &[], &samlgate::clock::SystemClock)
+}
