@@ -103,6 +103,11 @@ pub struct Sp {
     pub sign_authn_requests: bool,
     /// How long an AuthnRequest id stays outstanding (default 600 s).
     pub request_ttl_secs: u64,
+    /// Refuse a solicited response whose POST arrives without the
+    /// browser-binding cookie `/saml/login` set (default false: such a
+    /// response is admitted when its signed InResponseTo names an
+    /// outstanding request, as before the cookie existed).
+    pub require_request_cookie: bool,
 }
 
 /// How SMTP is secured.
@@ -930,6 +935,7 @@ impl Config {
                 cert_pem,
                 path_prefix,
                 request_ttl_secs: sp.request_ttl_secs.unwrap_or(600),
+                require_request_cookie: sp.require_request_cookie.unwrap_or(false),
             },
             idp: Idp {
                 metadata,

@@ -70,6 +70,7 @@ pub struct RawSp {
     pub path_prefix: Option<String>,
     pub sign_authn_requests: Option<bool>,
     pub request_ttl_secs: Option<u64>,
+    pub require_request_cookie: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@
 
 pub(crate) mod fast;
 pub mod pages;
+pub mod pool;
 pub mod proxy;
 pub mod session;
 pub mod upstream;
@@ -30,7 +31,7 @@ use crate::devidp::{DevIdp, random_id};
 use crate::mapping::Trace;
 use crate::metrics::Metrics;
 use crate::provisioning::{self, Refusal};
-use crate::saml::{self, SamlError, VerifyContext, decode::percent_decode, xml};
+use crate::saml::{self, SamlError, decode::percent_decode, xml};
 use crate::server::{Body, Handler, HandlerFuture, json_error, read_body, text};
 use crate::store::{Ephemeral, Store, StoreError};
 use pages::{esc, html, refusal};
@@ -48,6 +49,9 @@ pub enum LoginError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The verification pool could not run the check.
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
 }
 
 impl LoginError {
@@ -57,6 +61,7 @@ impl LoginError {
             Self::Saml(e) => e.code(),
             Self::Refused(r) => r.code(),
             Self::Store(e) => e.code(),
+            Self::Pool(e) => e.code(),
         }
     }
 
@@ -64,10 +69,24 @@ impl LoginError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Saml(e) if e.is_malformed() => StatusCode::BAD_REQUEST,
-            Self::Store(_) | Self::Refused(Refusal::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_)
+            | Self::Refused(Refusal::Store(_))
+            | Self::Pool(pool::PoolError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Pool(pool::PoolError::Lost) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
         }
     }
+}
+
+/// What a successful login produced.
+struct LoginDone {
+    session_id: String,
+    /// Where the browser goes next (a same-origin path).
+    target: String,
+    email: String,
+    name_id: Option<String>,
+    /// The request answered (`None`: unsolicited).
+    answered: Option<String>,
 }
 
 /// The public side of one gateway process.
@@ -184,19 +203,24 @@ fn deflate_b64(xml_text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The unverified InResponseTo of a response, to look up the outstanding
-/// request before verification (verification then checks it properly).
-fn peek_in_response_to(doc: xml::Element<'_>) -> Option<String> {
-    if let Some(v) = doc.attr("InResponseTo") {
-        return Some(v.to_owned());
-    }
-    let mut found = None;
-    doc.walk(&mut |e, _| {
-        if found.is_none() && e.is(xml::NS_ASSERTION, "SubjectConfirmationData") {
-            found = e.attr("InResponseTo").map(str::to_owned);
-        }
-    });
-    found
+/// How many started logins one browser's request cookie remembers (one per
+/// tab a user might start a sign-in in; the oldest is forgotten first).
+const MAX_BOUND_REQUESTS: usize = 4;
+
+/// The AuthnRequest ids a request cookie names: `.`-separated ids of the
+/// shape [`random_id`] makes (`_` and 32 hex digits); anything else in it is
+/// ignored.
+fn bound_request_ids(value: &str) -> Vec<String> {
+    value
+        .split('.')
+        .filter(|id| {
+            id.len() == 33
+                && id.starts_with('_')
+                && id.bytes().skip(1).all(|c| c.is_ascii_hexdigit())
+        })
+        .take(MAX_BOUND_REQUESTS)
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Gateway {
@@ -286,6 +310,37 @@ impl Gateway {
         )
     }
 
+    /// The cookie binding started logins to the browser that started them:
+    /// `{session cookie name}_authn` (`__Host-` over TLS).
+    fn request_cookie_name(&self, cfg: &Config) -> String {
+        format!("{}_authn", self.cookie_name(cfg))
+    }
+
+    /// Sets the request cookie to `ids` (cleared when empty). Over TLS it is
+    /// `SameSite=None; Secure`, so the IdP's cross-site POST carries it; over
+    /// plain HTTP browsers refuse `SameSite=None` without `Secure`, so it is
+    /// `Lax` and reaches the ACS only from a same-site IdP.
+    fn set_request_cookie(&self, r: &mut Response<Body>, cfg: &Config, ids: &[String]) {
+        let attrs = if self.tls {
+            "; Secure; SameSite=None"
+        } else {
+            "; SameSite=Lax"
+        };
+        let max_age = if ids.is_empty() {
+            0
+        } else {
+            cfg.sp.request_ttl_secs
+        };
+        let c = format!(
+            "{}={}; Path=/; HttpOnly; Max-Age={max_age}{attrs}",
+            self.request_cookie_name(cfg),
+            ids.join(".")
+        );
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+
     fn set_cookie(&self, r: &mut Response<Body>, cfg: &Config, value: &str, max_age: u64) {
         let secure = if self.tls { "; Secure" } else { "" };
         let c = format!(
@@ -304,7 +359,7 @@ impl Gateway {
         if let Some(rest) = path.strip_prefix(prefix) {
             match (req.method(), rest) {
                 (&Method::GET, "/metadata") => return self.metadata(&cfg),
-                (&Method::GET, "/login") => return self.login(&cfg, req.uri().query()).await,
+                (&Method::GET, "/login") => return self.login(&cfg, &req).await,
                 (&Method::POST, "/acs") => return self.acs(&cfg, req, peer).await,
                 (&Method::GET | &Method::POST, "/logout") => return self.logout(&cfg, &req).await,
                 (&Method::GET, "/verify") => return self.verify(&cfg, req.uri().query()).await,
@@ -362,8 +417,8 @@ impl Gateway {
         r
     }
 
-    async fn login(&self, cfg: &Config, query: Option<&str>) -> Response<Body> {
-        let q = form_pairs(query.unwrap_or("").as_bytes());
+    async fn login(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {
+        let q = form_pairs(req.uri().query().unwrap_or("").as_bytes());
         let return_to = field(&q, "return_to")
             .and_then(safe_return_path)
             .unwrap_or_else(|| "/".into());
@@ -448,11 +503,32 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         }
         self.metrics.authn_request();
         let sep = if sso.contains('?') { '&' } else { '?' };
-        redirect(StatusCode::FOUND, &format!("{sso}{sep}{qs}"))
+        let mut r = redirect(StatusCode::FOUND, &format!("{sso}{sep}{qs}"));
+        // Bind the request to this browser: the newest id first, a few
+        // earlier ones kept (sign-ins started in other tabs).
+        let earlier = self
+            .session_cookie(req, &self.request_cookie_name(cfg))
+            .map(bound_request_ids)
+            .unwrap_or_default();
+        let ids: Vec<String> = std::iter::once(id)
+            .chain(earlier)
+            .take(MAX_BOUND_REQUESTS)
+            .collect();
+        self.set_request_cookie(&mut r, cfg, &ids);
+        r
     }
 
-    async fn acs(&self, cfg: &Config, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn acs(
+        &self,
+        cfg: &Arc<Config>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let tracking = tracking_id();
+        // `None`: the POST came without the request cookie.
+        let bound = self
+            .session_cookie(&req, &self.request_cookie_name(cfg))
+            .map(bound_request_ids);
         let limit = cfg.security.max_response_bytes.saturating_mul(2) + 16 * 1024;
         let body = match read_body(req.into_body(), limit).await {
             Ok(b) => b,
@@ -465,17 +541,27 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 return self.refuse(cfg, &e, &tracking, peer, None);
             }
         };
-        let form = form_pairs(&body);
         let start = Instant::now();
-        let result = self.login_flow(cfg, &form).await;
+        let result = self.login_flow(cfg, body, bound.as_deref()).await;
         self.metrics.verify_latency.observe(start.elapsed());
         match result {
-            Ok((session_id, target, email, name_id)) => {
+            Ok(done) => {
                 self.metrics.login("accept", "");
+                let binding = match (&done.answered, &bound) {
+                    (None, _) => "unsolicited",
+                    (Some(_), Some(_)) => "cookie",
+                    (Some(_), None) => "absent",
+                };
                 tracing::info!(target: "audit", event = "login", decision = "accept", tracking_id = %tracking,
-                    idp = %cfg.idp.metadata.entity_id, name_id = name_id.as_deref().unwrap_or(""), email = %email, remote = %peer.ip());
-                let mut r = redirect(StatusCode::SEE_OTHER, &target);
-                self.set_cookie(&mut r, cfg, &session_id, cfg.session.lifetime_secs);
+                    idp = %cfg.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
+                    request_binding = binding, remote = %peer.ip());
+                let mut r = redirect(StatusCode::SEE_OTHER, &done.target);
+                self.set_cookie(&mut r, cfg, &done.session_id, cfg.session.lifetime_secs);
+                // The answered request leaves the browser's cookie.
+                if let (Some(id), Some(ids)) = (&done.answered, &bound) {
+                    let rest: Vec<String> = ids.iter().filter(|b| *b != id).cloned().collect();
+                    self.set_request_cookie(&mut r, cfg, &rest);
+                }
                 r
             }
             Err(e) => self.refuse(cfg, &e, &tracking, peer, None),
@@ -509,56 +595,87 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
     }
 
     /// verify → request id → replay → map → provision → session.
+    ///
+    /// `bound`: the AuthnRequest ids the browser's request cookie names
+    /// (`None` when it sent none).
     async fn login_flow(
         &self,
-        cfg: &Config,
-        form: &[(String, String)],
-    ) -> Result<(String, String, String, Option<String>), LoginError> {
-        let raw = field(form, "SAMLResponse")
-            .ok_or_else(|| SamlError::MalformedXml("no SAMLResponse in the POST".into()))?;
-        let xml_text =
-            saml::decode::decode_base64(raw.as_bytes(), cfg.security.max_response_bytes)?;
-        // One parse: the unverified InResponseTo is read from it to find
-        // the outstanding request, then the same document is verified.
-        let parsed = saml::parse_response(&xml_text, cfg)?;
-        let mut outstanding = Vec::new();
-        if let Some(irt) = peek_in_response_to(parsed.root())
-            && self
-                .store
-                .get_ephemeral(Ephemeral::RequestId, &irt)
-                .await?
-                .is_some()
-        {
-            outstanding.push(irt);
-        }
-        // Nobody reads a trace on the login path; the audit event says what
-        // was decided. `samlgate check-response` shows the whole trace.
-        let mut trace = Trace::off();
-        let ctx = VerifyContext {
-            config: cfg,
-            outstanding: &outstanding,
-        };
-        let verified =
-            saml::verify_parsed(&xml_text, &parsed, &ctx, self.clock.as_ref(), &mut trace)?;
-        drop(parsed);
+        cfg: &Arc<Config>,
+        body: bytes::Bytes,
+        bound: Option<&[String]>,
+    ) -> Result<LoginDone, LoginError> {
+        // Form, base64, parse and every check but solicitation: CPU only
+        // (linear in the body), on the blocking pool (see `pool`). Nobody
+        // reads a trace on the login path; the audit event says what was
+        // decided, and `samlgate check-response` shows the whole trace.
+        let job_cfg = Arc::clone(cfg);
+        let clock = Arc::clone(&self.clock);
+        let (unresolved, relay_state) = pool::VerifyPool::global()
+            .run(move || -> Result<_, SamlError> {
+                let form = form_pairs(&body);
+                let raw = field(&form, "SAMLResponse")
+                    .ok_or_else(|| SamlError::MalformedXml("no SAMLResponse in the POST".into()))?;
+                let xml_text = saml::decode::decode_base64(
+                    raw.as_bytes(),
+                    job_cfg.security.max_response_bytes,
+                )?;
+                let parsed = saml::parse_response(&xml_text, &job_cfg)?;
+                let unresolved = saml::verify_unresolved(
+                    &xml_text,
+                    &parsed,
+                    &job_cfg,
+                    clock.as_ref(),
+                    &mut Trace::off(),
+                )?;
+                Ok((unresolved, field(&form, "RelayState").map(str::to_owned)))
+            })
+            .await??;
         let now = self.clock.now();
-        // A solicited response consumes its request id exactly once.
-        let target = match verified.in_response_to() {
-            Some(id) => match self.store.take_ephemeral(Ephemeral::RequestId, id).await? {
-                Some(t) => String::from_utf8(t)
-                    .ok()
-                    .and_then(|t| safe_return_path(&t))
-                    .unwrap_or_else(|| "/".into()),
-                None => {
-                    return Err(SamlError::InResponseToMismatch(format!(
-                        "request {id:?} was already answered"
-                    ))
-                    .into());
+        let mut trace = Trace::off();
+        // Solicitation. The request a response answers comes from signed
+        // data only; it must have been started by this browser when the
+        // browser says which requests it started (the request cookie: this
+        // closes login CSRF for SP-initiated logins), and it is consumed
+        // exactly once.
+        let (verified, target) = match unresolved.in_response_to().map(str::to_owned) {
+            Some(id) => {
+                match bound {
+                    Some(ids) if !ids.contains(&id) => {
+                        return Err(SamlError::RequestBinding(format!(
+                            "the response answers request {id:?}, which this browser did not start (its request cookie names {} other request(s))",
+                            ids.len()
+                        ))
+                        .into());
+                    }
+                    None if cfg.sp.require_request_cookie => {
+                        return Err(SamlError::RequestBinding(format!(
+                            "the response answers request {id:?}, but the browser sent no request cookie ([sp] require_request_cookie = true)"
+                        ))
+                        .into());
+                    }
+                    _ => {}
                 }
-            },
-            None => field(form, "RelayState")
-                .and_then(safe_return_path)
-                .unwrap_or_else(|| "/".into()),
+                let taken = self.store.take_ephemeral(Ephemeral::RequestId, &id).await?;
+                let outstanding: &[String] = if taken.is_some() {
+                    std::slice::from_ref(&id)
+                } else {
+                    &[]
+                };
+                let verified = unresolved.resolve(outstanding, &mut trace)?;
+                let target = taken
+                    .and_then(|t| String::from_utf8(t).ok())
+                    .and_then(|t| safe_return_path(&t))
+                    .unwrap_or_else(|| "/".into());
+                (verified, target)
+            }
+            None => {
+                let verified = unresolved.resolve(&[], &mut trace)?;
+                let target = relay_state
+                    .as_deref()
+                    .and_then(safe_return_path)
+                    .unwrap_or_else(|| "/".into());
+                (verified, target)
+            }
         };
         // Replay cache: remembered until the assertion could no longer be used.
         let left = (verified.not_on_or_after() - now).num_seconds() + cfg.security.clock_skew_secs;
@@ -583,7 +700,13 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             .sessions
             .create(self.store.as_ref(), cfg, admission.user, facts, now)
             .await?;
-        Ok((session_id, target, email, name_id))
+        Ok(LoginDone {
+            session_id,
+            target,
+            email,
+            name_id,
+            answered: verified.in_response_to().map(str::to_owned),
+        })
     }
 
     async fn logout(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {

@@ -181,8 +181,8 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Option<String> {
 }
 
 /// The Cookie header to forward: the cookies of `values` (every Cookie
-/// header's value, in order) but the gateway's own, joined; `None` when
-/// nothing is left.
+/// header's value, in order) but the gateway's own (each of `cookie_names`
+/// and its `_authn` request cookie), joined; `None` when nothing is left.
 pub(crate) fn kept_cookies<'a>(
     values: impl Iterator<Item = &'a str>,
     cookie_names: &[&str],
@@ -194,7 +194,8 @@ pub(crate) fn kept_cookies<'a>(
         .map(str::trim)
         .filter(|c| {
             let name = c.split('=').next().unwrap_or("");
-            !c.is_empty() && !cookie_names.contains(&name)
+            let ours = |n: &str| cookie_names.contains(&n);
+            !c.is_empty() && !ours(name) && !name.strip_suffix("_authn").is_some_and(ours)
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))

@@ -97,10 +97,22 @@ pub fn check_issuer(
 }
 
 /// Response/@Destination, when present, must be the ACS URL.
-pub fn check_destination(response: Element<'_>, acs_url: &str) -> Result<(), SamlError> {
+///
+/// A signed Response must carry one (SAML Bindings §3.5.5.2: a signed
+/// message on the POST binding names its destination, so that it cannot be
+/// posted to another SP that trusts the same IdP).
+pub fn check_destination(
+    response: Element<'_>,
+    acs_url: &str,
+    response_signed: bool,
+) -> Result<(), SamlError> {
     match response.attr("Destination") {
         Some(d) if d != acs_url => Err(SamlError::DestinationMismatch {
             found: d.to_owned(),
+            expected: acs_url.to_owned(),
+        }),
+        None if response_signed => Err(SamlError::DestinationMismatch {
+            found: String::new(),
             expected: acs_url.to_owned(),
         }),
         _ => Ok(()),
@@ -287,26 +299,50 @@ pub fn check_subject_confirmation(
         .unwrap_or_else(|| SamlError::SubjectConfirmation("no usable bearer confirmation".into())))
 }
 
-/// InResponseTo, wherever it appears, must agree and name an outstanding
-/// request; a response with none is unsolicited and allowed only when
-/// IdP-initiated login is. Returns the request id answered, if any.
-pub fn check_in_response_to(
-    response_irt: Option<&str>,
+/// The request a response answers, read from signed data only: the signed
+/// `SubjectConfirmationData/@InResponseTo`, or the Response's when the
+/// Response is signed (both must agree when both are present). An unsigned
+/// Response's InResponseTo proves nothing: anyone can write one, and a
+/// request id is easy to mint with `GET /saml/login`. It may only repeat
+/// the signed value; one that differs from it (or stands alone) is refused.
+pub fn signed_in_response_to(
+    signed_response_irt: Option<&str>,
+    unsigned_response_irt: Option<&str>,
     confirmation_irt: Option<&str>,
-    outstanding: &[String],
-    allow_idp_initiated: bool,
 ) -> Result<Option<String>, SamlError> {
-    let irt = match (response_irt, confirmation_irt) {
+    let signed = match (signed_response_irt, confirmation_irt) {
         (Some(a), Some(b)) if a != b => {
             return Err(SamlError::InResponseToMismatch(format!(
                 "Response InResponseTo {a:?} differs from SubjectConfirmationData InResponseTo {b:?}"
             )));
         }
         (Some(a), _) => Some(a),
-        (None, Some(b)) => Some(b),
-        (None, None) => None,
+        (None, b) => b,
     };
-    match irt {
+    if let Some(u) = unsigned_response_irt
+        && signed != Some(u)
+    {
+        return Err(SamlError::InResponseToMismatch(match signed {
+            Some(s) => format!(
+                "the unsigned Response InResponseTo {u:?} differs from the signed InResponseTo {s:?}"
+            ),
+            None => format!(
+                "the unsigned Response claims InResponseTo {u:?}, but nothing signed names a request (only signed data decides whether a response was solicited)"
+            ),
+        }));
+    }
+    Ok(signed.map(str::to_owned))
+}
+
+/// A response that answers a request must name an outstanding one; a
+/// response that answers none is unsolicited and allowed only when
+/// IdP-initiated login is. Returns the request id answered, if any.
+pub fn check_solicitation(
+    signed_irt: Option<&str>,
+    outstanding: &[String],
+    allow_idp_initiated: bool,
+) -> Result<Option<String>, SamlError> {
+    match signed_irt {
         Some(id) => {
             if outstanding.iter().any(|o| o == id) {
                 Ok(Some(id.to_owned()))
@@ -332,31 +368,49 @@ mod tests {
     #[test]
     fn irt_rules() {
         let out = vec!["id-1".to_string()];
+        let solicited = |r: Option<&str>, u: Option<&str>, c: Option<&str>| {
+            signed_in_response_to(r, u, c).map_err(|e| e.code())
+        };
+        assert_eq!(solicited(None, None, Some("id-1")), Ok(Some("id-1".into())));
+        assert_eq!(solicited(Some("id-1"), None, None), Ok(Some("id-1".into())));
         assert_eq!(
-            check_in_response_to(None, Some("id-1"), &out, false).unwrap(),
+            solicited(Some("id-1"), None, Some("id-2")),
+            Err("in_response_to_mismatch")
+        );
+        // The unsigned Response may repeat the signed value, nothing else.
+        assert_eq!(
+            solicited(None, Some("id-1"), Some("id-1")),
+            Ok(Some("id-1".into()))
+        );
+        assert_eq!(
+            solicited(None, Some("id-1"), None),
+            Err("in_response_to_mismatch")
+        );
+        assert_eq!(
+            solicited(None, Some("id-1"), Some("id-2")),
+            Err("in_response_to_mismatch")
+        );
+        assert_eq!(solicited(None, None, None), Ok(None));
+
+        assert_eq!(
+            check_solicitation(Some("id-1"), &out, false).unwrap(),
             Some("id-1".into())
         );
         assert_eq!(
-            check_in_response_to(Some("id-1"), Some("id-2"), &out, true)
+            check_solicitation(Some("id-9"), &out, true)
                 .unwrap_err()
                 .code(),
             "in_response_to_mismatch"
         );
         assert_eq!(
-            check_in_response_to(None, Some("id-9"), &out, true)
+            check_solicitation(Some("id-9"), &[], true)
                 .unwrap_err()
                 .code(),
             "in_response_to_mismatch"
         );
+        assert_eq!(check_solicitation(None, &out, true).unwrap(), None);
         assert_eq!(
-            check_in_response_to(None, Some("id-9"), &[], true)
-                .unwrap_err()
-                .code(),
-            "in_response_to_mismatch"
-        );
-        assert_eq!(check_in_response_to(None, None, &out, true).unwrap(), None);
-        assert_eq!(
-            check_in_response_to(None, None, &[], false).unwrap_err(),
+            check_solicitation(None, &[], false).unwrap_err(),
             SamlError::IdpInitiatedRefused
         );
     }

@@ -181,6 +181,11 @@ pub enum SamlError {
     /// InResponseTo names no outstanding request, or disagrees between elements.
     #[error("{0}")]
     InResponseToMismatch(String),
+    /// The response answers a request this browser did not start (its
+    /// request cookie names others), or comes without the cookie where one
+    /// is required: login CSRF, or a request id minted by someone else.
+    #[error("{0}")]
+    RequestBinding(String),
     /// An unsolicited (IdP-initiated) response while those are refused.
     #[error("unsolicited (IdP-initiated) response refused ([idp] allow_idp_initiated = false)")]
     IdpInitiatedRefused,
@@ -233,6 +238,7 @@ impl SamlError {
             Self::RecipientMismatch { .. } => "recipient_mismatch",
             Self::InResponseToMismatch(_) => "in_response_to_mismatch",
             Self::IdpInitiatedRefused => "idp_initiated_refused",
+            Self::RequestBinding(_) => "request_binding_failed",
             Self::SubjectMissing => "subject_missing",
             Self::Decryption(_) => "decryption_failed",
             Self::Replayed(_) => "replayed",

@@ -152,8 +152,7 @@ pub fn verify_response(
 }
 
 /// [`verify_response`] on a document already parsed from `xml_text` by
-/// [`parse_response`] (the gateway reads the unverified InResponseTo from
-/// the same parse first); `xml_text` is what libxmlsec1 verifies when it is
+/// [`parse_response`]; `xml_text` is what libxmlsec1 verifies when it is
 /// the configured verifier.
 pub fn verify_parsed(
     xml_text: &str,
@@ -162,7 +161,60 @@ pub fn verify_parsed(
     clock: &dyn Clock,
     trace: &mut Trace,
 ) -> Result<VerifiedAssertion, SamlError> {
-    let cfg = ctx.config;
+    verify_unresolved(xml_text, parsed_doc, ctx.config, clock, trace)?
+        .resolve(ctx.outstanding, trace)
+}
+
+/// A response whose every check passed but one: whether the request it
+/// answers (its *signed* InResponseTo) is outstanding. The gateway learns
+/// that from the store and the browser after the CPU-heavy part has run off
+/// its async workers; the only way on to a [`VerifiedAssertion`] is
+/// [`Unresolved::resolve`].
+#[derive(Debug)]
+pub struct Unresolved {
+    assertion: VerifiedAssertion,
+    signed_in_response_to: Option<String>,
+    allow_idp_initiated: bool,
+}
+
+impl Unresolved {
+    /// The request this response answers, from signed data only.
+    pub fn in_response_to(&self) -> Option<&str> {
+        self.signed_in_response_to.as_deref()
+    }
+
+    /// Decides solicitation: a response answering a request must name one of
+    /// `outstanding`; one answering none needs `allow_idp_initiated`.
+    pub fn resolve(
+        self,
+        outstanding: &[String],
+        trace: &mut Trace,
+    ) -> Result<VerifiedAssertion, SamlError> {
+        let answered = checks::check_solicitation(
+            self.signed_in_response_to.as_deref(),
+            outstanding,
+            self.allow_idp_initiated,
+        )?;
+        trace.add("checks", || match &answered {
+            Some(id) => format!("answers outstanding request {id:?}"),
+            None => "unsolicited (IdP-initiated)".into(),
+        });
+        Ok(VerifiedAssertion {
+            in_response_to: answered,
+            ..self.assertion
+        })
+    }
+}
+
+/// Every check of [`verify_parsed`] but whether the request answered is
+/// outstanding (see [`Unresolved`]).
+pub fn verify_unresolved(
+    xml_text: &str,
+    parsed_doc: &xml::Document<'_>,
+    cfg: &Config,
+    clock: &dyn Clock,
+    trace: &mut Trace,
+) -> Result<Unresolved, SamlError> {
     let sec = &cfg.security;
     let policy = AlgorithmPolicy {
         insecure_allow_sha1: sec.insecure_allow_sha1,
@@ -342,7 +394,7 @@ pub fn verify_parsed(
     let idp_id = &cfg.idp.metadata.entity_id;
     checks::check_issuer(envelope, "Response", idp_id, false)?;
     checks::check_issuer(assertion, "Assertion", idp_id, true)?;
-    checks::check_destination(envelope, &cfg.sp.acs_url)?;
+    checks::check_destination(envelope, &cfg.sp.acs_url, signed_response.is_some())?;
     checks::check_issue_instant(envelope, "Response IssueInstant", &window)?;
     checks::check_issue_instant(assertion, "Assertion IssueInstant", &window)?;
     checks::check_conditions(assertion, &cfg.sp.entity_id, &window)?;
@@ -350,19 +402,21 @@ pub fn verify_parsed(
         .child(NS_ASSERTION, "Subject")
         .ok_or(SamlError::SubjectMissing)?;
     let confirmed = checks::check_subject_confirmation(subject, &cfg.sp.acs_url, &window)?;
-    let in_response_to = checks::check_in_response_to(
-        envelope.attr("InResponseTo"),
+    // Solicitation from signed data only: the unsigned Response's
+    // InResponseTo may at most repeat it.
+    let signed_in_response_to = checks::signed_in_response_to(
+        signed_response.and_then(|r| r.attr("InResponseTo")),
+        if signed_response.is_none() {
+            doc.attr("InResponseTo")
+        } else {
+            None
+        },
         confirmed.in_response_to.as_deref(),
-        ctx.outstanding,
-        cfg.idp.allow_idp_initiated,
     )?;
     trace.add("checks", || {
         format!(
-            "issuer, destination, audience, time window and bearer confirmation OK; {}",
-            match &in_response_to {
-                Some(id) => format!("answers outstanding request {id:?}"),
-                None => "unsolicited (IdP-initiated)".into(),
-            }
+            "issuer, destination, audience, time window and bearer confirmation OK; signed InResponseTo {:?}",
+            signed_in_response_to.as_deref().unwrap_or("(none)")
         )
     });
 
@@ -408,16 +462,20 @@ pub fn verify_parsed(
     let not_on_or_after = conditions_end.map_or(confirmed.not_on_or_after, |c| {
         c.max(confirmed.not_on_or_after)
     });
-    Ok(VerifiedAssertion {
-        assertion_id,
-        issuer: idp_id.clone(),
-        name_id,
-        session_index,
-        session_not_on_or_after,
-        not_on_or_after,
-        in_response_to,
-        attributes,
-        signed_by,
+    Ok(Unresolved {
+        assertion: VerifiedAssertion {
+            assertion_id,
+            issuer: idp_id.clone(),
+            name_id,
+            session_index,
+            session_not_on_or_after,
+            not_on_or_after,
+            in_response_to: None,
+            attributes,
+            signed_by,
+        },
+        signed_in_response_to,
+        allow_idp_initiated: cfg.idp.allow_idp_initiated,
     })
 }
 

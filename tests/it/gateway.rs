@@ -955,6 +955,28 @@ pub mod tls {
         assert!(c.contains("Path=/"), "{c}");
         let cookie = c.split(';').next().unwrap().to_owned();
 
+        // The request cookie of a started login: SameSite=None so the
+        // IdP's cross-site POST carries it, hence Secure, and __Host-.
+        send.ready().await.unwrap();
+        let req = Request::builder()
+            .uri("/saml/login")
+            .header("host", addr.to_string())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 302);
+        let c = resp.headers().get("set-cookie").unwrap().to_str().unwrap();
+        assert!(c.starts_with("__Host-samlgate_session_authn=_"), "{c}");
+        for attr in [
+            "; Secure",
+            "; SameSite=None",
+            "; HttpOnly",
+            "Path=/",
+            "Max-Age=600",
+        ] {
+            assert!(c.contains(attr), "{attr}: {c}");
+        }
+
         // Proxied over TLS: HTTP/1.1 (the forwarding fast path, two requests
         // on one connection) and HTTP/2 (the general stack) alike.
         let tls = client(&ca, &addr.to_string(), &[b"http/1.1"]).await;

@@ -443,3 +443,341 @@ fn check_dev(xml: &str, v: VerifierKind) -> samlgate::check::Report {
     cfg.security.verifier = v;
     samlgate::check::check_response(xml.as_bytes(), &cfg, &[], &samlgate::clock::SystemClock)
 }
+
+// --- 3. solicitation from signed data only, bound to the browser ---
+
+/// The request id and the request cookie (`name=value`) of a started login.
+async fn start_login(g: &super::gateway::Gw, cookie: Option<&str>) -> (String, String) {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let r = g.get("/saml/login", &headers).await;
+    assert_eq!(r.status, 302);
+    let set = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("samlgate_session_authn="))
+        .expect("a request cookie");
+    for attr in ["HttpOnly", "Path=/", "SameSite=Lax", "Max-Age=600"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain http: {set}");
+    let pair = set.split(';').next().unwrap().to_owned();
+    let id = pair
+        .split_once('=')
+        .unwrap()
+        .1
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    (id, pair)
+}
+
+async fn post_acs_with(
+    g: &super::gateway::Gw,
+    b64: &str,
+    cookie: Option<&str>,
+) -> super::http_support::Reply {
+    let body = format!("SAMLResponse={}", samlgate::gateway::url_encode(b64));
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+    if let Some(c) = cookie {
+        headers.push(("cookie", c));
+    }
+    super::http_support::request(
+        http::Method::POST,
+        &format!("{}/saml/acs", g.base),
+        &headers,
+        body,
+    )
+    .await
+}
+
+fn page_code(r: &super::http_support::Reply) -> String {
+    r.text()
+        .split("Code: <code>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_response_in_response_to_does_not_solicit() {
+    let g = super::gateway::gateway(|c| c.idp.allow_idp_initiated = false).await;
+    // Anyone can mint an outstanding request id.
+    let (id, _) = start_login(&g, None).await;
+    // An unsolicited assertion (its signed SubjectConfirmationData names no
+    // request), the minted id written into the unsigned Response.
+    let idp = super::gateway::idp();
+    let p = g.params("mallory@example.com", None);
+    let xml = idp.response(&p).unwrap().replacen(
+        "<samlp:Response ",
+        &format!("<samlp:Response InResponseTo=\"{id}\" "),
+        1,
+    );
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&xml);
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(page_code(&r), "in_response_to_mismatch");
+    assert!(
+        r.header("set-cookie")
+            .is_none_or(|c| !c.starts_with("samlgate_session="))
+    );
+    // Both verifiers, in process, decide alike.
+    for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+        let mut cfg = (*g.cfg).clone();
+        cfg.security.verifier = v;
+        let rep = samlgate::check::check_response(
+            xml.as_bytes(),
+            &cfg,
+            std::slice::from_ref(&id),
+            g.clock.as_ref(),
+        );
+        assert_eq!(
+            rep.code,
+            Some("in_response_to_mismatch"),
+            "{v:?}: {:?}",
+            rep.reason
+        );
+    }
+    // The same assertion unsolicited is what it is: IdP-initiated, refused.
+    let r = g.post_acs(&idp.response_b64(&p).unwrap(), None).await;
+    assert_eq!(page_code(&r), "idp_initiated_refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_response_in_response_to_must_repeat_the_signed_one() {
+    let g = super::gateway::gateway(|_| {}).await;
+    let (id, cookie) = start_login(&g, None).await;
+    let (other, _) = start_login(&g, None).await;
+    let idp = super::gateway::idp();
+    let p = g.params("alice@example.com", Some(id.clone()));
+    // The signed confirmation answers `id`; the unsigned Response says `other`.
+    let xml = idp.response(&p).unwrap().replacen(
+        &format!("InResponseTo=\"{id}\">"),
+        &format!("InResponseTo=\"{other}\">"),
+        1,
+    );
+    assert!(xml.contains(&other));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&xml);
+    let r = post_acs_with(&g, &b64, Some(&cookie)).await;
+    assert_eq!(page_code(&r), "in_response_to_mismatch");
+    // Repeating the signed value is fine.
+    let r = post_acs_with(&g, &idp.response_b64(&p).unwrap(), Some(&cookie)).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_started_in_another_browser_is_refused() {
+    let g = super::gateway::gateway(|_| {}).await;
+    let (_victim_id, victim_cookie) = start_login(&g, None).await;
+    let (attacker_id, attacker_cookie) = start_login(&g, None).await;
+    // The attacker's own signed response (login CSRF: pushed into the
+    // victim's browser, which carries the victim's request cookie).
+    let b64 = super::gateway::idp()
+        .response_b64(&g.params("attacker@example.com", Some(attacker_id.clone())))
+        .unwrap();
+    let r = post_acs_with(&g, &b64, Some(&victim_cookie)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(page_code(&r), "request_binding_failed");
+    // Nothing was consumed: the browser that started it still finishes it,
+    // and its answered id leaves its cookie.
+    let r = post_acs_with(&g, &b64, Some(&attacker_cookie)).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cleared = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("samlgate_session_authn="))
+        .expect("the request cookie is rewritten");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_cookie_remembers_a_few_logins_of_one_browser() {
+    let g = super::gateway::gateway(|_| {}).await;
+    let (first, cookie) = start_login(&g, None).await;
+    let (second, cookie2) = start_login(&g, Some(&cookie)).await;
+    assert!(
+        cookie2.contains(&first) && cookie2.contains(&second),
+        "{cookie2}"
+    );
+    // The first tab's login still completes with the newer cookie, and
+    // leaves the second one in it.
+    let b64 = super::gateway::idp()
+        .response_b64(&g.params("alice@example.com", Some(first.clone())))
+        .unwrap();
+    let r = post_acs_with(&g, &b64, Some(&cookie2)).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let rest = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("samlgate_session_authn="))
+        .unwrap();
+    assert!(
+        rest.starts_with(&format!("samlgate_session_authn={second};")),
+        "{rest}"
+    );
+    // Four at most: the oldest is forgotten.
+    let mut c = cookie2;
+    for _ in 0..4 {
+        c = start_login(&g, Some(&c)).await.1;
+    }
+    assert_eq!(c.split('=').nth(1).unwrap().split('.').count(), 4);
+    assert!(!c.contains(&second), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_without_the_request_cookie_is_admitted_only_for_an_outstanding_signed_request() {
+    // Default: plain HTTP or a browser that withheld the cookie still signs
+    // in, when the signed InResponseTo names an outstanding request.
+    let g = super::gateway::gateway(|c| c.idp.allow_idp_initiated = false).await;
+    let (id, _) = start_login(&g, None).await;
+    let idp = super::gateway::idp();
+    let b64 = idp
+        .response_b64(&g.params("alice@example.com", Some(id.clone())))
+        .unwrap();
+    let r = post_acs_with(&g, &b64, None).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    // Not outstanding (already answered, or never issued): refused.
+    let b64 = idp
+        .response_b64(&g.params("alice@example.com", Some(id)))
+        .unwrap();
+    let r = post_acs_with(&g, &b64, None).await;
+    assert_eq!(page_code(&r), "in_response_to_mismatch");
+    let b64 = idp
+        .response_b64(&g.params("alice@example.com", Some(samlgate::devidp::random_id())))
+        .unwrap();
+    let r = post_acs_with(&g, &b64, None).await;
+    assert_eq!(page_code(&r), "in_response_to_mismatch");
+
+    // `sp.require_request_cookie = true`: the cookie is required.
+    let g = super::gateway::gateway(|c| c.sp.require_request_cookie = true).await;
+    let (id, cookie) = start_login(&g, None).await;
+    let b64 = idp
+        .response_b64(&g.params("alice@example.com", Some(id)))
+        .unwrap();
+    let r = post_acs_with(&g, &b64, None).await;
+    assert_eq!(page_code(&r), "request_binding_failed");
+    let r = post_acs_with(&g, &b64, Some(&cookie)).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    // IdP-initiated logins need no cookie (they answer no request).
+    let r = post_acs_with(
+        &g,
+        &idp.response_b64(&g.params("bob@example.com", None))
+            .unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_cookie_never_reaches_the_upstream() {
+    let g = super::gateway::gateway(|_| {}).await;
+    let (_, authn) = start_login(&g, None).await;
+    let session = g.login("alice@example.com").await;
+    let r = g
+        .get(
+            "/x",
+            &[("cookie", &format!("{authn}; {session}; theme=dark"))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["cookie"], "theme=dark");
+}
+
+// --- 1 (HTTP). a slow verification does not hold up other requests ---
+
+/// On one async worker (a current-thread runtime, as each `serve` worker
+/// is), large logins are verified on the blocking pool while `GET`s on the
+/// same worker keep being answered: the slowest `GET` during the logins is
+/// compared with one login's time alone in the same run, never with a fixed
+/// time. (Verified inline, a `GET` waits for a whole verification.)
+#[tokio::test(flavor = "current_thread")]
+async fn slow_verifications_do_not_delay_a_concurrent_get() {
+    let g = super::gateway::gateway(|_| {}).await;
+    let idp = super::gateway::idp();
+    // Valid, large responses (~380 KB: 4,500 group values).
+    let groups: Vec<String> = (0..4_500)
+        .map(|i| format!("Meetings-Group-{i:05}"))
+        .collect();
+    let bodies: Vec<String> = (0..7)
+        .map(|i| {
+            let mut p = g.params(&format!("user{i}@example.com"), None);
+            p.attributes.push(("groups".into(), groups.clone()));
+            format!(
+                "SAMLResponse={}",
+                samlgate::gateway::url_encode(&idp.response_b64(&p).unwrap())
+            )
+        })
+        .collect();
+    assert!(bodies[0].len() > 300_000, "{}", bodies[0].len());
+    // The clients run on a thread of their own, so that this runtime's
+    // one thread is the gateway's worker and nothing else.
+    let base = g.base.clone();
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let post = |base: String, body: String| async move {
+                let t = Instant::now();
+                let r = super::http_support::request(
+                    http::Method::POST,
+                    &format!("{base}/saml/acs"),
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    body,
+                )
+                .await;
+                assert_eq!(r.status, 303, "{}", r.text());
+                t.elapsed()
+            };
+            let mut bodies = bodies.into_iter();
+            let alone = post(base.clone(), bodies.next().unwrap()).await;
+            let posts: Vec<_> = bodies
+                .map(|b| tokio::spawn(post(base.clone(), b)))
+                .collect();
+            let mut gets = Vec::new();
+            while posts.iter().any(|p| !p.is_finished()) {
+                let t = Instant::now();
+                let r = super::http_support::request(
+                    http::Method::GET,
+                    &format!("{base}/saml/metadata"),
+                    &[],
+                    "",
+                )
+                .await;
+                assert_eq!(r.status, 200);
+                gets.push(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut logins = Vec::new();
+            for p in posts {
+                logins.push(p.await.unwrap());
+            }
+            (alone, gets, logins)
+        })
+    });
+    // Serve until the clients are done.
+    while !client.is_finished() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (alone, gets, logins) = client.join().unwrap();
+    let worst_get = *gets.iter().max().unwrap();
+    eprintln!(
+        "one login alone {alone:?}; {} GETs during 6 concurrent logins ({logins:?}), the slowest {worst_get:?}",
+        gets.len()
+    );
+    assert!(
+        worst_get * 2 < alone,
+        "a GET waited for a verification: {worst_get:?} vs one login alone {alone:?}"
+    );
+}
