@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::config::{Config, ProvisioningMode};
-use crate::mapping::{License, is_email_shaped};
+use crate::mapping::License;
 use crate::provisioning::csv::{ImportOptions, import};
 use crate::provisioning::{assign_vanities, new_record, send_verification};
 use crate::server::{Body, Handler, HandlerFuture, json, json_error, read_body, text};
@@ -229,9 +229,9 @@ impl Admin {
             (Method::POST, "/api/v2/users/import") => self.import(req).await,
             (m, p) if p.starts_with("/api/v2/users/") => {
                 let raw = p.trim_start_matches("/api/v2/users/");
-                let email =
-                    String::from_utf8_lossy(&crate::saml::decode::percent_decode(raw.as_bytes()))
-                        .to_lowercase();
+                let email = crate::email::lookup_key(&String::from_utf8_lossy(
+                    &crate::saml::decode::percent_decode(raw.as_bytes()),
+                ));
                 match m {
                     Method::GET => self.get(&email).await,
                     Method::PATCH => self.patch(&email, req).await,
@@ -267,21 +267,27 @@ impl Admin {
         let Some(info) = parsed.user_info else {
             return bad("missing_field", "user_info is required", "user_info");
         };
-        let email = info.email.as_deref().unwrap_or("").trim().to_lowercase();
-        if email.is_empty() {
+        let raw_email = info.email.as_deref().unwrap_or("");
+        if crate::email::trim_xml_space(raw_email).is_empty() {
             return bad(
                 "missing_field",
                 "user_info.email is required",
                 "user_info.email",
             );
         }
-        if !is_email_shaped(&email) {
-            return bad(
-                "invalid_email",
-                "user_info.email is not an email address",
-                "user_info.email",
-            );
-        }
+        let email = match crate::email::canonical(
+            raw_email,
+            self.config.security.allow_international_email,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                return bad(
+                    e.code(),
+                    &format!("user_info.email: {e}"),
+                    "user_info.email",
+                );
+            }
+        };
         let Some(license) = info.kind.as_ref().and_then(license_of_type) else {
             return bad(
                 "invalid_type",

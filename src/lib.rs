@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod devidp;
+pub mod email;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -321,17 +321,19 @@ fn users(command: UsersCommand) -> ExitCode {
             Err(code) => return code,
         };
         match command {
-            UsersCommand::Get { email, .. } => match store.get_user(&email.to_lowercase()).await {
-                Ok(Some(u)) => print_json(&u),
-                Ok(None) => {
-                    eprintln!("samlgate: no user {email}");
-                    ExitCode::from(1)
+            UsersCommand::Get { email, .. } => {
+                match store.get_user(&samlgate::email::lookup_key(&email)).await {
+                    Ok(Some(u)) => print_json(&u),
+                    Ok(None) => {
+                        eprintln!("samlgate: no user {email}");
+                        ExitCode::from(1)
+                    }
+                    Err(e) => {
+                        eprintln!("samlgate: [{}] {e}", e.code());
+                        ExitCode::from(1)
+                    }
                 }
-                Err(e) => {
-                    eprintln!("samlgate: [{}] {e}", e.code());
-                    ExitCode::from(1)
-                }
-            },
+            }
             UsersCommand::List { after, limit, .. } => {
                 match store.list_users(after.as_deref(), limit).await {
                     Ok(list) => print_json(&list),
@@ -342,7 +344,10 @@ fn users(command: UsersCommand) -> ExitCode {
                 }
             }
             UsersCommand::Delete { email, .. } => {
-                match store.delete_user(&email.to_lowercase()).await {
+                match store
+                    .delete_user(&samlgate::email::lookup_key(&email))
+                    .await
+                {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => {
                         eprintln!("samlgate: no user {email}");

@@ -164,11 +164,13 @@ impl fmt::Display for Desc<'_> {
 /// A value transform.
 #[derive(Debug, Clone)]
 pub enum Transform {
-    /// Strip surrounding whitespace.
+    /// Strip surrounding XML whitespace (space, TAB, CR, LF; not NBSP or
+    /// other Unicode spaces, which would merge different signed values).
     Trim,
-    /// Lowercase.
+    /// Lowercase ASCII letters (never Unicode case folding: U+212A KELVIN
+    /// SIGN stays itself rather than becoming `k`).
     Lowercase,
-    /// Uppercase.
+    /// Uppercase ASCII letters.
     Uppercase,
     /// Split each value on a separator (empty parts dropped).
     Split(String),
@@ -179,13 +181,16 @@ pub enum Transform {
 impl Transform {
     fn apply(&self, values: Vec<String>) -> Vec<String> {
         match self {
-            Self::Trim => values.into_iter().map(|v| v.trim().to_owned()).collect(),
-            Self::Lowercase => values.into_iter().map(|v| v.to_lowercase()).collect(),
-            Self::Uppercase => values.into_iter().map(|v| v.to_uppercase()).collect(),
+            Self::Trim => values
+                .into_iter()
+                .map(|v| crate::email::trim_xml_space(&v).to_owned())
+                .collect(),
+            Self::Lowercase => values.into_iter().map(|v| v.to_ascii_lowercase()).collect(),
+            Self::Uppercase => values.into_iter().map(|v| v.to_ascii_uppercase()).collect(),
             Self::Split(sep) => values
                 .iter()
                 .flat_map(|v| v.split(sep.as_str()))
-                .map(str::trim)
+                .map(crate::email::trim_xml_space)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),

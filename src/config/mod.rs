@@ -223,6 +223,9 @@ pub struct Security {
     pub max_response_bytes: usize,
     /// Accept SHA-1 signatures and digests (default false).
     pub insecure_allow_sha1: bool,
+    /// Accept email addresses with non-ASCII characters (kept as written,
+    /// never case-folded; default false: refused as `email_not_ascii`).
+    pub allow_international_email: bool,
     /// Which XML-DSig implementation verifies signatures.
     pub verifier: VerifierKind,
 }
@@ -245,6 +248,7 @@ impl Default for Security {
             max_issue_delay_secs: 90,
             max_response_bytes: 512 * 1024,
             insecure_allow_sha1: false,
+            allow_international_email: false,
             verifier: VerifierKind::default(),
         }
     }
@@ -606,6 +610,7 @@ impl Config {
             max_issue_delay_secs: s.max_issue_delay_secs.unwrap_or(d.max_issue_delay_secs),
             max_response_bytes: s.max_response_bytes.unwrap_or(d.max_response_bytes),
             insecure_allow_sha1: s.insecure_allow_sha1.unwrap_or(false),
+            allow_international_email: s.allow_international_email.unwrap_or(false),
             verifier: match s.verifier.as_deref() {
                 None => d.verifier,
                 Some("native") => VerifierKind::Native,
@@ -658,11 +663,16 @@ impl Config {
             .into_iter()
             .enumerate()
         {
-            let dom = dom.trim().trim_start_matches('@').to_lowercase();
+            let dom = dom.trim().trim_start_matches('@').to_ascii_lowercase();
             if dom.is_empty() || dom.contains('@') || !dom.contains('.') {
                 p.add(
                     format!("provisioning.associated_domains[{i}]"),
                     format!("{dom:?} is not a domain"),
+                );
+            } else if !dom.is_ascii() {
+                p.add(
+                    format!("provisioning.associated_domains[{i}]"),
+                    format!("{dom:?} is not ASCII: write an internationalised domain in its xn-- (IDNA) form"),
                 );
             } else {
                 associated_domains.push(dom);

@@ -91,6 +91,7 @@ pub struct RawSecurity {
     pub max_issue_delay_secs: Option<i64>,
     pub max_response_bytes: Option<usize>,
     pub insecure_allow_sha1: Option<bool>,
+    pub allow_international_email: Option<bool>,
     pub verifier: Option<String>,
 }
 

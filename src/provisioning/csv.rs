@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{assign_vanities, new_record, send_verification};
 use crate::config::Config;
-use crate::mapping::{License, is_email_shaped};
+use crate::mapping::License;
 use crate::store::{Store, StoreError, UserRecord, UserSource, UserStatus};
 
 /// Most errors kept in the report (the count is always exact).
@@ -349,9 +349,11 @@ fn parse_row(
     let (mut first, mut last, mut dept, mut groups) =
         (String::new(), String::new(), String::new(), Vec::new());
     for (field, col) in rec.iter().zip(columns) {
-        let text = std::str::from_utf8(field)
-            .map_err(|_| "not UTF-8 text".to_string())?
-            .trim();
+        // XML whitespace only (see `crate::email`): NBSP around an email
+        // is refused, not trimmed into another user's address.
+        let text = crate::email::trim_xml_space(
+            std::str::from_utf8(field).map_err(|_| "not UTF-8 text".to_string())?,
+        );
         let limit = |name: &str, max: usize| {
             if text.chars().count() > max {
                 Err(format!("{name} longer than {max} characters"))
@@ -360,7 +362,7 @@ fn parse_row(
             }
         };
         match col {
-            Some(Column::Email) => email = limit("email", 254)?.to_lowercase(),
+            Some(Column::Email) => email = limit("email", 254)?,
             Some(Column::FirstName) => first = limit("first_name", 64)?,
             Some(Column::LastName) => last = limit("last_name", 64)?,
             Some(Column::Department) => dept = limit("department", 128)?,
@@ -378,9 +380,12 @@ fn parse_row(
     if email.is_empty() {
         return Err("missing email".into());
     }
-    if !is_email_shaped(&email) {
-        return Err(format!("invalid email {email:?}"));
-    }
+    let email = crate::email::canonical(&email, cfg.security.allow_international_email).map_err(
+        |e| match e {
+            crate::email::EmailError::NotAnEmail(_) => format!("invalid email {email:?}"),
+            crate::email::EmailError::NotAscii(_) => format!("email_not_ascii: {e}"),
+        },
+    )?;
     let digest = openssl::sha::sha256(email.as_bytes());
     let mut key = [0u8; 16];
     key.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));

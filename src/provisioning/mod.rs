@@ -72,7 +72,7 @@ pub struct Admission {
 pub fn in_associated_domain(email: &str, cfg: &Config) -> bool {
     let domain = email
         .rsplit_once('@')
-        .map(|(_, d)| d.to_lowercase())
+        .map(|(_, d)| d.to_ascii_lowercase())
         .unwrap_or_default();
     cfg.provisioning.associated_domains.contains(&domain)
 }
@@ -89,7 +89,7 @@ pub fn valid_vanity(name: &str) -> bool {
 
 /// The preferred vanity name for an email: its local part, lowercased, when valid.
 pub fn vanity_candidate(email: &str) -> Option<String> {
-    let local = email.split('@').next()?.to_lowercase();
+    let local = email.split('@').next()?.to_ascii_lowercase();
     valid_vanity(&local).then_some(local)
 }
 
@@ -161,7 +161,7 @@ pub fn new_record(
     };
     let ts = now.to_rfc3339();
     UserRecord {
-        email: email.to_lowercase(),
+        email: email.to_ascii_lowercase(),
         first_name: String::new(),
         last_name: String::new(),
         department: String::new(),
@@ -325,7 +325,9 @@ pub async fn decide(
     now: DateTime<Utc>,
     write: bool,
 ) -> Result<Admission, Refusal> {
-    let email = mapped.email.to_lowercase();
+    // Already canonical (`crate::email`); lowercased again for callers
+    // that built the mapped user themselves.
+    let email = mapped.email.to_ascii_lowercase();
     // Two passes at most: a concurrent first login may create the user
     // between our read and our insert; then we continue as an update.
     for _ in 0..2 {

@@ -198,6 +198,10 @@ pub enum SamlError {
     /// The assertion ID was seen before.
     #[error("assertion {0:?} was already used")]
     Replayed(String),
+    /// The mapped email has non-ASCII characters while internationalised
+    /// addresses are not allowed (they could fold into another user's).
+    #[error("{0}")]
+    EmailNotAscii(String),
     /// The mapping could not produce a user.
     #[error("mapping: {0}")]
     Mapping(String),
@@ -243,6 +247,7 @@ impl SamlError {
             Self::Decryption(_) => "decryption_failed",
             Self::Replayed(_) => "replayed",
             Self::Mapping(_) => "mapping_failed",
+            Self::EmailNotAscii(_) => "email_not_ascii",
         }
     }
 

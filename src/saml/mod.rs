@@ -421,7 +421,9 @@ pub fn verify_unresolved(
     });
 
     let name_id = subject.child(NS_ASSERTION, "NameID").map(|n| NameId {
-        value: n.text_ref().trim().to_owned(),
+        // XML whitespace only: trimming Unicode White_Space (NBSP, U+3000)
+        // would make two different signed NameIDs one.
+        value: crate::email::trim_xml_space(&n.text_ref()).to_owned(),
         format: n.attr("Format").map(str::to_owned),
     });
     let mut session_index = None;
@@ -497,8 +499,19 @@ pub fn map_user(
     config: &Config,
     trace: &mut Trace,
 ) -> Result<MappedUser, SamlError> {
-    config
+    let mut user = config
         .mapping
         .apply(&verified.mapping_input(), trace)
-        .map_err(SamlError::Mapping)
+        .map_err(SamlError::Mapping)?;
+    // The key every entry point stores: see `crate::email`.
+    user.email = crate::email::canonical(&user.email, config.security.allow_international_email)
+        .map_err(|e| match e {
+            crate::email::EmailError::NotAscii(_) => {
+                SamlError::EmailNotAscii(format!("mapping.email: {e}"))
+            }
+            crate::email::EmailError::NotAnEmail(_) => {
+                SamlError::Mapping(format!("mapping.email: {e}"))
+            }
+        })?;
+    Ok(user)
 }

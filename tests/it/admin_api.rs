@@ -14,16 +14,16 @@ use samlgate::store::embedded::EmbeddedStore;
 use super::http_support::request;
 use super::support::config;
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub(super) const TOKEN: &str = "test-admin-token-0123456789";
 
-struct Running {
-    base: String,
-    store: Arc<dyn Store>,
+pub(super) struct Running {
+    pub(super) base: String,
+    pub(super) store: Arc<dyn Store>,
     _stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
-async fn start(mode: ProvisioningMode, tokens: &[&str]) -> Running {
+pub(super) async fn start(mode: ProvisioningMode, tokens: &[&str]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg: Config = config("config.toml");
     cfg.provisioning.mode = mode;
@@ -61,7 +61,7 @@ fn auth() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-async fn create(r: &Running, body: &str) -> super::http_support::Reply {
+pub(super) async fn create(r: &Running, body: &str) -> super::http_support::Reply {
     request(
         Method::POST,
         &format!("{}/api/v2/users", r.base),

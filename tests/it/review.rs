@@ -781,3 +781,155 @@ async fn slow_verifications_do_not_delay_a_concurrent_get() {
         "a GET waited for a verification: {worst_get:?} vs one login alone {alone:?}"
     );
 }
+
+// --- 5. different signed identities never fold into one user ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folded_identities_are_refused_at_login() {
+    let g = super::gateway::gateway(|_| {}).await;
+    let kate = g.login("kate@example.com").await;
+    let idp = super::gateway::idp();
+    // (Unicode spaces are never trimmed, so the value is not even
+    // email-shaped: no candidate, `mapping_failed`.)
+    for (class, email, code) in [
+        ("KELVIN SIGN", "\u{212A}ate@example.com", "email_not_ascii"),
+        ("fullwidth k", "\u{FF4B}ate@example.com", "email_not_ascii"),
+        ("Cyrillic a", "k\u{430}te@example.com", "email_not_ascii"),
+        (
+            "dotted capital I",
+            "\u{130}van@example.com",
+            "email_not_ascii",
+        ),
+        (
+            "NO-BREAK SPACE around",
+            "\u{A0}kate@example.com\u{A0}",
+            "mapping_failed",
+        ),
+        (
+            "IDEOGRAPHIC SPACE around",
+            "\u{3000}kate@example.com",
+            "mapping_failed",
+        ),
+    ] {
+        let r = g
+            .post_acs(&idp.response_b64(&g.params(email, None)).unwrap(), None)
+            .await;
+        assert_eq!(r.status, 403, "{class}: {}", r.text());
+        assert_eq!(page_code(&r), code, "{class}");
+    }
+    // Kate is still Kate, and alone.
+    let r = g.get("/x", &[("cookie", &kate)]).await;
+    assert_eq!(r.json()["headers"]["x-samlgate-email"], "kate@example.com");
+    // ASCII case still folds (the same person), XML whitespace is trimmed.
+    let b64 = idp
+        .response_b64(&g.params("\n KATE@Example.com\t", None))
+        .unwrap();
+    let r = g.post_acs(&b64, None).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let r = g
+        .get("/x", &[("cookie", &super::gateway::cookie_of(&r))])
+        .await;
+    assert_eq!(r.json()["headers"]["x-samlgate-email"], "kate@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn international_addresses_when_allowed_stay_distinct() {
+    let g = super::gateway::gateway(|c| c.security.allow_international_email = true).await;
+    let _ = g.login("kate@example.com").await;
+    let idp = super::gateway::idp();
+    let r = g
+        .post_acs(
+            &idp.response_b64(&g.params("\u{212A}ate@example.com", None))
+                .unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let r = g
+        .get("/x", &[("cookie", &super::gateway::cookie_of(&r))])
+        .await;
+    assert_eq!(
+        r.json()["headers"]["x-samlgate-email"],
+        "\u{212A}ate@example.com",
+        "a user of its own, never kate"
+    );
+    assert!(
+        g.store
+            .get_user("\u{212A}ate@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Unicode spaces are never trimmed into an address.
+    let r = g
+        .post_acs(
+            &idp.response_b64(&g.params("\u{A0}kate@example.com", None))
+                .unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_create_applies_the_same_email_rules() {
+    use samlgate::config::ProvisioningMode;
+    let r =
+        super::admin_api::start(ProvisioningMode::PriorToSignIn, &[super::admin_api::TOKEN]).await;
+    let body = |email: &str| {
+        serde_json::json!({"action":"ssoCreate","user_info":{"email":email,"type":1,"first_name":"K","last_name":"A"}})
+            .to_string()
+    };
+    let ok = super::admin_api::create(&r, &body(" Kate@Example.com ")).await;
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    for email in [
+        "\u{212A}ate@example.com",
+        "\u{A0}kate@example.com",
+        "k\u{430}te@example.com",
+    ] {
+        let res = super::admin_api::create(&r, &body(email)).await;
+        assert_eq!(res.status, 400, "{email}: {}", res.text());
+        assert_eq!(res.json()["code"], "email_not_ascii", "{email}");
+    }
+    // The same person through ASCII case: a duplicate.
+    let res = super::admin_api::create(&r, &body("KATE@example.COM")).await;
+    assert_eq!(res.status, 409, "{}", res.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_import_applies_the_same_email_rules() {
+    use samlgate::provisioning::csv::{ImportOptions, import};
+    let dir = tempfile::tempdir().unwrap();
+    let store = samlgate::store::embedded::EmbeddedStore::open(
+        &dir.path().join("s.db"),
+        std::sync::Arc::new(samlgate::clock::SystemClock),
+    )
+    .unwrap();
+    let mut cfg = super::support::config("config.toml");
+    cfg.provisioning.outbox_dir = dir.path().join("outbox");
+    let csv = "email,first_name,last_name\nkate@example.com,Kate,A\n\u{212A}ate@example.com,K,B\n\u{A0}kate@example.com,K,C\nKATE@example.com ,K,D\n";
+    let opts = ImportOptions {
+        license: samlgate::mapping::License::Basic,
+        features: vec![],
+        sso_only: true,
+        dry_run: false,
+        update_existing: false,
+        batch_size: 100,
+    };
+    let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
+    let rep = import(&store, &cfg, csv.as_bytes(), &opts, now, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(rep.created, 1, "{rep:?}");
+    let lines: Vec<(u64, String)> = rep
+        .errors
+        .iter()
+        .map(|e| (e.line, e.reason.clone()))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0].0, 3);
+    assert!(lines[0].1.contains("email_not_ascii"), "{lines:?}");
+    assert_eq!(lines[1].0, 4);
+    assert!(lines[1].1.contains("email_not_ascii"), "{lines:?}");
+    assert_eq!(lines[2].0, 5, "the same person again: {lines:?}");
+}
