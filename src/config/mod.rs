@@ -226,6 +226,9 @@ pub struct Security {
     /// Accept email addresses with non-ASCII characters (kept as written,
     /// never case-folded; default false: refused as `email_not_ascii`).
     pub allow_international_email: bool,
+    /// Accept AES-CBC content encryption of an EncryptedAssertion, and then
+    /// only under a Response signature (default false: AES-GCM only).
+    pub allow_cbc_encryption: bool,
     /// Which XML-DSig implementation verifies signatures.
     pub verifier: VerifierKind,
 }
@@ -249,6 +252,7 @@ impl Default for Security {
             max_response_bytes: 512 * 1024,
             insecure_allow_sha1: false,
             allow_international_email: false,
+            allow_cbc_encryption: false,
             verifier: VerifierKind::default(),
         }
     }
@@ -611,6 +615,7 @@ impl Config {
             max_response_bytes: s.max_response_bytes.unwrap_or(d.max_response_bytes),
             insecure_allow_sha1: s.insecure_allow_sha1.unwrap_or(false),
             allow_international_email: s.allow_international_email.unwrap_or(false),
+            allow_cbc_encryption: s.allow_cbc_encryption.unwrap_or(false),
             verifier: match s.verifier.as_deref() {
                 None => d.verifier,
                 Some("native") => VerifierKind::Native,

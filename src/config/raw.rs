@@ -92,6 +92,7 @@ pub struct RawSecurity {
     pub max_response_bytes: Option<usize>,
     pub insecure_allow_sha1: Option<bool>,
     pub allow_international_email: Option<bool>,
+    pub allow_cbc_encryption: Option<bool>,
     pub verifier: Option<String>,
 }
 

@@ -309,16 +309,39 @@ pub fn verify_unresolved(
                 .ok_or(SamlError::AssertionNotSigned)?,
             None => raw_assertion,
         };
-        plain = decrypt::decrypt_assertion(ea, key)?;
+        let prepared = decrypt::prepare(ea)?;
+        // CBC is malleable: accepted only when configured and when a
+        // Response signature covers the ciphertext (and with it the
+        // EncryptionMethod, so no GCM key is ever probed as CBC).
+        if prepared.is_cbc() && !(sec.allow_cbc_encryption && signed_response.is_some()) {
+            return Err(SamlError::Decryption(format!(
+                "content encryption {} (CBC) is refused: it needs security.allow_cbc_encryption = true and a signed Response; configure the IdP for AES-GCM",
+                prepared.algorithm()
+            )));
+        }
+        // With no Response signature over the ciphertext, every failure
+        // from here until the inner signature verifies is one answer (see
+        // `decrypt`); the reason goes to the trace only.
+        let opaque = signed_response.is_none();
+        let hide = |e: SamlError, trace: &mut Trace| -> SamlError {
+            if !opaque {
+                return e;
+            }
+            trace.add("decrypt", || format!("withheld from the refusal: {e}"));
+            SamlError::Decryption(OPAQUE_DECRYPTION.into())
+        };
+        plain = prepared.decrypt(key).map_err(|e| hide(e, trace))?;
         if plain.len() > sec.max_response_bytes {
-            return Err(SamlError::TooLarge {
+            let e = SamlError::TooLarge {
                 what: "decrypted assertion",
                 size: plain.len(),
                 limit: sec.max_response_bytes,
-            });
+            };
+            return Err(hide(e, trace));
         }
-        let parsed = xml::parse(&plain)?;
-        let inner_sig = precheck::precheck_assertion(parsed.root(), policy)?;
+        let parsed = xml::parse(&plain).map_err(|e| hide(e, trace))?;
+        let inner_sig =
+            precheck::precheck_assertion(parsed.root(), policy).map_err(|e| hide(e, trace))?;
         trace.add("decrypt", || {
             format!(
                 "EncryptedAssertion decrypted; inner signature: {}",
@@ -328,16 +351,18 @@ pub fn verify_unresolved(
         decrypted_doc = match inner_sig {
             Some(_) => {
                 let signed = if native {
-                    let v = dsig::verify_element(parsed.root(), certs)?;
+                    let v =
+                        dsig::verify_element(parsed.root(), certs).map_err(|e| hide(e, trace))?;
                     trace.add("signature", || signature_trace(&v, certs));
                     parsed
                 } else {
-                    reduced_plain =
-                        signature::verify_and_reduce(&plain, certs, allow_sha1)?.signed_xml;
-                    xml::parse(&reduced_plain)?
+                    reduced_plain = signature::verify_and_reduce(&plain, certs, allow_sha1)
+                        .map_err(|e| hide(e, trace))?
+                        .signed_xml;
+                    xml::parse(&reduced_plain).map_err(|e| hide(e, trace))?
                 };
                 if !signed.root().is(NS_ASSERTION, "Assertion") {
-                    return Err(SamlError::AssertionNotSigned);
+                    return Err(hide(SamlError::AssertionNotSigned, trace));
                 }
                 signed_by = if signed_response.is_some() {
                     SignedBy::Both
@@ -350,7 +375,7 @@ pub fn verify_unresolved(
                 signed_by = SignedBy::Response;
                 Some(parsed)
             }
-            None => return Err(SamlError::AssertionNotSigned),
+            None => return Err(hide(SamlError::AssertionNotSigned, trace)),
         };
         decrypted_doc
             .as_ref()
@@ -480,6 +505,11 @@ pub fn verify_unresolved(
         allow_idp_initiated: cfg.idp.allow_idp_initiated,
     })
 }
+
+/// The one refusal message for an EncryptedAssertion no Response signature
+/// covers, whatever failed from the key unwrap until its own signature
+/// verified: telling those failures apart would be a decryption oracle.
+pub const OPAQUE_DECRYPTION: &str = "the EncryptedAssertion did not decrypt to an assertion signed by the IdP (the Response is unsigned, so why is not said; `samlgate check-response` traces it)";
 
 /// The trace line of a natively verified signature.
 fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> String {

@@ -385,16 +385,54 @@ fn encrypted_assertions_decrypt_when_signed() {
         r.assertion.unwrap().signed_by,
         samlgate::saml::SignedBy::Response
     );
-    let r = accepts("valid_encrypted_cbc_assertion_signed", "alice@example.com");
+    let r = accepts("valid_encrypted_gcm_assertion_signed", "alice@example.com");
     assert_eq!(
         r.assertion.unwrap().signed_by,
         samlgate::saml::SignedBy::Assertion
+    );
+    let r = accepts("valid_encrypted_cbc_response_signed", "alice@example.com");
+    assert_eq!(
+        r.assertion.unwrap().signed_by,
+        samlgate::saml::SignedBy::Response
     );
 }
 
 #[test]
 fn encrypted_but_unsigned_is_rejected() {
-    rejects("encrypted_unsigned", "signature_missing");
+    let r = rejects("encrypted_unsigned", "decryption_failed");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .ends_with(samlgate::saml::OPAQUE_DECRYPTION),
+        "no Response signature: the reason is withheld: {:?}",
+        r.reason
+    );
+}
+
+/// CBC content encryption is malleable: refused unless configured, and
+/// then only under a Response signature.
+#[test]
+fn cbc_content_encryption_needs_the_switch_and_a_response_signature() {
+    for name in [
+        "encrypted_cbc_response_signed_refused_by_default",
+        "encrypted_cbc_assertion_signed_refused",
+        "encrypted_cbc_unsigned_response_refused_when_allowed",
+    ] {
+        let r = rejects(name, "decryption_failed");
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("(CBC) is refused"),
+            "{name}: {:?}",
+            r.reason
+        );
+        assert!(
+            !r.trace.iter().any(|t| t.step == "decrypt"),
+            "{name}: refused before any decryption"
+        );
+    }
 }
 
 #[test]
@@ -412,7 +450,7 @@ fn rsa_pkcs1v15_key_transport_is_rejected() {
 /// whitespace) in it was once skipped, and is now refused.
 #[test]
 fn cipher_value_allows_xml_whitespace_only() {
-    let e = entry("valid_encrypted_cbc_assertion_signed");
+    let e = entry("valid_encrypted_gcm_assertion_signed");
     let xml = std::fs::read_to_string(super::support::fixtures().join("responses").join(&e.file))
         .unwrap();
     let wrap = |sep: &str| {

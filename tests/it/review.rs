@@ -933,3 +933,191 @@ async fn csv_import_applies_the_same_email_rules() {
     assert!(lines[1].1.contains("email_not_ascii"), "{lines:?}");
     assert_eq!(lines[2].0, 5, "the same person again: {lines:?}");
 }
+
+// --- 4. no decryption oracle ---
+
+/// An EncryptedAssertion of `plaintext` for the fixture SP's key, with the
+/// content algorithm `alg` (`aes128-gcm` or `aes128-cbc`) and the key
+/// transport RSA-OAEP; `wrapped` replaces the wrapped key when given.
+fn encrypted_assertion(plaintext: &[u8], alg: &str, wrapped: Option<Vec<u8>>) -> String {
+    use base64::Engine;
+    use openssl::rsa::Padding;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(fixtures().join("keys/sp.crt")).unwrap())
+            .unwrap();
+    let rsa = cert.public_key().unwrap().rsa().unwrap();
+    let cek = [7u8; 16];
+    let body = if alg.ends_with("gcm") {
+        let iv = [1u8; 12];
+        let mut tag = [0u8; 16];
+        let ct = openssl::symm::encrypt_aead(
+            openssl::symm::Cipher::aes_128_gcm(),
+            &cek,
+            Some(&iv),
+            &[],
+            plaintext,
+            &mut tag,
+        )
+        .unwrap();
+        [&iv[..], &ct, &tag].concat()
+    } else {
+        let iv = [2u8; 16];
+        let pad = 16 - plaintext.len() % 16;
+        let mut p = plaintext.to_vec();
+        p.extend(std::iter::repeat_n(0u8, pad - 1));
+        p.push(pad as u8);
+        let mut c = openssl::symm::Crypter::new(
+            openssl::symm::Cipher::aes_128_cbc(),
+            openssl::symm::Mode::Encrypt,
+            &cek,
+            Some(&iv),
+        )
+        .unwrap();
+        c.pad(false);
+        let mut out = vec![0u8; p.len() + 16];
+        let n = c.update(&p, &mut out).unwrap();
+        out.truncate(n);
+        [&iv[..], &out].concat()
+    };
+    let wrapped = wrapped.unwrap_or_else(|| {
+        let mut w = vec![0u8; rsa.size() as usize];
+        let n = rsa
+            .public_encrypt(&cek, &mut w, Padding::PKCS1_OAEP)
+            .unwrap();
+        w.truncate(n);
+        w
+    });
+    let family = if alg.ends_with("gcm") {
+        "http://www.w3.org/2009/xmlenc11#"
+    } else {
+        "http://www.w3.org/2001/04/xmlenc#"
+    };
+    format!(
+        "<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" Type=\"http://www.w3.org/2001/04/xmlenc#Element\">\
+<xenc:EncryptionMethod Algorithm=\"{family}{alg}\"/><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><xenc:EncryptedKey>\
+<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/><xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData>\
+</xenc:EncryptedKey></ds:KeyInfo><xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>",
+        b64(&wrapped),
+        b64(&body)
+    )
+}
+
+/// The unsigned-Response fixture with its EncryptedAssertion replaced.
+fn with_encrypted(ea: &str) -> (Entry, String) {
+    let e = entry("valid_encrypted_gcm_assertion_signed");
+    let xml = std::fs::read_to_string(fixtures().join("responses").join(&e.file)).unwrap();
+    let start = xml.find("<saml:EncryptedAssertion>").unwrap();
+    let end = xml.find("</saml:EncryptedAssertion>").unwrap() + "</saml:EncryptedAssertion>".len();
+    (e, format!("{}{ea}{}", &xml[..start], &xml[end..]))
+}
+
+/// With no Response signature over the ciphertext, every way a chosen
+/// ciphertext can fail after the key unwrap gives one code and one message,
+/// for both verifiers: what the plaintext was (not UTF-8, not XML, a DTD,
+/// an unsigned or wrongly signed assertion, a bad tag) is never told.
+#[test]
+fn decryption_failures_under_an_unsigned_response_are_indistinguishable() {
+    let unsigned_assertion = "<saml:Assertion xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_x\" Version=\"2.0\" IssueInstant=\"2026-01-15T10:00:00Z\"><saml:Issuer>https://idp.example.org/saml/idp</saml:Issuer></saml:Assertion>";
+    let mut cases: Vec<(&str, String)> = vec![
+        (
+            "not UTF-8",
+            encrypted_assertion(b"\xff\xfe<a/>", "aes128-gcm", None),
+        ),
+        ("not XML", encrypted_assertion(b"hello", "aes128-gcm", None)),
+        (
+            "a DTD",
+            encrypted_assertion(b"<!DOCTYPE a [<!ENTITY x 'y'>]><a/>", "aes128-gcm", None),
+        ),
+        (
+            "a processing instruction",
+            encrypted_assertion(b"<?php x?><a/>", "aes128-gcm", None),
+        ),
+        (
+            "not an assertion",
+            encrypted_assertion(b"<a/>", "aes128-gcm", None),
+        ),
+        (
+            "an unsigned assertion",
+            encrypted_assertion(unsigned_assertion.as_bytes(), "aes128-gcm", None),
+        ),
+        (
+            "a wrapped key that does not unwrap",
+            encrypted_assertion(b"<a/>", "aes128-gcm", Some(vec![9u8; 256])),
+        ),
+    ];
+    // A flipped byte of the tag: authenticated decryption fails.
+    let good = encrypted_assertion(b"<a/>", "aes128-gcm", None);
+    let body_at = good.rfind("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len();
+    let mut flipped = good.clone();
+    let c = if &good[body_at..body_at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    flipped.replace_range(body_at..body_at + 1, c);
+    cases.push(("a bad tag", flipped));
+    let mut answers = std::collections::BTreeSet::new();
+    for (name, ea) in &cases {
+        let (e, xml) = with_encrypted(ea);
+        for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+            let r = run_bytes_with(&e, xml.as_bytes(), v);
+            assert_eq!(
+                r.code,
+                Some("decryption_failed"),
+                "{name} / {v:?}: {:?}",
+                r.reason
+            );
+            answers.insert(r.reason.unwrap());
+            // The reason is in the trace, for ops with check-response.
+            assert!(
+                r.trace.iter().any(|t| t.detail.starts_with("withheld")),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+}
+
+/// The padding-oracle pair (the same CBC ciphertext with good and with bad
+/// padding) and a GCM ciphertext relabelled as CBC get one answer, with CBC
+/// allowed or not: no CBC content is decrypted without a Response signature.
+#[test]
+fn padding_oracle_pair_and_gcm_relabel_get_identical_answers() {
+    let good = encrypted_assertion(b"<a/>", "aes128-cbc", None);
+    // Bad padding: the last byte of the last block's plaintext changes when
+    // the previous block (here the IV of a one-block message) is flipped.
+    let at = good.rfind("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len();
+    let mut bad = good.clone();
+    let c = if &good[at + 20..at + 21] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    bad.replace_range(at + 20..at + 21, c);
+    let relabel = encrypted_assertion(b"<a/>", "aes128-gcm", None).replace(
+        "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+        "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+    );
+    for config in ["config.toml", "config-cbc.toml"] {
+        let mut answers = std::collections::BTreeSet::new();
+        for (name, ea) in [
+            ("good padding", &good),
+            ("bad padding", &bad),
+            ("GCM relabelled", &relabel),
+        ] {
+            let (mut e, xml) = with_encrypted(ea);
+            e.config = config.into();
+            for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+                let r = run_bytes_with(&e, xml.as_bytes(), v);
+                assert_eq!(r.code, Some("decryption_failed"), "{config} {name} {v:?}");
+                assert!(
+                    !r.trace.iter().any(|t| t.step == "decrypt"),
+                    "{name}: never decrypted"
+                );
+                answers.insert(r.reason.unwrap());
+            }
+        }
+        assert_eq!(answers.len(), 1, "{config}: {answers:#?}");
+    }
+}
