@@ -114,6 +114,19 @@ impl Handler for DemoUpstream {
     }
 }
 
+/// `serve` verifies with the native verifier only. libxmlsec1 implements
+/// all of XML-DSig (any Reference URI, XSLT, network and file access);
+/// the pre-check keeps it to the strict profile, but a disagreement
+/// between two XML parsers once let a signature past the pre-check into
+/// it (docs/threat-model.md). It lives on as the test oracle and in
+/// `check-response`, which never face the network.
+fn serve_verifier(cfg: &Config) -> Result<(), String> {
+    if cfg.security.verifier == crate::config::VerifierKind::Libxmlsec1 {
+        return Err("security.verifier = \"libxmlsec1\" is for check-response and the tests only; serve verifies natively (remove the key or set \"native\")".into());
+    }
+    Ok(())
+}
+
 /// Runs the gateway until a signal stops it.
 pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     let cfg = Arc::new(
@@ -121,6 +134,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             .await
             .map_err(|e| ServeError::Other(e.to_string()))?,
     );
+    serve_verifier(&cfg).map_err(ServeError::Other)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = crate::store::open(&cfg.store, Arc::clone(&clock)).await?;
     if let Err(e) = store.ping().await {
@@ -264,7 +278,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
 }
 
 async fn reload(path: &Path, gateways: &[Arc<Gateway>], started: &Config) {
-    match Config::load_async(path).await {
+    match Config::load_async(path)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| serve_verifier(&c).map(|()| c))
+    {
         Ok(new) => {
             if new.listen.public != started.listen.public
                 || new.listen.admin != started.listen.admin
@@ -305,7 +323,12 @@ pub async fn refresh_metadata(
         let current = first.config();
         let fetched = crate::fetch::get_text(&url, 10 * 1024 * 1024, Duration::from_secs(10)).await;
         match fetched.and_then(|t| {
-            crate::saml::metadata::IdpMetadata::parse(&t, current.idp.entity_selector.as_deref())
+            let md = crate::saml::metadata::IdpMetadata::parse(
+                &t,
+                current.idp.entity_selector.as_deref(),
+            )?;
+            md.check_key_sizes(current.security.insecure_allow_rsa_1024)?;
+            Ok(md)
         }) {
             Ok(md) => {
                 let mut next = (*current).clone();

@@ -229,6 +229,8 @@ pub struct Security {
     /// Accept AES-CBC content encryption of an EncryptedAssertion, and then
     /// only under a Response signature (default false: AES-GCM only).
     pub allow_cbc_encryption: bool,
+    /// Accept IdP signing keys of RSA under 2048 bits (default false).
+    pub insecure_allow_rsa_1024: bool,
     /// Which XML-DSig implementation verifies signatures.
     pub verifier: VerifierKind,
 }
@@ -253,6 +255,7 @@ impl Default for Security {
             insecure_allow_sha1: false,
             allow_international_email: false,
             allow_cbc_encryption: false,
+            insecure_allow_rsa_1024: false,
             verifier: VerifierKind::default(),
         }
     }
@@ -616,6 +619,7 @@ impl Config {
             insecure_allow_sha1: s.insecure_allow_sha1.unwrap_or(false),
             allow_international_email: s.allow_international_email.unwrap_or(false),
             allow_cbc_encryption: s.allow_cbc_encryption.unwrap_or(false),
+            insecure_allow_rsa_1024: s.insecure_allow_rsa_1024.unwrap_or(false),
             verifier: match s.verifier.as_deref() {
                 None => d.verifier,
                 Some("native") => VerifierKind::Native,
@@ -933,6 +937,16 @@ impl Config {
             }
         }
 
+        if let Some((m, source)) = &metadata
+            && let Err(e) = m.check_key_sizes(security.insecure_allow_rsa_1024)
+        {
+            let key = if idp.metadata_url.is_some() {
+                "idp.metadata_url"
+            } else {
+                "idp.metadata_file"
+            };
+            p.add(key, format!("{source}: {e}"));
+        }
         let (metadata, metadata_source) = metadata?;
         Some(Self {
             listen: Listen {

@@ -93,6 +93,7 @@ pub struct RawSecurity {
     pub insecure_allow_sha1: Option<bool>,
     pub allow_international_email: Option<bool>,
     pub allow_cbc_encryption: Option<bool>,
+    pub insecure_allow_rsa_1024: Option<bool>,
     pub verifier: Option<String>,
 }
 

@@ -124,6 +124,31 @@ impl IdpMetadata {
         })
     }
 
+    /// Refuses signing keys below the policy: RSA keys under 2048 bits
+    /// unless `allow_rsa_1024` (`security.insecure_allow_rsa_1024`). The
+    /// message names each weak certificate by fingerprint.
+    pub fn check_key_sizes(&self, allow_rsa_1024: bool) -> Result<(), String> {
+        if allow_rsa_1024 {
+            return Ok(());
+        }
+        let weak: Vec<String> = self
+            .signing_certs
+            .iter()
+            .filter_map(|c| {
+                let bits = c.rsa.as_ref()?.size() * 8;
+                (bits < 2048).then(|| format!("{} ({bits}-bit RSA)", c.fingerprint))
+            })
+            .collect();
+        if weak.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "signing certificate(s) with RSA keys under 2048 bits: {}; have the IdP sign with a 2048-bit key or more (security.insecure_allow_rsa_1024 = true accepts them)",
+                weak.join(", ")
+            ))
+        }
+    }
+
     /// The SSO URL for the HTTP-Redirect binding, if published.
     pub fn redirect_sso_url(&self) -> Option<&str> {
         self.sso

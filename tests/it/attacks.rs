@@ -560,3 +560,16 @@ fn dev_idp_responses_verify() {
         samlgate::mapping::License::Licensed
     );
 }
+
+/// SAML Bindings 3.5.5.2: a signed message on the POST binding names its
+/// Destination, so that it cannot be replayed at another SP trusting the
+/// same IdP; an unsigned Response may omit it (its assertion's Recipient
+/// is checked either way).
+#[test]
+fn signed_response_without_destination_is_rejected() {
+    rejects(
+        "signed_response_without_destination",
+        "destination_mismatch",
+    );
+    accepts("unsigned_response_without_destination", "alice@example.com");
+}

@@ -124,3 +124,38 @@ fn config_check_accepts_the_fixture_config_and_the_example() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `serve` verifies natively only: libxmlsec1 is the test oracle and a
+/// `check-response` option (see docs/threat-model.md, "hidden signature").
+#[test]
+fn serve_refuses_the_libxmlsec1_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sp]\nentity_id = \"https://sp.example.com/saml/metadata\"\nacs_url = \"https://sp.example.com/saml/acs\"\n[idp]\nmetadata_file = \"{}\"\n[store]\npath = \"{}\"\n[security]\nverifier = \"libxmlsec1\"\n",
+            fx.join("idp-metadata.xml").display(),
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let out = samlgate()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("security.verifier"), "{err}");
+    // check-response still takes it.
+    let out = samlgate()
+        .args(["check-response", "--at", "2026-01-15T10:01:00Z", "--config"])
+        .arg(&cfg)
+        .arg(fx.join("responses/valid_okta_assertion_signed.xml"))
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["decision"], "accept", "{j}");
+}

@@ -1121,3 +1121,79 @@ fn padding_oracle_pair_and_gcm_relabel_get_identical_answers() {
         assert_eq!(answers.len(), 1, "{config}: {answers:#?}");
     }
 }
+
+// --- 6 (keys). RSA signing keys under 2048 bits need a switch ---
+
+/// A 1024-bit RSA IdP key pair (PEM key, PEM certificate), made here.
+fn rsa_1024() -> (Vec<u8>, Vec<u8>) {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "weak IdP (TEST ONLY)")
+        .unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (
+        key.private_key_to_pem_pkcs8().unwrap(),
+        b.build().to_pem().unwrap(),
+    )
+}
+
+#[test]
+fn rsa_1024_signing_keys_are_refused_unless_allowed() {
+    use base64::Engine;
+    let (key, cert) = rsa_1024();
+    let der = openssl::x509::X509::from_pem(&cert)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("md.xml"),
+        format!(
+            "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"https://idp.example.org/saml/idp\">\
+<md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"><md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\
+<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://idp.example.org/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        ),
+    )
+    .unwrap();
+    let cfg = |extra: &str| {
+        samlgate::config::Config::from_toml(
+            &format!(
+                "[sp]\nentity_id = \"https://sp.example.com/saml/metadata\"\nacs_url = \"https://sp.example.com/saml/acs\"\n[idp]\nmetadata_file = \"md.xml\"\n{extra}"
+            ),
+            dir.path(),
+            &|_| None,
+        )
+    };
+    let err = cfg("").unwrap_err();
+    assert!(
+        err.to_string().contains("idp.metadata_file") && err.to_string().contains("1024-bit RSA"),
+        "{err}"
+    );
+    let cfg = cfg("[security]\ninsecure_allow_rsa_1024 = true\n").unwrap();
+    // Allowed: a response signed with it verifies on both verifiers.
+    let idp =
+        samlgate::devidp::DevIdp::new("https://idp.example.org/saml/idp", &key, &cert).unwrap();
+    let mut p = okta_params();
+    p.acs_url = cfg.sp.acs_url.clone();
+    p.audience = cfg.sp.entity_id.clone();
+    let xml = idp.response(&p).unwrap();
+    for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
+        let mut c = cfg.clone();
+        c.security.verifier = v;
+        let r =
+            samlgate::check::check_response(xml.as_bytes(), &c, &[], &samlgate::clock::SystemClock);
+        assert_eq!(r.code, None, "{v:?}: {:?}", r.reason);
+    }
+}
