@@ -63,7 +63,8 @@ fn main() {
         "{:<44} {:>8} {:>11} {:>10} {:>10} {:>10} {:>7} {:>10}",
         "case", "bytes", "verifier", "checks/s", "on-CPU/s", "µs/check", "ratio", "best/s"
     );
-    for (name, expect_accept) in [
+    let fixture = |name: &str| std::fs::read(dir.join("responses").join(name)).unwrap();
+    let mut cases: Vec<(String, Vec<u8>, bool)> = [
         ("valid_okta_assertion_signed.xml", true),
         ("valid_entra_default_ns_prefixlist.b64", true),
         ("valid_simplesaml_both_signed_pretty.xml", true),
@@ -73,11 +74,16 @@ fn main() {
         ("foreign_key_attacker_cert_in_keyinfo.xml", false),
         ("xslt_transform_bomb.xml", false),
         ("billion_laughs.xml", false),
-    ] {
+    ]
+    .into_iter()
+    .map(|(n, ok)| (n.to_owned(), fixture(n), ok))
+    .collect();
+    cases.extend(review_shapes(&fixture("valid_okta_assertion_signed.xml")));
+    for (name, bytes, expect_accept) in cases {
+        let name = name.as_str();
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
-        let bytes = std::fs::read(dir.join("responses").join(name)).unwrap();
         let active: Vec<&(&str, Config)> = configs
             .iter()
             // SAMLGATE_BENCH_VERIFIER=native (or libxmlsec1) runs one side only (for profiling).
@@ -248,6 +254,61 @@ fn per_cpu_second(n: u64, cpu: Duration) -> String {
         return "-".into();
     }
     format!("{:.0}", n as f64 / cpu.as_secs_f64())
+}
+
+/// The security review's parser shapes, built from the Okta fixture (only
+/// its assertion is signed, so the Response can be padded): the refused
+/// 74,000-attribute POST, a benign 480 KB response (unsigned extension
+/// elements), and the costliest shapes that stay under every cap at the
+/// same size. Side by side, the last two must cost about what the benign
+/// one does (tests/it/review.rs asserts it too).
+fn review_shapes(okta: &[u8]) -> Vec<(String, Vec<u8>, bool)> {
+    let okta = std::str::from_utf8(okta).unwrap();
+    let gt = okta.find('>').unwrap() + 1;
+    let child = |body: String| format!("{}{body}{}", &okta[..gt], &okta[gt..]).into_bytes();
+    let ext = |body: String, decls: &str| {
+        child(format!(
+            "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:x=\"urn:x\"{decls}>{body}</samlp:Extensions>"
+        ))
+    };
+    const SIZE: usize = 480 * 1024;
+    let fill = |unit: &str| unit.repeat(SIZE / unit.len());
+    let letters: Vec<char> = ('a'..='z').chain('A'..='Z').collect();
+    let name = |i: usize| -> String {
+        [i / 2704, i / 52 % 52, i % 52]
+            .map(|k| letters.get(k).copied().unwrap_or('z'))
+            .iter()
+            .collect()
+    };
+    let attrs: String = (0..74_000).map(|i| format!(" {}=''", name(i))).collect();
+    let at = "<saml2p:Response ".len();
+    let many_attrs = format!("{}{attrs} {}", &okta[..at], &okta[at..]).into_bytes();
+    let scope: String = (0..29)
+        .map(|i| format!(" xmlns:p{i}=\"urn:p:{i}\""))
+        .collect();
+    let prefixed: String = (0..60).map(|i| format!(" p0:a{i}=\"\"")).collect();
+    vec![
+        (
+            "refused: 74,000 attributes (review)".into(),
+            many_attrs,
+            false,
+        ),
+        (
+            "benign 480 KB (unsigned extensions)".into(),
+            ext(fill("<x:v>Meetings-Group-0001</x:v>"), ""),
+            true,
+        ),
+        (
+            "worst under caps: 31 in scope, <v></v>".into(),
+            ext(fill("<v></v>"), &scope),
+            true,
+        ),
+        (
+            "worst under caps: 60 prefixed attrs".into(),
+            ext(fill(&format!("<x:v{prefixed}/>")), &scope),
+            true,
+        ),
+    ]
 }
 
 /// The bare RSA public-key operation and PKCS#1 check of the response's

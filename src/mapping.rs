@@ -554,12 +554,12 @@ impl Mapping {
         let last_name = single("last_name", &self.last_name);
         let department = single("department", &self.department);
 
-        let mut groups: Vec<String> = Vec::new();
+        let mut groups = Unique::default();
         match self.groups.resolve(input, &|_| true) {
             Some((values, desc)) => {
                 trace.add("map", || format!("groups = {values:?} from {desc}"));
                 for v in values {
-                    push_unique(&mut groups, v);
+                    groups.push(v);
                 }
             }
             None => trace.add("map", || {
@@ -568,9 +568,9 @@ impl Mapping {
         }
 
         let mut license: Option<(License, &str)> = None;
-        let mut features: Vec<String> = Vec::new();
+        let mut features = Unique::default();
         for f in &self.default_features {
-            push_unique(&mut features, f.clone());
+            features.push(f.clone());
         }
         for rule in &self.rules {
             if !rule.matches(input) {
@@ -585,10 +585,10 @@ impl Mapping {
                 license = Some((l, &rule.name));
             }
             for g in &rule.groups {
-                push_unique(&mut groups, g.clone());
+                groups.push(g.clone());
             }
             for f in &rule.features {
-                push_unique(&mut features, f.clone());
+                features.push(f.clone());
             }
             trace.add("rule", || {
                 let mut did = Vec::new();
@@ -626,16 +626,39 @@ impl Mapping {
             first_name,
             last_name,
             department,
-            groups,
+            groups: groups.list,
             license,
-            features,
+            features: features.list,
         })
     }
 }
 
-fn push_unique(v: &mut Vec<String>, s: String) {
-    if !v.contains(&s) {
-        v.push(s);
+/// Values deduplicated in order of first appearance: a list searched while
+/// short, a hash set beside it once long (an IdP may send thousands of
+/// group values; a list search each would be quadratic).
+#[derive(Default)]
+struct Unique {
+    list: Vec<String>,
+    seen: Option<std::collections::HashSet<String>>,
+}
+
+impl Unique {
+    const FEW: usize = 16;
+
+    fn push(&mut self, s: String) {
+        if let Some(seen) = &mut self.seen {
+            if seen.insert(s.clone()) {
+                self.list.push(s);
+            }
+            return;
+        }
+        if self.list.contains(&s) {
+            return;
+        }
+        self.list.push(s);
+        if self.list.len() > Self::FEW {
+            self.seen = Some(self.list.iter().cloned().collect());
+        }
     }
 }
 
@@ -822,6 +845,23 @@ mod tests {
         let u = m.apply(&input, &mut Trace::off()).unwrap();
         assert_eq!(u.groups, vec!["a", "b", "c"]);
         assert_eq!(u.first_name, "e");
+    }
+
+    /// Deduplication keeps the first appearance, on both sides of the
+    /// switch to the hash set.
+    #[test]
+    fn unique_values_keep_first_appearance() {
+        for n in [1usize, Unique::FEW, Unique::FEW + 1, 500] {
+            let mut u = Unique::default();
+            for round in 0..2 {
+                for i in (0..n).rev() {
+                    u.push(format!("g{i}"));
+                }
+                let _ = round;
+            }
+            let want: Vec<String> = (0..n).rev().map(|i| format!("g{i}")).collect();
+            assert_eq!(u.list, want, "{n}");
+        }
     }
 
     #[test]

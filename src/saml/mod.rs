@@ -268,7 +268,9 @@ pub fn verify_unresolved(
         }
         top
     } else {
-        reduced_xml = signature::verify_and_reduce(xml_text, certs, allow_sha1)?.signed_xml;
+        reduced_xml =
+            signature::verify_and_reduce(xml_text, certs, allow_sha1, dsig_signatures(doc))?
+                .signed_xml;
         let parsed = xml::parse(&reduced_xml)?;
         trace.add("signature", || format!(
                 "libxmlsec1 verified against {} metadata certificate(s); signed content rooted at {}",
@@ -356,9 +358,14 @@ pub fn verify_unresolved(
                     trace.add("signature", || signature_trace(&v, certs));
                     parsed
                 } else {
-                    reduced_plain = signature::verify_and_reduce(&plain, certs, allow_sha1)
-                        .map_err(|e| hide(e, trace))?
-                        .signed_xml;
+                    reduced_plain = signature::verify_and_reduce(
+                        &plain,
+                        certs,
+                        allow_sha1,
+                        dsig_signatures(parsed.root()),
+                    )
+                    .map_err(|e| hide(e, trace))?
+                    .signed_xml;
                     xml::parse(&reduced_plain).map_err(|e| hide(e, trace))?
                 };
                 if !signed.root().is(NS_ASSERTION, "Assertion") {
@@ -510,6 +517,18 @@ pub fn verify_unresolved(
 /// covers, whatever failed from the key unwrap until its own signature
 /// verified: telling those failures apart would be a decryption oracle.
 pub const OPAQUE_DECRYPTION: &str = "the EncryptedAssertion did not decrypt to an assertion signed by the IdP (the Response is unsigned, so why is not said; `samlgate check-response` traces it)";
+
+/// How many XML-DSig Signature elements `root`'s subtree holds (what the
+/// pre-check judged; libxml2 must see as many).
+fn dsig_signatures(root: Element<'_>) -> usize {
+    let mut n = 0;
+    root.walk(&mut |e, _| {
+        if e.is(xml::NS_DSIG, "Signature") {
+            n += 1;
+        }
+    });
+    n
+}
 
 /// The trace line of a natively verified signature.
 fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> String {

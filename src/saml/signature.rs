@@ -19,19 +19,68 @@ pub struct SignatureValid {
     pub signed_xml: String,
 }
 
+/// How many XML-DSig `Signature` elements libxml2 itself finds in
+/// `xml_text`, parsed without network access and without recovery. The
+/// pre-check judged the document on samlgate's own parse; libxmlsec1 works
+/// on libxml2's. Should the two parsers ever disagree about which elements
+/// are signatures (a reserved-namespace binding libxml2 reports and
+/// ignores once hid one from the pre-check), the counts differ and the
+/// document is refused before libxmlsec1 dereferences anything.
+pub fn libxml2_signature_count(xml_text: &str) -> Result<usize, SamlError> {
+    use libxml::parser::{Parser, ParserOptions};
+    let options = ParserOptions {
+        recover: false,
+        no_net: true,
+        no_error: true,
+        no_warning: true,
+        ..ParserOptions::default()
+    };
+    let doc = Parser::default()
+        .parse_string_with_options(xml_text.as_bytes(), options)
+        .map_err(|e| SamlError::MalformedXml(format!("libxml2 refuses the document: {e:?}")))?;
+    let root = doc
+        .get_root_element()
+        .ok_or_else(|| SamlError::MalformedXml("libxml2 finds no root element".into()))?;
+    let mut count = 0;
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if node.get_name() == "Signature"
+            && node
+                .get_namespace()
+                .is_some_and(|ns| ns.get_href() == super::xml::NS_DSIG)
+        {
+            count += 1;
+        }
+        stack.extend(node.get_child_elements());
+    }
+    Ok(count)
+}
+
 /// Verifies every signature of `xml` against `certs` and returns the signed
 /// content. `allow_sha1` lifts libxmlsec1's algorithm restriction (the
-/// pre-check has already enforced the allow-list itself).
+/// pre-check has already enforced the allow-list itself); `signatures` is
+/// how many XML-DSig Signature elements the pre-check found, which libxml2
+/// must find too ([`libxml2_signature_count`]).
 pub fn verify_and_reduce(
     xml_text: &str,
     certs: &[SigningCert],
     allow_sha1: bool,
+    signatures: usize,
 ) -> Result<SignatureValid, SamlError> {
     if certs.is_empty() {
         // Config loading refuses this; never verify against nothing.
         return Err(SamlError::SignatureInvalid(
             "no IdP signing certificate configured".into(),
         ));
+    }
+    let seen = libxml2_signature_count(xml_text)?;
+    if seen != signatures {
+        return Err(SamlError::SignatureProfile {
+            element: "document".into(),
+            reason: format!(
+                "libxml2 finds {seen} XML-DSig Signature element(s) where the pre-check found {signatures}: the parsers disagree, nothing is verified"
+            ),
+        });
     }
     const STRONG: &[AllowedSignatureAlgorithm] = &[
         AllowedSignatureAlgorithm::RsaSha256,

@@ -202,11 +202,12 @@ fn worst_shapes_under_the_caps_cost_a_few_times_a_benign_document() {
     let fill = |unit: &str| unit.repeat(SIZE / unit.len());
     let benign = ext(&fill("<x:v>Meetings-Group-0001</x:v>"), "");
     // 31 prefixes in scope, every element unprefixed (the default
-    // namespace lookup scans them all) and empty.
+    // namespace lookup scans them all) and empty (`<v></v>`: as many `<v/>`
+    // would pass the element cap).
     let scope: String = (0..29)
         .map(|i| format!(" xmlns:p{i}=\"urn:p:{i}\""))
         .collect();
-    let deep_scope = ext(&fill("<v/>"), &scope);
+    let deep_scope = ext(&fill("<v></v>"), &scope);
     // Elements with the most attributes allowed, each prefixed with the
     // prefix declared first (found last).
     let attrs: String = (0..60).map(|i| format!(" p0:a{i}=\"\"")).collect();
@@ -234,6 +235,8 @@ fn worst_shapes_under_the_caps_cost_a_few_times_a_benign_document() {
     for (name, body) in &docs {
         let xml = with_response_child(body).1;
         assert!(xml.len() <= base.len() + 64 * 1024, "{name}: {}", xml.len());
+        let r = run_bytes(&e, xml.as_bytes());
+        assert_eq!(r.code, None, "{name} is under every cap: {:?}", r.reason);
         let t_benign = best_time(&e, &base, 5);
         let t = best_time(&e, &xml, 5);
         let ratio = t.as_secs_f64() / t_benign.as_secs_f64();
@@ -1195,5 +1198,25 @@ fn rsa_1024_signing_keys_are_refused_unless_allowed() {
         let r =
             samlgate::check::check_response(xml.as_bytes(), &c, &[], &samlgate::clock::SystemClock);
         assert_eq!(r.code, None, "{v:?}: {:?}", r.reason);
+    }
+}
+
+/// The libxmlsec1 path's own guard: libxml2 (no network, no recovery) must
+/// find as many XML-DSig signatures as the pre-check did. Where the two
+/// parsers disagree about a reserved-namespace binding, the counts differ.
+#[test]
+fn libxml2_counts_the_signatures_the_hidden_shapes_carry() {
+    use samlgate::saml::signature::libxml2_signature_count;
+    let (_, plain) = okta();
+    assert_eq!(libxml2_signature_count(&plain), Ok(1));
+    // Our parser refuses each shape outright (above). libxml2 reads the
+    // reserved-namespace ones as a second XML-DSig Signature (it ignores
+    // the bad binding and resolves `ds` to the outer one): the very
+    // disagreement of the review. Had the pre-check let one through, it
+    // would have counted one signature against libxml2's two: refused.
+    for (name, shape) in hidden_signature_shapes("#x") {
+        let (_, xml) = with_response_child(&shape);
+        let want = if name.contains("foreign") { 1 } else { 2 };
+        assert_eq!(libxml2_signature_count(&xml), Ok(want), "{name}");
     }
 }
