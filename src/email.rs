@@ -42,6 +42,21 @@ impl EmailError {
     }
 }
 
+/// Whether `s` looks like an email address: one `@`, non-empty local part,
+/// a domain with a dot, no whitespace or control characters.
+pub fn is_email_shaped(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// `s` with XML whitespace trimmed (nothing else).
 pub fn trim_xml_space(s: &str) -> &str {
     s.trim_matches(XML_SPACE)
@@ -64,7 +79,7 @@ pub fn canonical(s: &str, allow_international: bool) -> Result<String, EmailErro
         }
     }
     let key = t.to_ascii_lowercase();
-    if !crate::mapping::is_email_shaped(&key) {
+    if !is_email_shaped(&key) {
         return Err(EmailError::NotAnEmail(t.to_owned()));
     }
     Ok(key)

@@ -495,20 +495,7 @@ fn push_line(lines: &mut Vec<TraceLine>, step: &'static str, detail: impl FnOnce
     });
 }
 
-/// Whether `s` looks like an email address: one `@`, non-empty local part,
-/// a domain with a dot, no whitespace or control characters.
-pub fn is_email_shaped(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && s.len() <= 254
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-}
+pub use crate::email::is_email_shaped;
 
 impl Mapping {
     /// Maps `input` to a user, appending to `trace`. Fails (naming the rule)
