@@ -33,7 +33,9 @@ if [ -z "$bin" ]; then
 fi
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# A process started with setsid leads its own group: the whole group goes
+# (php -S forks PHP_CLI_SERVER_WORKERS workers that outlive their parent).
+cleanup() { for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 # Waits up to 60 s for a command to succeed.
 wait_for() { for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "FAIL: timed out waiting for: $*"; exit 1; }
@@ -195,7 +197,7 @@ PHP
 pids+=($!)
 # No opcode cache: the browser test edits authsources.php between logins
 # (a cache revalidating every 2 s could serve the old attributes).
-PHP_CLI_SERVER_WORKERS=4 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" php -d display_errors=0 -d opcache.enable=0 -d opcache.enable_cli=0 -S "127.0.0.1:$IDP" \
+PHP_CLI_SERVER_WORKERS=4 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp/config" setsid php -d display_errors=0 -d opcache.enable=0 -d opcache.enable_cli=0 -S "127.0.0.1:$IDP" \
   -t /usr/share/simplesamlphp/www 2>"$work/php.log" &
 pids+=($!)
 wait_for curl --max-time 5 -sf "$idp/saml2/idp/metadata.php"
