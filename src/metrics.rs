@@ -100,6 +100,8 @@ pub struct Metrics {
     proxied: [ProxiedShard; SHARDS],
     store_errors: AtomicU64,
     authn_requests: AtomicU64,
+    /// Requests refused for their head (`gateway::head`), by code.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Time spent verifying a SAMLResponse.
     pub verify_latency: Histogram,
     /// Upstream response time (headers received).
@@ -122,6 +124,13 @@ impl Metrics {
             .and_then(|s| s.0.get(usize::from(status / 100)))
         {
             c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request refused for its head (`code` as answered).
+    pub fn request_refused(&self, code: &'static str) {
+        if let Ok(mut m) = self.refused.lock() {
+            *m.entry(code).or_default() += 1;
         }
     }
 
@@ -171,6 +180,16 @@ impl Metrics {
             "# HELP samlgate_store_errors_total Store operations that failed.\n# TYPE samlgate_store_errors_total counter\nsamlgate_store_errors_total {}",
             self.store_errors.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP samlgate_requests_refused_total Requests refused for their head (smuggling attempts, bad Host, CONNECT, oversized bodies) by code.\n# TYPE samlgate_requests_refused_total counter\n");
+        if let Ok(m) = self.refused.lock() {
+            for (code, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "samlgate_requests_refused_total{{code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        CONNECTIONS.render(&mut out);
         self.verify_latency.render(
             &mut out,
             "samlgate_verify_seconds",
@@ -182,6 +201,178 @@ impl Metrics {
             "Upstream response time (headers).",
         );
         out
+    }
+}
+
+/// The listeners a connection can be on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public listener.
+    Public = 0,
+    /// The admin listener.
+    Admin = 1,
+}
+
+impl Listener {
+    fn label(i: usize) -> &'static str {
+        if i == 0 { "public" } else { "admin" }
+    }
+}
+
+/// Why a connection was closed by the gateway rather than by its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request in flight for `listen.idle_timeout_secs`.
+    Idle = 0,
+    /// A request head did not arrive whole within `listen.header_timeout_secs`.
+    HeaderTimeout = 1,
+    /// The TLS handshake took over `listen.tls_handshake_timeout_secs`.
+    HandshakeTimeout = 2,
+    /// A write made no progress for `listen.write_timeout_secs`.
+    WriteTimeout = 3,
+    /// A WebSocket tunnel whose session ended, or that sat idle.
+    TunnelEnded = 4,
+}
+
+const CLOSE_REASONS: [&str; 5] = [
+    "idle",
+    "header_timeout",
+    "handshake_timeout",
+    "write_timeout",
+    "tunnel_ended",
+];
+
+/// Connection counts of both listeners (process-wide: each listener has
+/// its own accept loop, and the admin listener has no gateway).
+#[derive(Debug)]
+pub struct ConnMetrics {
+    open: [AtomicU64; 2],
+    accepted: [AtomicU64; 2],
+    /// Times a listener sat at `listen.max_connections`, not accepting.
+    at_cap: [AtomicU64; 2],
+    closed: [[AtomicU64; 5]; 2],
+}
+
+/// The process's connection counts.
+pub static CONNECTIONS: ConnMetrics = ConnMetrics {
+    open: [AtomicU64::new(0), AtomicU64::new(0)],
+    accepted: [AtomicU64::new(0), AtomicU64::new(0)],
+    at_cap: [AtomicU64::new(0), AtomicU64::new(0)],
+    closed: [
+        [
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+        ],
+        [
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+        ],
+    ],
+};
+
+/// Counts one open connection while it lives.
+#[derive(Debug)]
+pub struct OpenConnection(Listener);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(c) = CONNECTIONS.open.get(self.0 as usize) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConnMetrics {
+    /// Counts an accepted connection; open until the guard drops.
+    pub fn accepted(&self, l: Listener) -> OpenConnection {
+        if let Some(c) = self.accepted.get(l as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.open.get(l as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        OpenConnection(l)
+    }
+
+    /// Counts a wait at the connection cap.
+    pub fn at_cap(&self, l: Listener) {
+        if let Some(c) = self.at_cap.get(l as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection the gateway closed, and why.
+    pub fn closed(&self, l: Listener, why: CloseReason) {
+        if let Some(c) = self
+            .closed
+            .get(l as usize)
+            .and_then(|r| r.get(why as usize))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Open connections on `l` now.
+    pub fn open(&self, l: Listener) -> u64 {
+        self.open
+            .get(l as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Connections on `l` closed for `why` so far.
+    pub fn closed_count(&self, l: Listener, why: CloseReason) -> u64 {
+        self.closed
+            .get(l as usize)
+            .and_then(|r| r.get(why as usize))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn render(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP samlgate_connections_open Connections open now, by listener.\n# TYPE samlgate_connections_open gauge\n");
+        for (i, c) in self.open.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "samlgate_connections_open{{listener=\"{}\"}} {}",
+                Listener::label(i),
+                load(c)
+            );
+        }
+        out.push_str("# HELP samlgate_connections_accepted_total Connections accepted, by listener.\n# TYPE samlgate_connections_accepted_total counter\n");
+        for (i, c) in self.accepted.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "samlgate_connections_accepted_total{{listener=\"{}\"}} {}",
+                Listener::label(i),
+                load(c)
+            );
+        }
+        out.push_str("# HELP samlgate_connections_at_cap_total Times a listener reached listen.max_connections and paused accepting.\n# TYPE samlgate_connections_at_cap_total counter\n");
+        for (i, c) in self.at_cap.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "samlgate_connections_at_cap_total{{listener=\"{}\"}} {}",
+                Listener::label(i),
+                load(c)
+            );
+        }
+        out.push_str("# HELP samlgate_connections_closed_total Connections the gateway closed, by listener and reason.\n# TYPE samlgate_connections_closed_total counter\n");
+        for (i, row) in self.closed.iter().enumerate() {
+            for (why, c) in CLOSE_REASONS.iter().zip(row.iter()) {
+                let _ = writeln!(
+                    out,
+                    "samlgate_connections_closed_total{{listener=\"{}\",reason=\"{why}\"}} {}",
+                    Listener::label(i),
+                    load(c)
+                );
+            }
+        }
     }
 }
 

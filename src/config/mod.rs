@@ -84,6 +84,49 @@ pub struct Listen {
     pub tls_key: Option<PathBuf>,
     /// How long SIGTERM waits for in-flight requests (default 10 s).
     pub drain_secs: u64,
+    /// Connection limits and timeouts of both listeners.
+    pub limits: ConnLimits,
+}
+
+/// Bounds on the connections a listener keeps (`[listen]` keys of the same
+/// names). Each is a defence against a client that holds resources without
+/// using them: every one has a safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Most connections open at once per listener (default 10,000); at the
+    /// cap the listener stops accepting until one closes.
+    pub max_connections: usize,
+    /// A connection with no request in flight is closed after this long
+    /// (default 60 s), whatever it sends meanwhile (HTTP/2 PINGs and
+    /// SETTINGS, a bare preface, nothing at all).
+    pub idle_timeout_secs: u64,
+    /// A request head must arrive whole within this (default 30 s).
+    pub header_timeout_secs: u64,
+    /// A TLS handshake must finish within this (default 10 s).
+    pub tls_handshake_timeout_secs: u64,
+    /// A write to a client that makes no progress for this long ends the
+    /// connection (default 60 s): a client that stops reading an answer
+    /// does not hold its upstream connection.
+    pub write_timeout_secs: u64,
+    /// Most concurrent streams on one HTTP/2 connection (default 32): each
+    /// may hold an upstream connection.
+    pub h2_max_streams: u32,
+    /// Largest request body, declared or streamed (default 1 GiB).
+    pub max_body_bytes: u64,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout_secs: 60,
+            header_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
+            write_timeout_secs: 60,
+            h2_max_streams: 32,
+            max_body_bytes: 1 << 30,
+        }
+    }
 }
 
 /// This service provider.
@@ -479,6 +522,51 @@ impl Config {
                 "tls_cert and tls_key must be set together",
             );
         }
+        let limits = {
+            let d = ConnLimits::default();
+            let mut secs = |v: Option<u64>, key: &str, default: u64| {
+                let v = v.unwrap_or(default);
+                if !(1..=86_400).contains(&v) {
+                    p.add(key, "must be between 1 and 86400 seconds");
+                }
+                v
+            };
+            let limits = ConnLimits {
+                max_connections: l.max_connections.unwrap_or(d.max_connections),
+                idle_timeout_secs: secs(
+                    l.idle_timeout_secs,
+                    "listen.idle_timeout_secs",
+                    d.idle_timeout_secs,
+                ),
+                header_timeout_secs: secs(
+                    l.header_timeout_secs,
+                    "listen.header_timeout_secs",
+                    d.header_timeout_secs,
+                ),
+                tls_handshake_timeout_secs: secs(
+                    l.tls_handshake_timeout_secs,
+                    "listen.tls_handshake_timeout_secs",
+                    d.tls_handshake_timeout_secs,
+                ),
+                write_timeout_secs: secs(
+                    l.write_timeout_secs,
+                    "listen.write_timeout_secs",
+                    d.write_timeout_secs,
+                ),
+                h2_max_streams: l.h2_max_streams.unwrap_or(d.h2_max_streams),
+                max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            };
+            if !(1..=1_000_000).contains(&limits.max_connections) {
+                p.add("listen.max_connections", "must be between 1 and 1000000");
+            }
+            if !(1..=1000).contains(&limits.h2_max_streams) {
+                p.add("listen.h2_max_streams", "must be between 1 and 1000");
+            }
+            if limits.max_body_bytes == 0 {
+                p.add("listen.max_body_bytes", "must be at least 1");
+            }
+            limits
+        };
         if let (Some(a), Some(b)) = (public, admin)
             && a == b
         {
@@ -955,6 +1043,7 @@ impl Config {
                 tls_cert: l.tls_cert.map(|s| resolve(&s)),
                 tls_key: l.tls_key.map(|s| resolve(&s)),
                 drain_secs: l.drain_secs.unwrap_or(10),
+                limits,
             },
             sp: Sp {
                 entity_id: entity_id?,

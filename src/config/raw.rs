@@ -56,6 +56,13 @@ pub struct RawListen {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub drain_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub tls_handshake_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
+    pub h2_max_streams: Option<u32>,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

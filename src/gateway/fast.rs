@@ -304,6 +304,19 @@ fn inspect(
         return Inspect::Handover;
     }
     let headers = req.headers;
+    // The rules both paths share (`head.rs`): a head that breaks one is the
+    // general path's to refuse.
+    if super::head::check(
+        method,
+        super::head::Version::Http11,
+        false,
+        headers.iter().map(|h| (h.name, h.value)),
+        cfg.listen.limits.max_body_bytes,
+    )
+    .is_err()
+    {
+        return Inspect::Handover;
+    }
     // First pass: framing, what the connection asks for, the session.
     let mut length: Option<usize> = None;
     let mut hosts = 0;
@@ -382,7 +395,9 @@ fn inspect(
                 host = Some(h.value);
                 continue;
             }
-            "cookie" => continue,
+            // The framing is the gateway's: written below from the length
+            // this path relays, never copied from the client.
+            "content-length" | "cookie" => continue,
             "x-forwarded-for" => {
                 if trusted && prev_xff.is_none() {
                     prev_xff = Some(visible(h.value));
@@ -397,10 +412,16 @@ fn inspect(
         header_line(out, h.name.as_bytes(), h.value);
     }
     header_line(out, b"host", authority.as_bytes());
-    if let Some(kept) = proxy::kept_cookies(
-        cookies(),
-        &[cookie_name.as_ref(), cfg.session.cookie_name.as_str()],
-    ) {
+    if let Some(l) = length {
+        header_line(out, b"content-length", l.to_string().as_bytes());
+    }
+    // Cookies named by Connection are hop-by-hop, as on the general path.
+    if !named.iter().any(|c| c == "cookie")
+        && let Some(kept) = proxy::kept_cookies(
+            cookies(),
+            &[cookie_name.as_ref(), cfg.session.cookie_name.as_str()],
+        )
+    {
         header_line(out, b"cookie", kept.as_bytes());
     }
     match prev_xff.flatten() {
@@ -524,6 +545,12 @@ fn parse_answer(
     if chunked && length.is_some() {
         return Parsed::Bad("both Content-Length and Transfer-Encoding");
     }
+    // Its framing removable through Connection: it cannot be relayed
+    // faithfully (the general path refuses it too).
+    if super::head::forbidden_option(&named).is_some() {
+        return Parsed::Bad("Connection names a framing header");
+    }
+    let has_date = has_date && !named.iter().any(|c| c == "date");
     let framing = if head_method || status == 204 || status == 304 {
         Framing::Empty
     } else if chunked {

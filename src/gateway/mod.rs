@@ -10,6 +10,7 @@
 //! 4. Strip client identity headers, inject the verified ones, forward upstream.
 
 pub(crate) mod fast;
+pub mod head;
 pub mod pages;
 pub mod pool;
 pub mod proxy;
@@ -354,6 +355,9 @@ impl Gateway {
 
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let cfg = self.config();
+        if let Some(refused) = self.check_head(&cfg, &req) {
+            return refused;
+        }
         let path = req.uri().path();
         let prefix = cfg.sp.path_prefix.as_str();
         if let Some(rest) = path.strip_prefix(prefix) {
@@ -380,6 +384,37 @@ impl Gateway {
             return self.demo_idp(idp, &cfg, req).await;
         }
         self.protected(&cfg, req, peer).await
+    }
+
+    /// The rules of `head.rs`; a refusal closes the connection (a client
+    /// that sends such a head cannot be trusted to frame the next one).
+    fn check_head(&self, cfg: &Config, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let version = match req.version() {
+            http::Version::HTTP_2 | http::Version::HTTP_3 => head::Version::Http2,
+            http::Version::HTTP_11 => head::Version::Http11,
+            _ => head::Version::Http10,
+        };
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let Err(e) = head::check(
+            req.method().as_str(),
+            version,
+            req.uri().authority().is_some(),
+            headers,
+            cfg.listen.limits.max_body_bytes,
+        ) else {
+            return None;
+        };
+        tracing::warn!(target: "security", event = "request_refused", code = e.code(), reason = %e, "request head refused");
+        self.metrics.request_refused(e.code());
+        let mut r = json_error(e.status(), e.code(), &e.to_string(), None);
+        if version != head::Version::Http2 {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Some(r)
     }
 
     fn metadata(&self, cfg: &Config) -> Response<Body> {

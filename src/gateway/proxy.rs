@@ -227,11 +227,23 @@ pub async fn forward(
     cookie_names: &[&str],
     now: i64,
 ) -> Response<Body> {
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    // What the client's Connection header names (hop-by-hop for it).
+    let named = connection_named(
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    // A WebSocket upgrade: GET, `Upgrade: websocket`, and Connection
+    // naming `upgrade` (RFC 6455 §4.1; without it, Upgrade is just a
+    // hop-by-hop header and is dropped).
+    let is_upgrade = req.method() == http::Method::GET
+        && named.iter().any(|n| n == "upgrade")
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
     // Origin-form (`/path?query`) under the upstream's base path; an
     // incoming request already in that form with no base path is sent as is.
     let (authority, base) = cfg.upstream.target();
@@ -263,7 +275,9 @@ pub async fn forward(
     let h = &mut parts.headers;
     // X-Forwarded-*: appended to only when the peer is a trusted proxy.
     let trusted = cfg.upstream.trusted_proxies.contains(&peer.ip());
-    let prev_xff = if trusted {
+    // A forwarding header the client's Connection names is hop-by-hop:
+    // as if absent (as on the fast path).
+    let prev_xff = if trusted && !named.iter().any(|n| n == "x-forwarded-for") {
         h.get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
@@ -273,7 +287,9 @@ pub async fn forward(
     // One pass: hop-by-hop, identity look-alikes, and forwarding headers an
     // untrusted client may not set.
     let mut stripped = 0usize;
-    strip_where(h, is_upgrade, |n| {
+    // Every hop-by-hop header goes, the client's Connection and Upgrade
+    // included: an upgrade gets the two written by the gateway below.
+    strip_where(h, false, |n| {
         if is_identity(n, cfg) {
             stripped += 1;
             return true;
@@ -306,6 +322,22 @@ pub async fn forward(
         Ok(v) => h.insert(header::HOST, v),
         Err(_) => h.remove(header::HOST),
     };
+    // The framing is the gateway's: a Content-Length is re-written from the
+    // length hyper framed the body with (the same number, canonical digits).
+    if h.contains_key(header::CONTENT_LENGTH) {
+        match hyper::body::Body::size_hint(&body).exact() {
+            Some(n) => {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            None => {
+                h.remove(header::CONTENT_LENGTH);
+            }
+        }
+    }
+    if is_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
     inject_identity(h, cfg, user, now);
     if let Some(uri) = uri {
         parts.uri = uri;
@@ -342,6 +374,35 @@ pub async fn forward(
             );
         }
     };
+    // An answer whose Connection names its own framing (or Host) cannot be
+    // relayed faithfully: 502, this upstream connection is dropped (the
+    // lease with it) and the client's connection closes after the answer.
+    let answer_named = connection_named(
+        resp.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let unframable = super::head::forbidden_option(&answer_named).map(str::to_owned);
+    let unasked_101 = resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none();
+    if unframable.is_some() || unasked_101 {
+        drop(lease);
+        let why = unframable.map_or_else(
+            || "101 without an upgrade".to_owned(),
+            |n| format!("Connection names {n}"),
+        );
+        tracing::warn!(target: "security", event = "upstream_answer_refused", reason = %why, "upstream answer cannot be framed");
+        metrics.proxied(502);
+        let mut r = json_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "the meeting platform's answer could not be relayed",
+            None,
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     metrics.proxied(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade

@@ -21,16 +21,16 @@ use super::gateway::{Gw, TestClock, gateway_with};
 /// What the upstream received: method, target, headers (lowercased names,
 /// sorted), body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(super) struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Seen {
     /// Every value of header `name` (lowercase), in order.
-    fn all(&self, name: &str) -> Vec<&str> {
+    pub fn all(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(k, _)| k == name)
@@ -40,10 +40,10 @@ impl Seen {
 }
 
 /// A raw upstream that records every request and answers by path.
-struct Upstream {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    connections: Arc<AtomicUsize>,
+pub(super) struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -126,6 +126,11 @@ fn answer(path: &str) -> Vec<u8> {
         "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
         "/gzip-te" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(),
         "/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec(),
+        // Framing an intermediary may not remove: the answer cannot be relayed.
+        "/cl-named" => b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_vec(),
+        "/te-named" => b"HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+        // Two answers to one request: the second must never reach anyone.
+        "/double" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_vec(),
         _ => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-Up: 1\r\n\r\nhello".to_vec(),
     }
 }
@@ -189,14 +194,28 @@ async fn upstream() -> Upstream {
                     let path = target.split('?').next().unwrap().to_owned();
                     seen.lock().unwrap().push(Seen {
                         method: method.clone(),
-                        target,
-                        headers,
+                        target: target.clone(),
+                        headers: headers.clone(),
                         body,
                     });
                     if path == "/slow" {
                         tokio::time::sleep(Duration::from_millis(2500)).await;
                     }
-                    let mut a = answer(&path);
+                    // Who asked what: the answer names the request it answers.
+                    let mut a = if path == "/whoami" {
+                        let email = headers
+                            .iter()
+                            .find(|(k, _)| k == "x-samlgate-email")
+                            .map_or("-", |(_, v)| v.as_str());
+                        let body = format!("{method} {target} {email}");
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .into_bytes()
+                    } else {
+                        answer(&path)
+                    };
                     if method == "HEAD" {
                         // A HEAD answer has heads only (a 1xx, then the
                         // final one).
@@ -232,17 +251,17 @@ async fn upstream() -> Upstream {
     }
 }
 
-fn addr_of(g: &Gw) -> String {
+pub(super) fn addr_of(g: &Gw) -> String {
     g.base.trim_start_matches("http://").to_owned()
 }
 
 /// A client's view of one response: status line, headers (lowercased,
 /// sorted, without Date), body (de-chunked).
 #[derive(PartialEq, Eq)]
-struct Got {
-    status_line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(super) struct Got {
+    pub status_line: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl std::fmt::Debug for Got {
@@ -261,7 +280,7 @@ impl std::fmt::Debug for Got {
 
 /// Sends `req` on a new connection and reads everything until the server
 /// closes it (requests here say `Connection: close`).
-async fn exchange_raw(addr: &str, req: &[u8]) -> Vec<u8> {
+pub(super) async fn exchange_raw(addr: &str, req: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(req).await.unwrap();
     let mut out = Vec::new();
@@ -299,7 +318,7 @@ pub async fn read_response(s: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Splits raw response bytes into responses (`head_only`: answers to HEAD).
-fn parse_responses(mut raw: &[u8], head_only: bool) -> Vec<Got> {
+pub(super) fn parse_responses(mut raw: &[u8], head_only: bool) -> Vec<Got> {
     let mut all = Vec::new();
     while !raw.is_empty() {
         let end = find(raw, b"\r\n\r\n").expect("a complete head") + 4;
@@ -364,15 +383,15 @@ fn parse_responses(mut raw: &[u8], head_only: bool) -> Vec<Got> {
     all
 }
 
-struct Pair {
-    fast: Gw,
-    general: Gw,
-    up: Upstream,
-    cookie: String,
+pub(super) struct Pair {
+    pub fast: Gw,
+    pub general: Gw,
+    pub up: Upstream,
+    pub cookie: String,
     _dir: tempfile::TempDir,
 }
 
-async fn pair(tune: impl Fn(&mut samlgate::config::Config) + Clone) -> Pair {
+pub(super) async fn pair(tune: impl Fn(&mut samlgate::config::Config) + Clone) -> Pair {
     let up = upstream().await;
     let clock = TestClock::new();
     let dir = tempfile::tempdir().unwrap();

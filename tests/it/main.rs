@@ -24,6 +24,7 @@ mod provisioning;
 mod redis_support;
 mod review;
 mod shutdown;
+mod smuggling;
 mod store_conformance;
 mod support;
 mod wellformed;
