@@ -42,6 +42,10 @@ impl Handler for Admin {
     fn call(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> HandlerFuture {
         Box::pin(async move { self.route(req).await })
     }
+
+    fn limits(&self) -> crate::config::ConnLimits {
+        self.config.listen.limits
+    }
 }
 
 fn store_error(e: &StoreError) -> Response<Body> {

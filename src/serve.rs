@@ -127,6 +127,35 @@ fn serve_verifier(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit (the usual soft
+/// limit, 1,024, is less than `listen.max_connections`' default), and warns
+/// when even that is below what both listeners may hold (each connection
+/// needs a second descriptor upstream).
+fn raise_fd_limit(cfg: &Config) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: now.maximum,
+        maximum: now.maximum,
+    };
+    let limit = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => now.maximum,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            now.current
+        }
+    };
+    let needed = (cfg.listen.limits.max_connections as u64) * 2 + 256;
+    match limit {
+        Some(l) if l < needed => tracing::warn!(
+            open_files = l,
+            needed,
+            "the open-files limit is below what listen.max_connections needs (two per connection); raise it (ulimit -n, LimitNOFILE=) or lower listen.max_connections"
+        ),
+        _ => tracing::info!(open_files = ?limit, "open-files limit"),
+    }
+}
+
 /// Runs the gateway until a signal stops it.
 pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     let cfg = Arc::new(
@@ -135,6 +164,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Other(e.to_string()))?,
     );
     serve_verifier(&cfg).map_err(ServeError::Other)?;
+    raise_fd_limit(&cfg);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = crate::store::open(&cfg.store, Arc::clone(&clock)).await?;
     if let Err(e) = store.ping().await {

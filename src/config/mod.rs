@@ -204,8 +204,9 @@ pub struct UpstreamConfig {
     pub headers: Vec<(String, String)>,
     /// The same names, parsed once.
     pub header_names: Vec<(String, http::HeaderName)>,
-    /// Client headers whose normalised name (lowercase, `_` → `-`) is one
-    /// of these, or starts with `strip_prefix`, are removed.
+    /// Client headers whose normalised name (lowercase letters and digits,
+    /// separators dropped) is one of these, or starts with `strip_prefix`,
+    /// are removed.
     pub strip_names: Vec<String>,
     /// Normalised identity header prefix.
     pub strip_prefix: String,
@@ -919,7 +920,14 @@ impl Config {
                 "must be at least 32 characters",
             );
         }
-        let normalise = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+        // Identity names as the proxy compares them (`gateway::proxy`):
+        // lowercase letters and digits, separators dropped.
+        let normalise = |n: &str| -> String {
+            n.bytes()
+                .filter(u8::is_ascii_alphanumeric)
+                .map(|b| char::from(b.to_ascii_lowercase()))
+                .collect()
+        };
         let header_names = headers
             .iter()
             .filter_map(|(f, n)| {

@@ -54,15 +54,15 @@ use tokio::sync::watch;
 use super::session::SessionData;
 use super::{Gateway, find_cookie, proxy, upstream};
 use crate::config::Config;
+use crate::metrics::{CONNECTIONS, CloseReason, Listener};
 
 /// Largest request or response head handled here.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a head (hyper's default).
 const MAX_HEADERS: usize = 100;
-/// A request head must arrive within this (hyper's `header_read_timeout`
-/// as the general path sets it; the wait for the next request on a kept-alive
-/// connection counts, as there).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most blank lines (CRLF or LF) accepted before a request line (RFC 9112
+/// §2.2 asks to ignore at least one); more closes the connection.
+const MAX_BLANK_LINES: usize = 8;
 /// More Cookie headers than this: left to the general path.
 const MAX_COOKIE_HEADERS: usize = 8;
 /// Bodies are relayed in reads of at most this.
@@ -79,7 +79,8 @@ pub struct Prefixed<IO> {
 }
 
 impl<IO> Prefixed<IO> {
-    fn new(prefix: Vec<u8>, inner: IO) -> Self {
+    /// `inner`, with `prefix` to be read first.
+    pub fn new(prefix: Vec<u8>, inner: IO) -> Self {
         Self {
             prefix,
             pos: 0,
@@ -404,7 +405,7 @@ fn inspect(
                 }
                 continue;
             }
-            "x-forwarded-proto" | "x-forwarded-host" | "forwarded" if !trusted => continue,
+            _ if !trusted && proxy::is_forwarding(n) => continue,
             "x-forwarded-proto" => has_proto = true,
             "x-forwarded-host" => has_fhost = true,
             _ => {}
@@ -917,7 +918,12 @@ where
     let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut scratch: Vec<u8> = Vec::new();
     let mut lower = String::with_capacity(64);
-    let mut deadline = Deadline::new(HEAD_TIMEOUT);
+    let limits = gw.config().listen.limits;
+    // Waiting for a request's first byte: `listen.idle_timeout_secs`; from
+    // it to the head's end: `listen.header_timeout_secs`.
+    let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
+    let head_timeout = Duration::from_secs(limits.header_timeout_secs);
+    let mut deadline = Deadline::new(idle_timeout);
     // The identity headers of the last request, with what they came from.
     let mut identity: Option<(Arc<SessionData>, Arc<Config>, Vec<u8>)> = None;
     let me = Peer {
@@ -930,9 +936,30 @@ where
         }
         // A whole request head.
         let cfg = gw.config();
-        deadline.set(tokio::time::Instant::now() + HEAD_TIMEOUT);
+        let mut waiting = buf.is_empty();
+        deadline
+            .set(tokio::time::Instant::now() + if waiting { idle_timeout } else { head_timeout });
         let mut scanned = 0;
+        let mut blank = 0usize;
         let fwd = loop {
+            // Blank lines before the request line are dropped as they come
+            // (each byte looked at once), a few at most.
+            if scanned == 0 {
+                let lead = buf
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                if lead > 0 {
+                    blank += buf
+                        .get(..lead)
+                        .map_or(0, |l| l.iter().filter(|&&b| b == b'\n').count());
+                    buf.drain(..lead);
+                    if blank > MAX_BLANK_LINES {
+                        tracing::debug!(%peer, "blank lines instead of a request; closing");
+                        return Outcome::Done;
+                    }
+                }
+            }
             // Parse only once a blank line has arrived (a head sent byte by
             // byte is scanned once, not parsed again per byte).
             let complete = head_ends(&buf, scanned);
@@ -972,9 +999,21 @@ where
                 Some(Some(Ok(0))) if buf.is_empty() => return Outcome::Done,
                 // Closed mid-head, or broken: the general stack decides.
                 Some(Some(Ok(0) | Err(_))) => return Outcome::Handover(Prefixed::new(buf, io)),
-                Some(Some(Ok(_))) => {}
+                Some(Some(Ok(_))) => {
+                    if waiting {
+                        // The first byte: the head has its own time from now.
+                        waiting = false;
+                        deadline.set(tokio::time::Instant::now() + head_timeout);
+                    }
+                }
                 None => {
-                    tracing::debug!(%peer, "request head timed out");
+                    let why = if waiting {
+                        CloseReason::Idle
+                    } else {
+                        CloseReason::HeaderTimeout
+                    };
+                    CONNECTIONS.closed(Listener::Public, why);
+                    tracing::debug!(%peer, reason = ?why, "no request head in time; closing");
                     return Outcome::Done;
                 }
             }

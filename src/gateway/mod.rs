@@ -983,6 +983,18 @@ impl Handler for Gateway {
     fn fast_path(self: Arc<Self>) -> Option<Arc<Gateway>> {
         Some(self)
     }
+
+    /// `[listen]`'s limits; `max_connections` is shared out between the
+    /// worker threads (each has its own listening socket).
+    fn limits(&self) -> crate::config::ConnLimits {
+        let mut l = self.config().listen.limits;
+        l.max_connections = l.max_connections.div_ceil(self.sessions.shards());
+        l
+    }
+
+    fn listener(&self) -> crate::metrics::Listener {
+        crate::metrics::Listener::Public
+    }
 }
 
 #[cfg(test)]

@@ -36,9 +36,46 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Lowercase, `_` → `-`: how identity header names are compared.
-pub fn normalise(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// How identity header names are compared: lowercase ASCII letters and
+/// digits only, every separator dropped, so `X-Samlgate-Email`,
+/// `x_samlgate_email`, `X.Samlgate.Email` and `XSamlgateEmail` are one name
+/// (upstream frameworks map `_` and `.` to `-` or drop them; PHP and CGI
+/// turn every one into `_`). The config's `strip_names` and `strip_prefix`
+/// are kept in this form.
+fn squash(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_lowercase())
+}
+
+/// The forwarding family: headers through which a proxy tells the upstream
+/// who the client is or what it asked for. Only a trusted proxy may send
+/// them; from anyone else they are removed (the gateway sets
+/// `X-Forwarded-For/Proto/Host` itself).
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-original-forwarded-for",
+    "x-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether the (lowercase) header `n` belongs to the forwarding family
+/// ([`FORWARDING`] or any `X-Forwarded-*`).
+pub(crate) fn is_forwarding(n: &str) -> bool {
+    n.starts_with("x-forwarded-") || FORWARDING.contains(&n)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -96,12 +133,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// normalisation (header names are already lowercase; `_` counts as `-`).
 pub(crate) fn is_identity(n: &str, cfg: &Config) -> bool {
     let up = &cfg.upstream;
-    let n: std::borrow::Cow<'_, str> = if n.contains('_') {
-        n.replace('_', "-").into()
-    } else {
-        n.into()
-    };
-    n.starts_with(up.strip_prefix.as_str()) || up.strip_names.iter().any(|s| *s == n)
+    let prefix = up.strip_prefix.as_bytes();
+    let mut it = squash(n);
+    // Starts with the prefix (no allocation: most names differ at once).
+    let mut starts = true;
+    for &p in prefix {
+        if it.next() != Some(p) {
+            starts = false;
+            break;
+        }
+    }
+    starts || up.strip_names.iter().any(|s| squash(n).eq(s.bytes()))
 }
 
 /// Header value text from arbitrary text: control characters become
@@ -294,7 +336,7 @@ pub async fn forward(
             stripped += 1;
             return true;
         }
-        !trusted && matches!(n, "x-forwarded-proto" | "x-forwarded-host" | "forwarded")
+        !trusted && is_forwarding(n)
     });
     if stripped > 0 {
         tracing::warn!(target: "security", event = "identity_header_stripped", count = stripped, remote = %peer.ip(), "client sent identity headers; removed");
@@ -482,6 +524,9 @@ mod tests {
             ("x-samlgate-whatever", "c"),
             ("x_user", "d"),
             ("X-User", "e"),
+            ("x.samlgate.email", "f"),
+            ("xsamlgateemail", "g"),
+            ("x--samlgate--license", "h"),
             ("x-other", "keep"),
         ] {
             h.append(
@@ -495,7 +540,7 @@ mod tests {
             stripped += usize::from(hit);
             hit
         });
-        assert_eq!(stripped, 5);
+        assert_eq!(stripped, 8);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-other"));
     }

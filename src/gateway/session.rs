@@ -92,6 +92,11 @@ impl Sessions {
         }
     }
 
+    /// How many shards (worker threads) share this cache.
+    pub fn shards(&self) -> usize {
+        self.shards.len().max(1)
+    }
+
     fn shard(&self, i: usize) -> Option<&Mutex<Cache>> {
         self.shards.get(i % self.shards.len().max(1))
     }

@@ -18,13 +18,16 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::fast::Outcome;
+use crate::config::ConnLimits;
+use crate::gateway::fast::{Outcome, Prefixed};
+use crate::metrics::{CONNECTIONS, CloseReason, Listener};
+use conn::{Activity, Guarded, Live};
 
+pub mod conn;
 pub mod tls;
 
 /// Error type carried by response bodies.
@@ -44,6 +47,16 @@ pub trait Handler: Send + Sync + 'static {
     /// hands them back here for anything it does not forward itself.
     fn fast_path(self: Arc<Self>) -> Option<Arc<crate::gateway::Gateway>> {
         None
+    }
+
+    /// Connection limits and timeouts of the listener serving this.
+    fn limits(&self) -> ConnLimits {
+        ConnLimits::default()
+    }
+
+    /// Which listener this is (metric labels).
+    fn listener(&self) -> Listener {
+        Listener::Admin
     }
 }
 
@@ -132,45 +145,125 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<B
     }
 }
 
+/// The two protocol stacks a connection can take: HTTP/1.1 only (plain
+/// connections, TLS without ALPN `h2`), or HTTP/2 only (TLS with ALPN
+/// `h2`). HTTP/2 in clear text (h2c, prior knowledge) is not served: the
+/// HTTP/1.1 stack refuses its preface.
+struct Stacks {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Stacks {
+    fn new(limits: &ConnLimits) -> Self {
+        let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
+            // The documented 64 KiB head cap (hyper answers 431 beyond it).
+            .max_buf_size(MAX_HEAD)
+            .max_headers(100);
+        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        h2.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_streams)
+            .max_header_list_size(MAX_HEAD as u32)
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(256));
+        Self { h1, h2 }
+    }
+}
+
+/// Largest request head, either protocol.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Serves one accepted (and, with TLS, handshaken) connection: on the
 /// gateway's forwarding fast path first when `fast` is given, then (or
-/// else) on the general stack, watched for graceful shutdown.
+/// else) on the general stack, until it ends, has had no request in flight
+/// for `listen.idle_timeout_secs`, or the listener shuts down.
+#[allow(clippy::too_many_arguments)]
 async fn connection<IO>(
     io: IO,
     peer: SocketAddr,
     handler: Arc<dyn Handler>,
     fast: Option<Arc<crate::gateway::Gateway>>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    limits: ConnLimits,
+    listener: Listener,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let act = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |req| {
         let h = Arc::clone(&handler);
-        async move { Ok::<_, Infallible>(h.call(req, peer).await) }
-    });
-    let result = match fast {
-        Some(gw) => match crate::gateway::fast::serve(&gw, io, peer, stop).await {
-            Outcome::Done => return,
-            Outcome::Handover(io) => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                watcher.watch(conn.into_owned()).await
-            }
-        },
-        None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            watcher.watch(conn.into_owned()).await
+        let in_flight = act.begin();
+        async move {
+            let resp = h.call(req, peer).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(resp)
         }
+    });
+    let io = match fast {
+        Some(gw) => match crate::gateway::fast::serve(&gw, io, peer, stop.clone()).await {
+            Outcome::Done => return,
+            Outcome::Handover(io) => io,
+        },
+        None => Prefixed::new(Vec::new(), io),
     };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    // Once closing: when to stop waiting for the connection to finish.
+    let mut closing: Option<tokio::time::Instant> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    loop {
+        let wake = closing
+            .or_else(|| activity.idle_deadline(idle))
+            .unwrap_or_else(far);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stop.changed(), if closing.is_none() => {
+                if changed.is_err() || *stop.borrow() {
+                    // In-flight requests finish; the listener's drain
+                    // deadline bounds the wait.
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(far());
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    tracing::debug!(%peer, "connection did not close in time; dropped");
+                    return;
+                }
+                // Checked again: a request may have started meanwhile.
+                if activity
+                    .idle_deadline(idle)
+                    .is_some_and(|d| d <= tokio::time::Instant::now())
+                {
+                    tracing::debug!(%peer, idle_secs = idle.as_secs(), "idle connection closed");
+                    CONNECTIONS.closed(listener, CloseReason::Idle);
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(
+                        tokio::time::Instant::now()
+                            + Duration::from_secs(limits.header_timeout_secs),
+                    );
+                }
+            }
+        }
     }
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true; then stops
 /// accepting, lets in-flight requests finish for up to `drain`, and returns.
-/// With `tls`, every connection is a TLS handshake first (10 s limit).
+/// With `tls`, every connection is a TLS handshake first. Connection limits
+/// and timeouts are the handler's ([`Handler::limits`]).
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
@@ -188,48 +281,74 @@ pub async fn serve_tls(
     shutdown: &mut watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    let limits = handler.limits();
+    let kind = handler.listener();
+    let stacks = Arc::new(Stacks::new(&limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let live = Arc::new(Live::default());
     let fast = Arc::clone(&handler).fast_path();
     loop {
+        // A free connection slot first: at the cap, stop accepting (the
+        // kernel's backlog holds newcomers) until a connection closes.
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                CONNECTIONS.at_cap(kind);
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connection cap reached; accepting again when one closes"
+                );
+                tokio::select! {
+                    p = Arc::clone(&permits).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        // Out of file descriptors, typically: back off.
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let open = CONNECTIONS.accepted(kind);
+                let guard = live.enter();
                 let handler = Arc::clone(&handler);
-                let builder = Arc::clone(&builder);
-                let watcher = graceful.watcher();
+                let stacks = Arc::clone(&stacks);
                 let tls = tls.clone();
                 let fast = fast.clone().filter(|g| g.config().upstream.fast_path);
                 let stop = shutdown.clone();
+                let stream = Guarded::new(stream, Duration::from_secs(limits.write_timeout_secs), kind);
                 tokio::spawn(async move {
+                    let _held = (permit, open, guard);
                     match tls {
-                        None => connection(stream, peer, handler, fast, stop, &builder, watcher).await,
+                        None => connection(stream, peer, handler, fast, stop, &stacks.h1, limits, kind).await,
                         Some(acceptor) => {
-                            let tls_stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            let handshake = Duration::from_secs(limits.tls_handshake_timeout_secs);
+                            let tls_stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                                 Ok(Ok(s)) => s,
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, %peer, "TLS handshake failed");
                                     return;
                                 }
-                                Err(_) => return,
+                                Err(_) => {
+                                    CONNECTIONS.closed(kind, CloseReason::HandshakeTimeout);
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
                             };
                             // HTTP/2 (ALPN) always takes the general stack.
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let fast = fast.filter(|_| !h2);
-                            connection(tls_stream, peer, handler, fast, stop, &builder, watcher).await;
+                            let (fast, stack) = if h2 { (None, &stacks.h2) } else { (fast, &stacks.h1) };
+                            connection(tls_stream, peer, handler, fast, stop, stack, limits, kind).await;
                         }
                     }
                 });
@@ -238,10 +357,7 @@ pub async fn serve_tls(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, live.drained()).await.is_err() {
         tracing::warn!(
             drain_secs = drain.as_secs(),
             "drain deadline passed; closing remaining connections"
