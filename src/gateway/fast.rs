@@ -70,6 +70,9 @@ const CHUNK: usize = 64 * 1024;
 /// Largest chunk-size line or trailer section accepted from the upstream.
 const MAX_LINE: usize = 4096;
 
+/// Most bytes of the prefix one read returns.
+const PREFIX_READ: usize = 8 * 1024;
+
 /// A connection whose first bytes were already read: they are read again
 /// first. Writes go straight through.
 pub struct Prefixed<IO> {
@@ -99,7 +102,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
         if let Some(rest) = this.prefix.get(this.pos..)
             && !rest.is_empty()
         {
-            let n = rest.len().min(buf.remaining());
+            // In socket-sized pieces: the general stack sees a long head
+            // arrive as from the network (and refuses one over its cap).
+            let n = rest.len().min(buf.remaining()).min(PREFIX_READ);
             buf.put_slice(rest.get(..n).unwrap_or_default());
             this.pos += n;
             if this.pos >= this.prefix.len() {
@@ -281,6 +286,8 @@ fn inspect(
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
+        // Over the head cap: the general path answers 431.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Inspect::Handover,
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Inspect::Partial,
         Err(_) => return Inspect::Handover,
@@ -309,6 +316,7 @@ fn inspect(
     // general path's to refuse.
     if super::head::check(
         method,
+        target,
         super::head::Version::Http11,
         false,
         headers.iter().map(|h| (h.name, h.value)),

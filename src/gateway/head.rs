@@ -13,10 +13,16 @@
 //!   a `Host` is a valid `host[:port]` without user information (400
 //!   `host_invalid`).
 //! - `CONNECT` is never forwarded (405 `method_not_allowed`).
+//! - A head over 64 KiB, counted as its request line and `Name: value`
+//!   lines written out, is refused (431 `head_too_large`), whichever stack
+//!   read it and however its bytes arrived.
 //! - A `Content-Length` over `listen.max_body_bytes` is refused (413
 //!   `body_too_large`).
 
 use http::StatusCode;
+
+/// Largest request head: request line and header lines, as written out.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Header names a `Connection` header may never name.
 pub(crate) const END_TO_END: &[&str] = &["content-length", "transfer-encoding", "host"];
@@ -48,6 +54,9 @@ pub enum HeadError {
     /// `CONNECT`.
     #[error("CONNECT is not supported")]
     Connect,
+    /// A head over [`MAX_HEAD`].
+    #[error("the request head is over {MAX_HEAD} bytes")]
+    HeadTooLarge,
     /// A `Content-Length` over the limit.
     #[error("the request body is {length} bytes, over the limit of {limit}")]
     BodyTooLarge {
@@ -65,6 +74,7 @@ impl HeadError {
             Self::ConnectionOption(_) => "connection_option_invalid",
             Self::HostMissing | Self::HostDuplicate | Self::HostInvalid => "host_invalid",
             Self::Connect => "method_not_allowed",
+            Self::HeadTooLarge => "head_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
         }
     }
@@ -77,6 +87,7 @@ impl HeadError {
             | Self::HostDuplicate
             | Self::HostInvalid => StatusCode::BAD_REQUEST,
             Self::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -112,6 +123,7 @@ pub(crate) enum Version {
 /// any case) and, for HTTP/2, whether the target carried an authority.
 pub(crate) fn check<'a>(
     method: &str,
+    target: &str,
     version: Version,
     has_authority: bool,
     headers: impl Iterator<Item = (&'a str, &'a [u8])>,
@@ -121,7 +133,13 @@ pub(crate) fn check<'a>(
         return Err(HeadError::Connect);
     }
     let mut hosts = 0usize;
+    // `METHOD target HTTP/1.1\r\n`, then `name: value\r\n` each, `\r\n`.
+    let mut size = method.len() + target.len() + 12 + 2;
     for (name, value) in headers {
+        size += name.len() + value.len() + 4;
+        if size > MAX_HEAD {
+            return Err(HeadError::HeadTooLarge);
+        }
         if name.eq_ignore_ascii_case("connection") {
             let text = std::str::from_utf8(value).unwrap_or("");
             let named = super::proxy::connection_named(std::iter::once(text));
@@ -161,6 +179,7 @@ mod tests {
     fn run(method: &str, version: Version, headers: &[(&str, &str)]) -> Result<(), HeadError> {
         check(
             method,
+            "/",
             version,
             false,
             headers.iter().map(|(n, v)| (*n, v.as_bytes())),
@@ -218,8 +237,22 @@ mod tests {
             assert_eq!(run("GET", Version::Http11, &[("host", good)]), Ok(()));
         }
         assert!(
-            check("GET", Version::Http2, true, std::iter::empty(), 1).is_ok(),
+            check("GET", "/", Version::Http2, true, std::iter::empty(), 1).is_ok(),
             "HTTP/2 :authority stands for Host"
+        );
+    }
+
+    #[test]
+    fn head_size_limit() {
+        let big = "v".repeat(MAX_HEAD);
+        assert_eq!(
+            run("GET", Version::Http11, &[("host", "a"), ("x", &big)]),
+            Err(HeadError::HeadTooLarge)
+        );
+        let fits = "v".repeat(MAX_HEAD - 100);
+        assert_eq!(
+            run("GET", Version::Http11, &[("host", "a"), ("x", &fits)]),
+            Ok(())
         );
     }
 

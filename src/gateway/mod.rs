@@ -398,8 +398,10 @@ impl Gateway {
             .headers()
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let Err(e) = head::check(
             req.method().as_str(),
+            target,
             version,
             req.uri().authority().is_some(),
             headers,

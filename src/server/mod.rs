@@ -17,7 +17,6 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -150,22 +149,27 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<B
 /// `h2`). HTTP/2 in clear text (h2c, prior knowledge) is not served: the
 /// HTTP/1.1 stack refuses its preface.
 struct Stacks {
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// Which of [`Stacks`] serves a connection.
+#[derive(Clone, Copy)]
+enum Stack {
+    H1,
+    H2,
 }
 
 impl Stacks {
     fn new(limits: &ConnLimits) -> Self {
-        let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
-        h1.http1()
-            .timer(TokioTimer::new())
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
             // The documented 64 KiB head cap (hyper answers 431 beyond it).
             .max_buf_size(MAX_HEAD)
             .max_headers(100);
-        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-        h2.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_streams)
             .max_header_list_size(MAX_HEAD as u32)
             .max_pending_accept_reset_streams(Some(20))
@@ -174,8 +178,12 @@ impl Stacks {
     }
 }
 
-/// Largest request head, either protocol.
-const MAX_HEAD: usize = 64 * 1024;
+/// How long an idle connection being closed may take to close.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Largest request head, either protocol (hyper's read buffer; the exact
+/// rule is `gateway::head`'s).
+const MAX_HEAD: usize = crate::gateway::head::MAX_HEAD;
 
 /// Serves one accepted (and, with TLS, handshaken) connection: on the
 /// gateway's forwarding fast path first when `fast` is given, then (or
@@ -188,7 +196,8 @@ async fn connection<IO>(
     handler: Arc<dyn Handler>,
     fast: Option<Arc<crate::gateway::Gateway>>,
     mut stop: watch::Receiver<bool>,
-    builder: &auto::Builder<TokioExecutor>,
+    stacks: &Stacks,
+    stack: Stack,
     limits: ConnLimits,
     listener: Listener,
 ) where
@@ -212,51 +221,65 @@ async fn connection<IO>(
         },
         None => Prefixed::new(Vec::new(), io),
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
-    // Once closing: when to stop waiting for the connection to finish.
-    let mut closing: Option<tokio::time::Instant> = None;
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    loop {
-        let wake = closing
-            .or_else(|| activity.idle_deadline(idle))
-            .unwrap_or_else(far);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+    // The same loop for either stack's connection type.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            // Once closing: when to stop waiting for the connection to finish.
+            let mut closing: Option<tokio::time::Instant> = None;
+            let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+            loop {
+                let wake = closing
+                    .or_else(|| activity.idle_deadline(idle))
+                    .unwrap_or_else(far);
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    changed = stop.changed(), if closing.is_none() => {
+                        if changed.is_err() || *stop.borrow() {
+                            // In-flight requests finish; the listener's drain
+                            // deadline bounds the wait.
+                            conn.as_mut().graceful_shutdown();
+                            closing = Some(far());
+                        }
+                    }
+                    () = tokio::time::sleep_until(wake) => {
+                        if closing.is_some() {
+                            tracing::debug!(%peer, "connection did not close in time; dropped");
+                            return;
+                        }
+                        // Checked again: a request may have started meanwhile.
+                        if activity
+                            .idle_deadline(idle)
+                            .is_some_and(|d| d <= tokio::time::Instant::now())
+                        {
+                            tracing::debug!(%peer, idle_secs = idle.as_secs(), "idle connection closed");
+                            CONNECTIONS.closed(listener, CloseReason::Idle);
+                            conn.as_mut().graceful_shutdown();
+                            // Nothing is in flight: the close needs no more
+                            // than a moment (HTTP/2's GOAWAY handshake waits
+                            // for a PING answer a silent client never sends).
+                            closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
+                        }
+                    }
                 }
-                return;
             }
-            changed = stop.changed(), if closing.is_none() => {
-                if changed.is_err() || *stop.borrow() {
-                    // In-flight requests finish; the listener's drain
-                    // deadline bounds the wait.
-                    conn.as_mut().graceful_shutdown();
-                    closing = Some(far());
-                }
-            }
-            () = tokio::time::sleep_until(wake) => {
-                if closing.is_some() {
-                    tracing::debug!(%peer, "connection did not close in time; dropped");
-                    return;
-                }
-                // Checked again: a request may have started meanwhile.
-                if activity
-                    .idle_deadline(idle)
-                    .is_some_and(|d| d <= tokio::time::Instant::now())
-                {
-                    tracing::debug!(%peer, idle_secs = idle.as_secs(), "idle connection closed");
-                    CONNECTIONS.closed(listener, CloseReason::Idle);
-                    conn.as_mut().graceful_shutdown();
-                    closing = Some(
-                        tokio::time::Instant::now()
-                            + Duration::from_secs(limits.header_timeout_secs),
-                    );
-                }
-            }
-        }
+        }};
+    }
+    match stack {
+        Stack::H1 => drive!(
+            stacks
+                .h1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades()
+        ),
+        Stack::H2 => drive!(stacks.h2.serve_connection(TokioIo::new(io), service)),
     }
 }
 
@@ -330,7 +353,7 @@ pub async fn serve_tls(
                 tokio::spawn(async move {
                     let _held = (permit, open, guard);
                     match tls {
-                        None => connection(stream, peer, handler, fast, stop, &stacks.h1, limits, kind).await,
+                        None => connection(stream, peer, handler, fast, stop, &stacks, Stack::H1, limits, kind).await,
                         Some(acceptor) => {
                             let handshake = Duration::from_secs(limits.tls_handshake_timeout_secs);
                             let tls_stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
@@ -347,8 +370,8 @@ pub async fn serve_tls(
                             };
                             // HTTP/2 (ALPN) always takes the general stack.
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let (fast, stack) = if h2 { (None, &stacks.h2) } else { (fast, &stacks.h1) };
-                            connection(tls_stream, peer, handler, fast, stop, stack, limits, kind).await;
+                            let (fast, stack) = if h2 { (None, Stack::H2) } else { (fast, Stack::H1) };
+                            connection(tls_stream, peer, handler, fast, stop, &stacks, stack, limits, kind).await;
                         }
                     }
                 });

@@ -111,6 +111,11 @@ fn answer(path: &str) -> Vec<u8> {
             r.extend((0..1_048_576u32).map(|i| (i % 251) as u8));
             r
         }
+        "/huge" => {
+            let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n".to_vec();
+            r.resize(r.len() + 67_108_864, b'h');
+            r
+        }
         "/big-chunked" => {
             let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             for k in 0..40u32 {

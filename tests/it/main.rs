@@ -12,6 +12,7 @@ mod attacks;
 mod c14n_oracle;
 mod cli;
 mod config;
+mod connections;
 mod corpus;
 mod csv_import;
 mod differential;

@@ -1,0 +1,434 @@
+//! Connection hygiene on the public listener (issue #23), over real
+//! sockets, against both forwarding paths: idle and half-sent connections,
+//! HTTP/2 that never sends a request, stalled TLS handshakes, the
+//! connection cap, clients that stop reading, the head and body caps, and
+//! the head rules (Host, CONNECT) both paths share.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use samlgate::metrics::{CONNECTIONS, CloseReason, Listener};
+use samlgate::store::Store;
+use samlgate::store::embedded::EmbeddedStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::fast_path::{Pair, addr_of, exchange_raw, pair, parse_responses};
+use super::gateway::tls::{client, test_pki};
+use super::gateway::{TestClock, gateway_with};
+
+fn paths(p: &Pair) -> [(&'static str, String); 2] {
+    [("fast", addr_of(&p.fast)), ("general", addr_of(&p.general))]
+}
+
+/// Reads from `s` until the peer closes (EOF or reset); the time it took,
+/// or `None` if it stayed open for `limit`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> Option<(Duration, Vec<u8>)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    r.ok().map(|()| (start.elapsed(), got))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed_on_both_paths() {
+    let p = pair(|c| {
+        c.listen.limits.idle_timeout_secs = 1;
+        c.listen.limits.header_timeout_secs = 1;
+    })
+    .await;
+    let before = CONNECTIONS.closed_count(Listener::Public, CloseReason::Idle);
+    for (path, addr) in paths(&p) {
+        // Silent from the start.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(15))
+                .await
+                .is_some(),
+            "{path}: a silent connection is closed"
+        );
+        // Silent after a complete exchange (kept alive).
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\n\r\n",
+            p.cookie
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let (_, got) = closed_within(&mut s, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("{path}: an idle kept-alive connection is closed"));
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{path}: answered first");
+        // A head that never completes.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes())
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(15))
+                .await
+                .is_some(),
+            "{path}: an unfinished head is closed"
+        );
+    }
+    assert!(CONNECTIONS.closed_count(Listener::Public, CloseReason::Idle) > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_not_served_on_the_plain_port() {
+    let p = pair(|c| c.listen.limits.idle_timeout_secs = 1).await;
+    // The HTTP/2 connection preface, then an empty SETTINGS frame.
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    for (path, addr) in paths(&p) {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&preface).await.unwrap();
+        let (_, got) = closed_within(&mut s, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("{path}: the connection is closed"));
+        // An HTTP/2 server answers with a SETTINGS frame (type 4 in the
+        // fourth byte); HTTP/1.1 refuses the preface or says nothing.
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 4") || got.starts_with(b"HTTP/1.1 5"),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_and_http2_connections_that_stall_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let acceptor = samlgate::server::tls::acceptor(&cert, &key).unwrap();
+    let clock = TestClock::new();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("s.db"), clock.clone()).unwrap());
+    let g = gateway_with(store, clock, |c| {
+        c.listen.limits.idle_timeout_secs = 1;
+        c.listen.limits.tls_handshake_timeout_secs = 1;
+    })
+    .await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (_tx, mut rx) = tokio::sync::watch::channel(false);
+    let gw = Arc::clone(&g.gateway);
+    tokio::spawn(async move {
+        samlgate::server::serve_tls(l, gw, Some(acceptor), &mut rx, Duration::from_secs(1)).await;
+    });
+    // A TCP connection that never starts its handshake.
+    let before = CONNECTIONS.closed_count(Listener::Public, CloseReason::HandshakeTimeout);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(15))
+            .await
+            .is_some()
+    );
+    assert!(CONNECTIONS.closed_count(Listener::Public, CloseReason::HandshakeTimeout) > before);
+    // HTTP/2 over TLS: the preface and SETTINGS, then nothing.
+    let mut tls = client(&ca, &addr, &[b"h2"]).await;
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    tls.write_all(&preface).await.unwrap();
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "an HTTP/2 connection with no request is closed"
+    );
+    // Half a preface.
+    let mut tls = client(&ca, &addr, &[b"h2"]).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "half a preface is closed"
+    );
+    // Nothing at all after the handshake, HTTP/1.1.
+    let mut tls = client(&ca, &addr, &[b"http/1.1"]).await;
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(15))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_pauses_accepting_until_one_closes() {
+    let p = pair(|c| c.listen.limits.max_connections = 3).await;
+    for (path, addr) in paths(&p) {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        // Give the accept loop time to take all three.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut fourth = TcpStream::connect(&addr).await.unwrap();
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+            p.cookie
+        );
+        fourth.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut buf))
+                .await
+                .is_err(),
+            "{path}: not served while three connections are open"
+        );
+        drop(held.pop());
+        let (_, got) = closed_within(&mut fourth, Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{path}: served once one closed"
+        );
+    }
+    let m = p.fast.gateway.metrics.render();
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("samlgate_connections_at_cap_total{listener=\"public\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_on_both_paths() {
+    let p = pair(|c| c.listen.limits.write_timeout_secs = 1).await;
+    for (path, addr) in paths(&p) {
+        let before = CONNECTIONS.closed_count(Listener::Public, CloseReason::WriteTimeout);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+        let req = format!(
+            "GET /huge HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\n\r\n",
+            p.cookie
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        // Read nothing: the gateway's writes stall, then it gives up.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while CONNECTIONS.closed_count(Listener::Public, CloseReason::WriteTimeout) == before {
+            assert!(
+                Instant::now() < deadline,
+                "{path}: the stalled write times out"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // What is left to read ends well before the 64 MiB answer.
+        let (_, got) = closed_within(&mut s, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(got.len() < 64 * 1024 * 1024, "{path}: cut off");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_body_caps_on_both_paths() {
+    let p = pair(|c| c.listen.limits.max_body_bytes = 10_000).await;
+    for (path, addr) in paths(&p) {
+        p.up.seen.lock().unwrap().clear();
+        let c = &p.cookie;
+        // A head over 64 KiB: 431.
+        let pad = "a".repeat(70 * 1024);
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nX-Pad: {pad}\r\nConnection: close\r\n\r\n"
+        );
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.1 431"),
+            "{path}: {got:?}"
+        );
+        assert!(
+            p.up.seen.lock().unwrap().is_empty(),
+            "{path}: not forwarded"
+        );
+        // Just under it: forwarded.
+        let pad = "a".repeat(60 * 1024);
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nX-Pad: {pad}\r\nConnection: close\r\n\r\n"
+        );
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.1 200"),
+            "{path}: {got:?}"
+        );
+        // Declared bodies over listen.max_body_bytes, up to 2^64-1: 413.
+        for len in ["10001", "18446744073709551615"] {
+            let req = format!(
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nContent-Length: {len}\r\n\r\nxx"
+            );
+            let (_, raw) = {
+                let mut s = TcpStream::connect(&addr).await.unwrap();
+                s.write_all(req.as_bytes()).await.unwrap();
+                closed_within(&mut s, Duration::from_secs(15))
+                    .await
+                    .unwrap()
+            };
+            let got = parse_responses(&raw, false);
+            // 413 from the gateway; a length hyper cannot represent
+            // (u64::MAX is its marker for chunked) is refused while parsing.
+            assert!(
+                got[0].status_line.starts_with("HTTP/1.1 413")
+                    || (len.len() > 10 && got[0].status_line.starts_with("HTTP/1.1 4")),
+                "{path} {len}: {got:?}"
+            );
+        }
+        assert_eq!(
+            p.up.seen.lock().unwrap().len(),
+            1,
+            "{path}: only the 60 KiB head went up"
+        );
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nContent-Length: 10000\r\nConnection: close\r\n\r\n{}",
+            "b".repeat(10_000)
+        );
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.1 200"),
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_method_rules_on_both_paths() {
+    let p = pair(|_| {}).await;
+    for (path, addr) in paths(&p) {
+        let c = &p.cookie;
+        let cases = [
+            (
+                "no Host",
+                format!("GET / HTTP/1.1\r\nCookie: {c}\r\n\r\n"),
+                "400",
+                "host_invalid",
+            ),
+            (
+                "two Hosts",
+                format!("GET / HTTP/1.1\r\nHost: {addr}\r\nHost: other\r\nCookie: {c}\r\n\r\n"),
+                "400",
+                "host_invalid",
+            ),
+            (
+                "Host with user info",
+                format!("GET / HTTP/1.1\r\nHost: user@{addr}\r\nCookie: {c}\r\n\r\n"),
+                "400",
+                "host_invalid",
+            ),
+            (
+                "CONNECT",
+                format!(
+                    "CONNECT upstream:443 HTTP/1.1\r\nHost: upstream:443\r\nCookie: {c}\r\n\r\n"
+                ),
+                "405",
+                "method_not_allowed",
+            ),
+        ];
+        for (what, req, status, code) in cases {
+            p.up.seen.lock().unwrap().clear();
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let (_, raw) = closed_within(&mut s, Duration::from_secs(15))
+                .await
+                .unwrap_or_else(|| panic!("{path} {what}: the connection closes"));
+            let got = parse_responses(&raw, false);
+            assert!(
+                got[0]
+                    .status_line
+                    .starts_with(&format!("HTTP/1.1 {status}")),
+                "{path} {what}: {got:?}"
+            );
+            assert!(
+                String::from_utf8_lossy(&got[0].body).contains(code),
+                "{path} {what}"
+            );
+            assert!(
+                p.up.seen.lock().unwrap().is_empty(),
+                "{path} {what}: not forwarded"
+            );
+        }
+        // HTTP/1.0 without Host is still served.
+        let req = format!("GET / HTTP/1.0\r\nCookie: {c}\r\n\r\n");
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.0 200"),
+            "{path}: {got:?}"
+        );
+        // A few blank lines before a request are fine.
+        let req = format!(
+            "\r\n\r\n\nGET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nConnection: close\r\n\r\n"
+        );
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.1 200"),
+            "{path}: {got:?}"
+        );
+    }
+    // Many blank lines: the fast path closes at once, nothing parsed.
+    let addr = addr_of(&p.fast);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let _ = s.write_all(&b"\r\n".repeat(1000)).await;
+    let (_, got) = closed_within(&mut s, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_and_101s_on_both_paths() {
+    let p = pair(|_| {}).await;
+    for (path, addr) in paths(&p) {
+        let c = &p.cookie;
+        // A 101 nobody asked for: 502.
+        let req = format!(
+            "GET /upgrade HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nConnection: close\r\n\r\n"
+        );
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.1 502"),
+            "{path}: {got:?}"
+        );
+        // A WebSocket upgrade: the upstream gets the gateway's Connection
+        // and Upgrade, never the client's Connection list or what it names.
+        p.up.seen.lock().unwrap().clear();
+        let req = format!(
+            "GET /upgrade HTTP/1.1\r\nHost: {addr}\r\nCookie: {c}\r\nConnection: Upgrade, X-Secret\r\nX-Secret: s\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 101"),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        let seen = p.up.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{path}");
+        assert_eq!(seen[0].all("connection"), ["upgrade"], "{path}");
+        assert_eq!(seen[0].all("upgrade"), ["websocket"], "{path}");
+        assert!(seen[0].all("x-secret").is_empty(), "{path}");
+        assert_eq!(
+            seen[0].all("x-samlgate-email"),
+            ["alice@example.com"],
+            "{path}"
+        );
+    }
+}
