@@ -827,6 +827,37 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             return self.unauthenticated(cfg, &req);
         };
         let cookie_names = [name.as_ref(), cfg.session.cookie_name.as_str()];
+        let id = self
+            .session_cookie(&req, &name)
+            .unwrap_or_default()
+            .to_owned();
+        // For a WebSocket tunnel: is its session still live?
+        let session_check = || -> proxy::SessionCheck {
+            let (store, sessions, clock) = (
+                Arc::clone(&self.store),
+                Arc::clone(&self.sessions),
+                Arc::clone(&self.clock),
+            );
+            let (id, shard) = (id.clone(), self.shard);
+            let cfg = self.config();
+            Box::new(move || {
+                let (store, sessions, clock, cfg, id) = (
+                    Arc::clone(&store),
+                    Arc::clone(&sessions),
+                    Arc::clone(&clock),
+                    Arc::clone(&cfg),
+                    id.clone(),
+                );
+                Box::pin(async move {
+                    matches!(
+                        sessions
+                            .load(store.as_ref(), &cfg, &id, clock.now(), shard)
+                            .await,
+                        Ok(Some(_))
+                    )
+                })
+            })
+        };
         proxy::forward(
             cfg,
             &self.metrics,
@@ -836,6 +867,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             &session.user,
             &cookie_names,
             now.timestamp(),
+            &session_check,
         )
         .await
     }

@@ -257,7 +257,43 @@ fn strip_cookie(h: &mut HeaderMap, cookie_names: &[&str]) {
     }
 }
 
-/// Forwards `req` for `user` to the upstream.
+/// Whether the session behind a WebSocket tunnel is still live (checked
+/// every `session.recheck_secs`; a store failure counts as no).
+pub type SessionCheck = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
+>;
+
+/// Relays a WebSocket tunnel until either side closes it or its session
+/// ends (logout, deactivation, expiry: checked every `every`). Writes that
+/// stall end it too (`listen.write_timeout_secs` on the client's socket).
+async fn tunnel<C, U>(mut client: C, mut upstream: U, every: Duration, alive: SessionCheck)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = tick.tick() => {
+                if !alive().await {
+                    crate::metrics::CONNECTIONS.closed(
+                        crate::metrics::Listener::Public,
+                        crate::metrics::CloseReason::TunnelEnded,
+                    );
+                    tracing::info!(target: "audit", event = "tunnel_ended", reason = "session_ended", "WebSocket tunnel closed: its session ended");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards `req` for `user` to the upstream. `session_check` builds the
+/// check a WebSocket tunnel runs while it lasts (only called for one).
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     cfg: &Config,
@@ -268,6 +304,7 @@ pub async fn forward(
     user: &UserRecord,
     cookie_names: &[&str],
     now: i64,
+    session_check: &(dyn Fn() -> SessionCheck + Sync),
 ) -> Response<Body> {
     // What the client's Connection header names (hop-by-hop for it).
     let named = connection_named(
@@ -450,13 +487,11 @@ pub async fn forward(
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let alive = session_check();
+        let every = Duration::from_secs(cfg.session.recheck_secs);
         tokio::spawn(async move {
             match (client_upgrade.await, upstream_upgrade.await) {
-                (Ok(c), Ok(u)) => {
-                    let mut c = TokioIo::new(c);
-                    let mut u = TokioIo::new(u);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                }
+                (Ok(c), Ok(u)) => tunnel(TokioIo::new(c), TokioIo::new(u), every, alive).await,
                 (c, u) => tracing::debug!(
                     client = c.is_ok(),
                     upstream = u.is_ok(),

@@ -432,3 +432,67 @@ async fn upgrades_and_101s_on_both_paths() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_end_when_their_session_ends() {
+    let p = pair(|_| {}).await;
+    // Two users with a tunnel each; bob signs out, alice does not.
+    let bob = p.fast.login("bob@example.com").await;
+    let addr = addr_of(&p.fast);
+    let open = |cookie: String| {
+        let addr = addr.clone();
+        async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let req = format!(
+                "GET /ws HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            // The tunnel works.
+            s.write_all(b"ping").await.unwrap();
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"ping");
+            s
+        }
+    };
+    let mut alice_ws = open(p.cookie.clone()).await;
+    let mut bob_ws = open(bob.clone()).await;
+    let before = CONNECTIONS.closed_count(Listener::Public, CloseReason::TunnelEnded);
+    let r = exchange_raw(
+        &addr,
+        format!("GET /saml/logout HTTP/1.1\r\nHost: {addr}\r\nCookie: {bob}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        r.starts_with(b"HTTP/1.1 30") || r.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    // bob's tunnel closes within the recheck interval (1 s here).
+    assert!(
+        closed_within(&mut bob_ws, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "the signed-out user's tunnel ends"
+    );
+    assert!(CONNECTIONS.closed_count(Listener::Public, CloseReason::TunnelEnded) > before);
+    // alice's still works.
+    alice_ws.write_all(b"pong").await.unwrap();
+    let mut b = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), alice_ws.read_exact(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&b, b"pong");
+}

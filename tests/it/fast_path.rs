@@ -130,6 +130,7 @@ fn answer(path: &str) -> Vec<u8> {
         "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
         "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
         "/gzip-te" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(),
+        "/ws" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec(),
         "/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec(),
         // Framing an intermediary may not remove: the answer cannot be relayed.
         "/cl-named" => b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_vec(),
@@ -231,6 +232,15 @@ async fn upstream() -> Upstream {
                         a.truncate(end);
                     }
                     if s.write_all(&a).await.is_err() {
+                        return;
+                    }
+                    if path == "/ws" {
+                        // A tunnel: echo whatever comes, until closed.
+                        let (mut r, mut w) = s.split();
+                        if !buf.is_empty() && w.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
                         return;
                     }
                     if path == "/close"
