@@ -2,7 +2,8 @@
 # Seeds the fuzz corpora from the generated fixtures.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/saml_response corpus/metadata corpus/mapping corpus/verifier_differential
+mkdir -p corpus/saml_response corpus/metadata corpus/mapping corpus/verifier_differential corpus/proxy_differential
+cp seeds/proxy_differential/* corpus/proxy_differential/
 cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/saml_response/
 cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/verifier_differential/
 cp ../tests/fixtures/idp-metadata.xml corpus/metadata/fixtures-idp.xml

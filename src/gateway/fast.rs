@@ -953,14 +953,21 @@ where
             // Blank lines before the request line are dropped as they come
             // (each byte looked at once), a few at most.
             if scanned == 0 {
-                let lead = buf
-                    .iter()
-                    .take_while(|&&b| b == b'\r' || b == b'\n')
-                    .count();
+                // Whole blank lines only (CRLF or LF, as httparse skips
+                // them): a lone CR stays, for the parser to refuse.
+                let mut lead = 0;
+                let mut lines = 0;
+                loop {
+                    match buf.get(lead..lead + 2) {
+                        Some([b'\r', b'\n']) => lead += 2,
+                        Some([b'\n', _]) => lead += 1,
+                        None if buf.get(lead) == Some(&b'\n') => lead += 1,
+                        _ => break,
+                    }
+                    lines += 1;
+                }
                 if lead > 0 {
-                    blank += buf
-                        .get(..lead)
-                        .map_or(0, |l| l.iter().filter(|&&b| b == b'\n').count());
+                    blank += lines;
                     buf.drain(..lead);
                     if blank > MAX_BLANK_LINES {
                         tracing::debug!(%peer, "blank lines instead of a request; closing");

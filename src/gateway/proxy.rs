@@ -292,6 +292,13 @@ where
     }
 }
 
+/// `r` with `Connection: close` (ignored by HTTP/2).
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Forwards `req` for `user` to the upstream. `session_check` builds the
 /// check a WebSocket tunnel runs while it lasts (only called for one).
 #[allow(clippy::too_many_arguments)]
@@ -433,24 +440,26 @@ pub async fn forward(
     metrics.upstream_latency.observe(start.elapsed());
     let (mut resp, lease) = match result {
         Ok(Ok(r)) => r,
+        // The client's connection closes after these, as on the fast path
+        // (which may not have read the whole request body when it gives up).
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream request failed");
             metrics.proxied(502);
-            return json_error(
+            return closing(json_error(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 "the meeting platform did not answer",
                 None,
-            );
+            ));
         }
         Err(_) => {
             metrics.proxied(504);
-            return json_error(
+            return closing(json_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
                 "the meeting platform took too long",
                 None,
-            );
+            ));
         }
     };
     // An answer whose Connection names its own framing (or Host) cannot be
@@ -472,15 +481,12 @@ pub async fn forward(
         );
         tracing::warn!(target: "security", event = "upstream_answer_refused", reason = %why, "upstream answer cannot be framed");
         metrics.proxied(502);
-        let mut r = json_error(
+        return closing(json_error(
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
             "the meeting platform's answer could not be relayed",
             None,
-        );
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return r;
+        ));
     }
     metrics.proxied(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -526,12 +532,12 @@ pub async fn forward(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "upstream body failed");
-                json_error(
+                closing(json_error(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unavailable",
                     "the meeting platform's answer broke off",
                     None,
-                )
+                ))
             }
         };
     }

@@ -167,7 +167,10 @@ impl Stacks {
             .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
             // The documented 64 KiB head cap (hyper answers 431 beyond it).
             .max_buf_size(MAX_HEAD)
-            .max_headers(100);
+            .max_headers(100)
+            // A client that shuts down its sending side still gets the
+            // answers to what it sent (as on the fast path).
+            .half_close(true);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_streams)
@@ -281,6 +284,38 @@ async fn connection<IO>(
         ),
         Stack::H2 => drive!(stacks.h2.serve_connection(TokioIo::new(io), service)),
     }
+}
+
+/// Serves one plain (not TLS) connection exactly as the listener would:
+/// the gateway's fast path first when the handler is a gateway with
+/// `upstream.fast_path` on, then the HTTP/1.1 stack. For harnesses that
+/// bring their own socket (the proxy differential fuzz target).
+pub async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    handler: Arc<dyn Handler>,
+    stop: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = handler.limits();
+    let kind = handler.listener();
+    let stacks = Stacks::new(&limits);
+    let fast = Arc::clone(&handler)
+        .fast_path()
+        .filter(|g| g.config().upstream.fast_path);
+    connection(
+        io,
+        peer,
+        handler,
+        fast,
+        stop,
+        &stacks,
+        Stack::H1,
+        limits,
+        kind,
+    )
+    .await;
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true; then stops

@@ -22,6 +22,7 @@ mod gateway;
 mod http_support;
 mod metadata_url;
 mod provisioning;
+mod proxy_differential;
 mod redis_support;
 mod review;
 mod shutdown;

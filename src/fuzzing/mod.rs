@@ -4,6 +4,9 @@
 
 use std::sync::OnceLock;
 
+mod proxy;
+pub use proxy::proxy_differential;
+
 use crate::check::check_response;
 use crate::clock::FixedClock;
 use crate::config::{Config, VerifierKind};
