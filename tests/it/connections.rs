@@ -496,3 +496,70 @@ async fn websocket_tunnels_end_when_their_session_ends() {
         .unwrap();
     assert_eq!(&b, b"pong");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_http2_connection_holds_at_most_h2_max_streams_upstream_connections() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let acceptor = samlgate::server::tls::acceptor(&cert, &key).unwrap();
+    // The recording upstream of the fast-path pair (its /slow answers after
+    // 2.5 s), behind a TLS gateway with 4 streams per HTTP/2 connection.
+    let p = pair(|_| {}).await;
+    let up = format!("http://{}", p.up.addr);
+    let g = gateway_with(Arc::clone(&p.fast.store), p.fast.clock.clone(), move |c| {
+        c.upstream.url = up;
+        c.listen.limits.h2_max_streams = 4;
+    })
+    .await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (_tx, mut rx) = tokio::sync::watch::channel(false);
+    let gw = Arc::clone(&g.gateway);
+    tokio::spawn(async move {
+        samlgate::server::serve_tls(l, gw, Some(acceptor), &mut rx, Duration::from_secs(1)).await;
+    });
+    let tls = client(&ca, &addr, &[b"h2"]).await;
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let before = p.up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    // 16 concurrent slow requests on one connection.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let mut send = send.clone();
+        let cookie = p.cookie.clone();
+        let uri = format!("https://{addr}/slow?i={i}");
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::builder()
+                .uri(uri)
+                .header("cookie", cookie)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            send.ready().await.unwrap();
+            send.send_request(req).await.map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = p.up.connections.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        during <= 4,
+        "{during} upstream connections opened by one HTTP/2 connection at once"
+    );
+    // Streams beyond the limit are served in turn, or refused with
+    // REFUSED_STREAM (safe for a client to retry) when opened before the
+    // client heard the limit.
+    let mut served = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(status) => {
+                assert_eq!(status, 200);
+                served += 1;
+            }
+            Err(e) => assert!(format!("{e:?}").contains("REFUSED_STREAM"), "{e:?}"),
+        }
+    }
+    assert!(served >= 4, "only {served} streams served");
+}
