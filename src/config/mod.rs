@@ -206,7 +206,7 @@ pub struct UpstreamConfig {
     pub header_names: Vec<(String, http::HeaderName)>,
     /// Client headers whose normalised name (lowercase letters and digits,
     /// separators dropped) is one of these, or starts with `strip_prefix`,
-    /// are removed.
+    /// are removed. (Only the configured names outside the prefix.)
     pub strip_names: Vec<String>,
     /// Normalised identity header prefix.
     pub strip_prefix: String,
@@ -936,8 +936,14 @@ impl Config {
                     .map(|h| (f.clone(), h))
             })
             .collect();
-        let strip_names = headers.iter().map(|(_, n)| normalise(n)).collect();
         let strip_prefix = normalise(&prefix);
+        // Names under the prefix are stripped by it already: only the others
+        // need a comparison of their own (none with the default names).
+        let strip_names = headers
+            .iter()
+            .map(|(_, n)| normalise(n))
+            .filter(|n| !n.starts_with(strip_prefix.as_str()))
+            .collect();
         let upstream = UpstreamConfig {
             url: upstream_url.trim_end_matches('/').to_owned(),
             headers,

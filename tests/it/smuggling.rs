@@ -249,3 +249,78 @@ async fn a_pooled_upstream_connection_is_never_shared_after_a_framing_error() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_identity_spellings_never_reach_the_upstream() {
+    let family = [
+        "X-Real-IP: 6.6.6.6",
+        "True-Client-IP: 6.6.6.6",
+        "X-Client-IP: 6.6.6.6",
+        "CF-Connecting-IP: 6.6.6.6",
+        "X-Forwarded-Port: 1",
+        "X-Forwarded-Prefix: /evil",
+        "X-Forwarded-Server: evil",
+        "X-Original-URL: /admin",
+        "X-Rewrite-URL: /admin",
+        "X-HTTP-Method-Override: DELETE",
+        "Forwarded: for=6.6.6.6",
+    ];
+    let spellings = [
+        "X.Samlgate.Email: mallory@evil",
+        "XSamlgateEmail: mallory@evil",
+        "x--samlgate--license: evil-license",
+        "X_Samlgate_Groups: evil-admins",
+    ];
+    let p = pair(|_| {}).await;
+    for (path, addr) in paths(&p) {
+        p.up.seen.lock().unwrap().clear();
+        let extra: String = family
+            .iter()
+            .chain(spellings.iter())
+            .map(|h| format!("{h}\r\n"))
+            .collect();
+        let req = format!(
+            "GET /whoami HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\n{extra}Connection: close\r\n\r\n",
+            p.cookie
+        );
+        let (raw, _) = send_and_drain(&addr, req.as_bytes()).await;
+        let got = parse_responses(&raw, false);
+        assert_eq!(
+            String::from_utf8_lossy(&got[0].body),
+            "GET /whoami alice@example.com",
+            "{path}"
+        );
+        let seen = seen_now(&p);
+        assert_eq!(seen.len(), 1, "{path}");
+        for (k, v) in &seen[0].headers {
+            let squashed: String = k.chars().filter(char::is_ascii_alphanumeric).collect();
+            assert!(
+                !v.contains("6.6.6.6")
+                    && !v.contains("evil")
+                    && !v.contains("/admin")
+                    && v != "DELETE",
+                "{path}: {k}: {v} reached the upstream"
+            );
+            if squashed.starts_with("xsamlgate") {
+                assert!(
+                    k.starts_with("x-samlgate-"),
+                    "{path}: {k} reached the upstream"
+                );
+            }
+        }
+        assert_eq!(seen[0].all("x-samlgate-license").len(), 1, "{path}");
+    }
+    // From a trusted proxy the family is kept (and X-Forwarded-For chained).
+    let p = pair(|c| c.upstream.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    for (path, addr) in paths(&p) {
+        p.up.seen.lock().unwrap().clear();
+        let req = format!(
+            "GET /whoami HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nX-Real-IP: 10.1.2.3\r\nX-Forwarded-Port: 443\r\nConnection: close\r\n\r\n",
+            p.cookie
+        );
+        send_and_drain(&addr, req.as_bytes()).await;
+        let seen = seen_now(&p);
+        assert_eq!(seen[0].all("x-real-ip"), ["10.1.2.3"], "{path}");
+        assert_eq!(seen[0].all("x-forwarded-port"), ["443"], "{path}");
+    }
+}
