@@ -212,9 +212,10 @@ async fn connection<IO>(
         let h = Arc::clone(&handler);
         let in_flight = act.begin();
         async move {
+            // In flight until its body has been written (or dropped): a
+            // long download is not an idle connection.
             let resp = h.call(req, peer).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, in_flight).boxed()))
         }
     });
     let io = match fast {

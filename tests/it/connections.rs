@@ -563,3 +563,20 @@ async fn one_http2_connection_holds_at_most_h2_max_streams_upstream_connections(
     }
     assert!(served >= 4, "only {served} streams served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_streams_longer_than_the_idle_timeout_is_not_cut() {
+    let p = pair(|c| c.listen.limits.idle_timeout_secs = 1).await;
+    for (path, addr) in paths(&p) {
+        let req = format!(
+            "GET /slow-body HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+            p.cookie
+        );
+        let got = parse_responses(&exchange_raw(&addr, req.as_bytes()).await, false);
+        assert!(
+            got[0].status_line.starts_with("HTTP/1.1 200"),
+            "{path}: {got:?}"
+        );
+        assert_eq!(got[0].body, b"xxxx", "{path}: the whole body, over 2.4 s");
+    }
+}

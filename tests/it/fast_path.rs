@@ -130,6 +130,7 @@ fn answer(path: &str) -> Vec<u8> {
         "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
         "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
         "/gzip-te" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(),
+        "/slow-body" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
         "/ws" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec(),
         "/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec(),
         // Framing an intermediary may not remove: the answer cannot be relayed.
@@ -233,6 +234,20 @@ async fn upstream() -> Upstream {
                     }
                     if s.write_all(&a).await.is_err() {
                         return;
+                    }
+                    if path == "/slow-body" {
+                        // A body that trickles for longer than an idle
+                        // timeout of one second.
+                        for _ in 0..4 {
+                            tokio::time::sleep(Duration::from_millis(600)).await;
+                            if s.write_all(b"1\r\nx\r\n").await.is_err() {
+                                return;
+                            }
+                        }
+                        if s.write_all(b"0\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                        continue;
                     }
                     if path == "/ws" {
                         // A tunnel: echo whatever comes, until closed.
