@@ -111,7 +111,9 @@ pub struct ConnLimits {
     /// Most concurrent streams on one HTTP/2 connection (default 32): each
     /// may hold an upstream connection.
     pub h2_max_streams: u32,
-    /// Largest request body, declared or streamed (default 1 GiB).
+    /// Largest declared request body (`Content-Length`; default 1 GiB). A
+    /// chunked upload streams through to the upstream unbuffered: its size
+    /// is the platform's to bound.
     pub max_body_bytes: u64,
 }
 

@@ -346,6 +346,7 @@ pub async fn serve_tls(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let live = Arc::new(Live::default());
     let fast = Arc::clone(&handler).fast_path();
+    let mut last_cap_warning: Option<std::time::Instant> = None;
     loop {
         // A free connection slot first: at the cap, stop accepting (the
         // kernel's backlog holds newcomers) until a connection closes.
@@ -353,10 +354,16 @@ pub async fn serve_tls(
             Ok(p) => p,
             Err(_) => {
                 CONNECTIONS.at_cap(kind);
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    "connection cap reached; accepting again when one closes"
-                );
+                // Once a minute at most: under a flood this is every close.
+                if last_cap_warning
+                    .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60))
+                {
+                    last_cap_warning = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection cap reached; accepting again when one closes (samlgate_connections_at_cap_total counts every time)"
+                    );
+                }
                 tokio::select! {
                     p = Arc::clone(&permits).acquire_owned() => match p {
                         Ok(p) => p,
