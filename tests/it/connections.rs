@@ -17,6 +17,33 @@ use super::fast_path::{Pair, addr_of, exchange_raw, pair, parse_responses};
 use super::gateway::tls::{client, test_pki};
 use super::gateway::{TestClock, gateway_with};
 
+/// A gateway served over TLS (a test CA's certificate for 127.0.0.1).
+struct OverTls {
+    ca: std::path::PathBuf,
+    addr: String,
+    _stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn over_tls(g: &super::gateway::Gw) -> OverTls {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let acceptor = samlgate::server::tls::acceptor(&cert, &key).unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let gw = Arc::clone(&g.gateway);
+    tokio::spawn(async move {
+        samlgate::server::serve_tls(l, gw, Some(acceptor), &mut rx, Duration::from_secs(1)).await;
+    });
+    OverTls {
+        ca,
+        addr,
+        _stop: tx,
+        _dir: dir,
+    }
+}
+
 fn paths(p: &Pair) -> [(&'static str, String); 2] {
     [("fast", addr_of(&p.fast)), ("general", addr_of(&p.general))]
 }
@@ -110,8 +137,6 @@ async fn h2c_is_not_served_on_the_plain_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_handshakes_and_http2_connections_that_stall_are_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki(dir.path());
-    let acceptor = samlgate::server::tls::acceptor(&cert, &key).unwrap();
     let clock = TestClock::new();
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(&dir.path().join("s.db"), clock.clone()).unwrap());
@@ -120,13 +145,8 @@ async fn tls_handshakes_and_http2_connections_that_stall_are_closed() {
         c.listen.limits.tls_handshake_timeout_secs = 1;
     })
     .await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let (_tx, mut rx) = tokio::sync::watch::channel(false);
-    let gw = Arc::clone(&g.gateway);
-    tokio::spawn(async move {
-        samlgate::server::serve_tls(l, gw, Some(acceptor), &mut rx, Duration::from_secs(1)).await;
-    });
+    let t = over_tls(&g).await;
+    let (ca, addr) = (&t.ca, t.addr.clone());
     // A TCP connection that never starts its handshake.
     let before = CONNECTIONS.closed_count(Listener::Public, CloseReason::HandshakeTimeout);
     let mut s = TcpStream::connect(&addr).await.unwrap();
@@ -137,7 +157,7 @@ async fn tls_handshakes_and_http2_connections_that_stall_are_closed() {
     );
     assert!(CONNECTIONS.closed_count(Listener::Public, CloseReason::HandshakeTimeout) > before);
     // HTTP/2 over TLS: the preface and SETTINGS, then nothing.
-    let mut tls = client(&ca, &addr, &[b"h2"]).await;
+    let mut tls = client(ca, &addr, &[b"h2"]).await;
     let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     tls.write_all(&preface).await.unwrap();
@@ -148,7 +168,7 @@ async fn tls_handshakes_and_http2_connections_that_stall_are_closed() {
         "an HTTP/2 connection with no request is closed"
     );
     // Half a preface.
-    let mut tls = client(&ca, &addr, &[b"h2"]).await;
+    let mut tls = client(ca, &addr, &[b"h2"]).await;
     tls.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     assert!(
         closed_within(&mut tls, Duration::from_secs(15))
@@ -157,7 +177,7 @@ async fn tls_handshakes_and_http2_connections_that_stall_are_closed() {
         "half a preface is closed"
     );
     // Nothing at all after the handshake, HTTP/1.1.
-    let mut tls = client(&ca, &addr, &[b"http/1.1"]).await;
+    let mut tls = client(ca, &addr, &[b"http/1.1"]).await;
     assert!(
         closed_within(&mut tls, Duration::from_secs(15))
             .await
@@ -500,9 +520,6 @@ async fn websocket_tunnels_end_when_their_session_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_http2_connection_holds_at_most_h2_max_streams_upstream_connections() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki(dir.path());
-    let acceptor = samlgate::server::tls::acceptor(&cert, &key).unwrap();
     // The recording upstream of the fast-path pair (its /slow answers after
     // 2.5 s), behind a TLS gateway with 4 streams per HTTP/2 connection.
     let p = pair(|_| {}).await;
@@ -512,14 +529,9 @@ async fn one_http2_connection_holds_at_most_h2_max_streams_upstream_connections(
         c.listen.limits.h2_max_streams = 4;
     })
     .await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let (_tx, mut rx) = tokio::sync::watch::channel(false);
-    let gw = Arc::clone(&g.gateway);
-    tokio::spawn(async move {
-        samlgate::server::serve_tls(l, gw, Some(acceptor), &mut rx, Duration::from_secs(1)).await;
-    });
-    let tls = client(&ca, &addr, &[b"h2"]).await;
+    let t = over_tls(&g).await;
+    let addr = t.addr.clone();
+    let tls = client(&t.ca, &addr, &[b"h2"]).await;
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
