@@ -331,3 +331,54 @@ async fn serve_terminates_tls() {
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// `serve` raises its soft open-files limit to the hard limit at start
+/// (1,100 idle connections once stopped every accept under the usual 1,024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_its_open_files_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_port(), free_port());
+    let config = dir.path().join("samlgate.toml");
+    let store = format!("[store]\npath = \"{}\"", dir.path().join("s.db").display());
+    std::fs::write(
+        &config,
+        config_text(public, admin, "http://127.0.0.1:9", dir.path(), &store),
+    )
+    .unwrap();
+    // Started with a soft limit of 256.
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -S -n 256 && exec \"$0\" serve --config \"$1\"",
+            env!("CARGO_BIN_EXE_samlgate"),
+        ])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc {
+        child,
+        public: format!("http://127.0.0.1:{public}"),
+        admin: format!("http://127.0.0.1:{admin}"),
+        config,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(p.admin.trim_start_matches("http://")).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "samlgate did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "raised from 256 to the hard limit: {line}");
+}
