@@ -354,6 +354,14 @@ pub async fn forward(
         }
     };
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    // A tunnel keeps its connection's slot (the cap, the metrics, the drain).
+    let slot = is_upgrade
+        .then(|| {
+            req.extensions()
+                .get::<crate::server::conn::ConnSlot>()
+                .cloned()
+        })
+        .flatten();
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -499,6 +507,7 @@ pub async fn forward(
         let alive = session_check();
         let every = Duration::from_secs(cfg.session.recheck_secs);
         tokio::spawn(async move {
+            let _slot = slot;
             match (client_upgrade.await, upstream_upgrade.await) {
                 (Ok(c), Ok(u)) => tunnel(TokioIo::new(c), TokioIo::new(u), every, alive).await,
                 (c, u) => tracing::debug!(

@@ -179,6 +179,20 @@ impl Activity {
     }
 }
 
+/// What a connection holds while it lives (its slot under
+/// `listen.max_connections`, its count in the metrics and in the drain). A
+/// request carries a clone in its extensions, so a WebSocket tunnel that
+/// outlives the HTTP connection it came from keeps holding them.
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<dyn std::any::Any + Send + Sync>);
+
+impl ConnSlot {
+    /// Holds `held` until the last clone is dropped.
+    pub fn new<T: Send + Sync + 'static>(held: T) -> Self {
+        Self(Arc::new(held))
+    }
+}
+
 /// A response body that keeps its request in flight until it is done.
 pub struct Tracked<B> {
     inner: B,

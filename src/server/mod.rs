@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ConnLimits;
 use crate::gateway::fast::{Outcome, Prefixed};
 use crate::metrics::{CONNECTIONS, CloseReason, Listener};
-use conn::{Activity, Guarded, Live};
+use conn::{Activity, ConnSlot, Guarded, Live};
 
 pub mod conn;
 pub mod tls;
@@ -203,12 +203,16 @@ async fn connection<IO>(
     stack: Stack,
     limits: ConnLimits,
     listener: Listener,
+    slot: Option<ConnSlot>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
     let act = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(slot) = &slot {
+            req.extensions_mut().insert(slot.clone());
+        }
         let h = Arc::clone(&handler);
         let in_flight = act.begin();
         async move {
@@ -315,6 +319,7 @@ pub async fn serve_connection<IO>(
         Stack::H1,
         limits,
         kind,
+        None,
     )
     .await;
 }
@@ -394,9 +399,9 @@ pub async fn serve_tls(
                 let stop = shutdown.clone();
                 let stream = Guarded::new(stream, Duration::from_secs(limits.write_timeout_secs), kind);
                 tokio::spawn(async move {
-                    let _held = (permit, open, guard);
+                    let slot = ConnSlot::new((permit, open, guard));
                     match tls {
-                        None => connection(stream, peer, handler, fast, stop, &stacks, Stack::H1, limits, kind).await,
+                        None => connection(stream, peer, handler, fast, stop, &stacks, Stack::H1, limits, kind, Some(slot)).await,
                         Some(acceptor) => {
                             let handshake = Duration::from_secs(limits.tls_handshake_timeout_secs);
                             let tls_stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
@@ -414,7 +419,7 @@ pub async fn serve_tls(
                             // HTTP/2 (ALPN) always takes the general stack.
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let (fast, stack) = if h2 { (None, Stack::H2) } else { (fast, Stack::H1) };
-                            connection(tls_stream, peer, handler, fast, stop, &stacks, stack, limits, kind).await;
+                            connection(tls_stream, peer, handler, fast, stop, &stacks, stack, limits, kind, Some(slot)).await;
                         }
                     }
                 });

@@ -592,3 +592,47 @@ async fn an_answer_that_streams_longer_than_the_idle_timeout_is_not_cut() {
         assert_eq!(got[0].body, b"xxxx", "{path}: the whole body, over 2.4 s");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_against_the_connection_cap() {
+    let p = pair(|c| c.listen.limits.max_connections = 2).await;
+    let addr = addr_of(&p.fast);
+    // A tunnel: its HTTP connection is gone, the tunnel holds the slot.
+    let mut ws = TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        p.cookie
+    );
+    ws.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(ws.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // One more connection fills the cap.
+    let _idle = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        p.cookie
+    );
+    third.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf))
+            .await
+            .is_err(),
+        "not served while the tunnel and the idle connection hold both slots"
+    );
+    drop(ws);
+    let (_, got) = closed_within(&mut third, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "served once the tunnel closed"
+    );
+}
