@@ -535,8 +535,15 @@ fn stream(data: &[u8], cookie: &str) -> Vec<u8> {
     for _ in 0..requests {
         // Byte 0 (an exhausted input) always picks the common case.
         let eol: &[u8] = if c.byte() % 16 == 15 { b"\n" } else { b"\r\n" };
-        for _ in 0..(c.byte() % 8).saturating_sub(5) {
-            out.extend_from_slice(b"\r\n");
+        // Blank lines before the request line: mostly none, sometimes a
+        // few, sometimes many (CRLF or LF).
+        let blank = match c.byte() {
+            0..=199 => 0,
+            200..=239 => 1 + usize::from(c.byte() % 3),
+            b => usize::from(b - 230) * 3,
+        };
+        for _ in 0..blank {
+            out.extend_from_slice(eol);
         }
         // The body first: headers name its length.
         let body: Vec<u8> = match c.byte() % 6 {

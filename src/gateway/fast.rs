@@ -60,9 +60,6 @@ use crate::metrics::{CONNECTIONS, CloseReason, Listener};
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a head (hyper's default).
 const MAX_HEADERS: usize = 100;
-/// Most blank lines (CRLF or LF) accepted before a request line (RFC 9112
-/// §2.2 asks to ignore at least one); more closes the connection.
-const MAX_BLANK_LINES: usize = 8;
 /// More Cookie headers than this: left to the general path.
 const MAX_COOKIE_HEADERS: usize = 8;
 /// Bodies are relayed in reads of at most this.
@@ -948,15 +945,14 @@ where
         deadline
             .set(tokio::time::Instant::now() + if waiting { idle_timeout } else { head_timeout });
         let mut scanned = 0;
-        let mut blank = 0usize;
         let fwd = loop {
             // Blank lines before the request line are dropped as they come
-            // (each byte looked at once), a few at most.
+            // (each byte looked at once, never parsed again), any number of
+            // them, as hyper skips them; the head timeout bounds the wait.
             if scanned == 0 {
                 // Whole blank lines only (CRLF or LF, as httparse skips
                 // them): a lone CR stays, for the parser to refuse.
                 let mut lead = 0;
-                let mut lines = 0;
                 loop {
                     match buf.get(lead..lead + 2) {
                         Some([b'\r', b'\n']) => lead += 2,
@@ -964,15 +960,9 @@ where
                         None if buf.get(lead) == Some(&b'\n') => lead += 1,
                         _ => break,
                     }
-                    lines += 1;
                 }
                 if lead > 0 {
-                    blank += lines;
                     buf.drain(..lead);
-                    if blank > MAX_BLANK_LINES {
-                        tracing::debug!(%peer, "blank lines instead of a request; closing");
-                        return Outcome::Done;
-                    }
                 }
             }
             // Parse only once a blank line has arrived (a head sent byte by
