@@ -7,6 +7,31 @@ use std::sync::OnceLock;
 mod proxy;
 pub use proxy::proxy_differential;
 
+/// A small deterministic generator (xorshift64*) for the campaign driver
+/// and the tests' pseudo-random sweeps.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded (a zero seed is made odd: xorshift never leaves zero).
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// The next value.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+    }
+}
+
 use crate::check::check_response;
 use crate::clock::FixedClock;
 use crate::config::{Config, VerifierKind};

@@ -333,7 +333,6 @@ fn inspect(
     }
     // First pass: framing, what the connection asks for, the session.
     let mut length: Option<usize> = None;
-    let mut hosts = 0;
     let mut named: Vec<String> = Vec::new();
     // The Cookie header values (those the general path can read as text).
     let mut cookie_values: [&str; MAX_COOKIE_HEADERS] = [""; MAX_COOKIE_HEADERS];
@@ -363,17 +362,13 @@ fn inspect(
             || n.eq_ignore_ascii_case("expect")
         {
             return Inspect::Handover;
-        } else if n.eq_ignore_ascii_case("host") {
-            hosts += 1;
         } else if n.eq_ignore_ascii_case("connection")
             && let Some(v) = visible(h.value)
         {
             named.extend(proxy::connection_named(std::iter::once(v)));
         }
     }
-    if hosts > 1 {
-        return Inspect::Handover;
-    }
+    // (Two Hosts never get here: `head::check` refused them.)
     let cookie_name = gw.cookie_name(cfg);
     let cookies = || cookie_values.iter().take(cookie_count).copied();
     let Some(session) = find_cookie(cookies(), &cookie_name) else {
@@ -397,7 +392,7 @@ fn inspect(
     let mut host: Option<&[u8]> = None;
     for h in headers.iter() {
         let n = lowercase(lower, h.name);
-        if proxy::is_hop_by_hop(n, false, &named) {
+        if proxy::is_hop_by_hop(n, &named) {
             continue;
         }
         if proxy::is_identity(n, cfg) {
@@ -587,7 +582,7 @@ fn parse_answer(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in headers.iter() {
-        if proxy::is_hop_by_hop(lowercase(lower, h.name), false, &named) {
+        if proxy::is_hop_by_hop(lowercase(lower, h.name), &named) {
             continue;
         }
         header_line(out, h.name.as_bytes(), h.value);

@@ -199,10 +199,15 @@ pub(crate) fn check<'a>(
             return Err(HeadError::HeadTooLarge);
         }
         if name.eq_ignore_ascii_case("connection") {
+            // The options as `proxy::connection_named` reads them, without
+            // collecting them (this runs on every request).
             let text = std::str::from_utf8(value).unwrap_or("");
-            let named = super::proxy::connection_named(std::iter::once(text));
-            if let Some(n) = forbidden_option(&named) {
-                return Err(HeadError::ConnectionOption(n.to_owned()));
+            if let Some(n) = text
+                .split(',')
+                .map(str::trim)
+                .find_map(|o| END_TO_END.iter().find(|e| o.eq_ignore_ascii_case(e)))
+            {
+                return Err(HeadError::ConnectionOption((*n).to_owned()));
             }
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;

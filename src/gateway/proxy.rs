@@ -95,26 +95,29 @@ pub(crate) fn connection_named<'a>(values: impl Iterator<Item = &'a str>) -> Vec
 }
 
 /// Whether the (lowercase) header name `n` is hop-by-hop: a fixed one or
-/// one the Connection header lists; an upgrade keeps `Upgrade` and
-/// `Connection`.
-pub(crate) fn is_hop_by_hop(n: &str, keep_upgrade: bool, named: &[String]) -> bool {
-    let kept_for_upgrade = keep_upgrade && matches!(n, "upgrade" | "connection");
-    !kept_for_upgrade && (HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n))
+/// one the Connection header lists (an upgrade's `Connection` and `Upgrade`
+/// are written by the gateway afterwards).
+pub(crate) fn is_hop_by_hop(n: &str, named: &[String]) -> bool {
+    HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n)
 }
 
-/// Removes, in one pass over the names present, the hop-by-hop headers,
-/// those the Connection header names, and whatever `also` picks (an upgrade
-/// keeps `Upgrade` and `Connection`).
-fn strip_where(h: &mut HeaderMap, keep_upgrade: bool, mut also: impl FnMut(&str) -> bool) {
-    let named = connection_named(
+/// What the Connection headers of `h` name (lowercased).
+fn connection_options(h: &HeaderMap) -> Vec<String> {
+    connection_named(
         h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok()),
-    );
+    )
+}
+
+/// Removes, in one pass over the names present, the hop-by-hop headers,
+/// those the Connection header names (`named`, from
+/// [`connection_options`]), and whatever `also` picks.
+fn strip_where(h: &mut HeaderMap, named: &[String], mut also: impl FnMut(&str) -> bool) {
     let mut gone: Vec<HeaderName> = Vec::new();
     for k in h.keys() {
         let n = k.as_str();
-        let hop = is_hop_by_hop(n, keep_upgrade, &named);
+        let hop = is_hop_by_hop(n, named);
         // `also` sees every name (it may count what it picks).
         let other = also(n);
         if hop || other {
@@ -124,11 +127,6 @@ fn strip_where(h: &mut HeaderMap, keep_upgrade: bool, mut also: impl FnMut(&str)
     for k in gone {
         h.remove(k);
     }
-}
-
-/// Removes hop-by-hop headers (and those the Connection header names).
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    strip_where(h, keep_upgrade, |_| false);
 }
 
 /// Whether a client header could impersonate an identity header: one of
@@ -317,12 +315,7 @@ pub async fn forward(
     session_check: &(dyn Fn() -> SessionCheck + Sync),
 ) -> Response<Body> {
     // What the client's Connection header names (hop-by-hop for it).
-    let named = connection_named(
-        req.headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
+    let named = connection_options(req.headers());
     // A WebSocket upgrade: GET, `Upgrade: websocket`, and Connection
     // naming `upgrade` (RFC 6455 §4.1; without it, Upgrade is just a
     // hop-by-hop header and is dropped).
@@ -386,7 +379,7 @@ pub async fn forward(
     let mut stripped = 0usize;
     // Every hop-by-hop header goes, the client's Connection and Upgrade
     // included: an upgrade gets the two written by the gateway below.
-    strip_where(h, false, |n| {
+    strip_where(h, &named, |n| {
         if is_identity(n, cfg) {
             stripped += 1;
             return true;
@@ -476,12 +469,7 @@ pub async fn forward(
     // An answer whose Connection names its own framing (or Host) cannot be
     // relayed faithfully: 502, this upstream connection is dropped (the
     // lease with it) and the client's connection closes after the answer.
-    let answer_named = connection_named(
-        resp.headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
+    let answer_named = connection_options(resp.headers());
     let unframable = super::head::forbidden_option(&answer_named).map(str::to_owned);
     let unasked_101 = resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none();
     if unframable.is_some() || unasked_101 {
@@ -523,7 +511,7 @@ pub async fn forward(
         return Response::from_parts(parts, crate::server::full(""));
     }
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    strip_where(&mut parts.headers, &answer_named, |_| false);
     // Small bodies of known length are read whole and sent with the head in
     // one write (one TCP segment instead of two on the way back); anything
     // else streams.
@@ -588,7 +576,7 @@ mod tests {
             );
         }
         let mut stripped = 0;
-        strip_where(&mut h, false, |n| {
+        strip_where(&mut h, &[], |n| {
             let hit = is_identity(n, &cfg);
             stripped += usize::from(hit);
             hit
@@ -619,7 +607,8 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-ok", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
+        let named = connection_options(&h);
+        strip_where(&mut h, &named, |_| false);
         assert_eq!(h.len(), 1);
     }
 
