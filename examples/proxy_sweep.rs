@@ -12,21 +12,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use samlgate::fuzzing::Rng;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -46,7 +32,7 @@ fn main() {
             }
         }
     }
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let start = Instant::now();
     let (mut forwarded, mut requests) = (0u64, 0u64);
     for i in 1..=count {

@@ -44,6 +44,32 @@ async fn over_tls(g: &super::gateway::Gw) -> OverTls {
     }
 }
 
+/// A WebSocket tunnel through the gateway at `addr` to the upstream's
+/// echoing `/ws`, checked to work.
+async fn open_tunnel(addr: &str, cookie: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping").await.unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"ping");
+    s
+}
+
 fn paths(p: &Pair) -> [(&'static str, String); 2] {
     [("fast", addr_of(&p.fast)), ("general", addr_of(&p.general))]
 }
@@ -476,35 +502,8 @@ async fn websocket_tunnels_end_when_their_session_ends() {
     // Two users with a tunnel each; bob signs out, alice does not.
     let bob = p.fast.login("bob@example.com").await;
     let addr = addr_of(&p.fast);
-    let open = |cookie: String| {
-        let addr = addr.clone();
-        async move {
-            let mut s = TcpStream::connect(&addr).await.unwrap();
-            let req = format!(
-                "GET /ws HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            );
-            s.write_all(req.as_bytes()).await.unwrap();
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut b = [0u8; 1];
-                assert_eq!(s.read(&mut b).await.unwrap(), 1);
-                head.push(b[0]);
-            }
-            assert!(
-                head.starts_with(b"HTTP/1.1 101"),
-                "{}",
-                String::from_utf8_lossy(&head)
-            );
-            // The tunnel works.
-            s.write_all(b"ping").await.unwrap();
-            let mut b = [0u8; 4];
-            s.read_exact(&mut b).await.unwrap();
-            assert_eq!(&b, b"ping");
-            s
-        }
-    };
-    let mut alice_ws = open(p.cookie.clone()).await;
-    let mut bob_ws = open(bob.clone()).await;
+    let mut alice_ws = open_tunnel(&addr, &p.cookie).await;
+    let mut bob_ws = open_tunnel(&addr, &bob).await;
     let before = CONNECTIONS.closed_count(Listener::Public, CloseReason::TunnelEnded);
     let r = exchange_raw(
         &addr,
@@ -615,19 +614,7 @@ async fn websocket_tunnels_count_against_the_connection_cap() {
     let p = pair(|c| c.listen.limits.max_connections = 2).await;
     let addr = addr_of(&p.fast);
     // A tunnel: its HTTP connection is gone, the tunnel holds the slot.
-    let mut ws = TcpStream::connect(&addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        p.cookie
-    );
-    ws.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        assert_eq!(ws.read(&mut b).await.unwrap(), 1);
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let ws = open_tunnel(&addr, &p.cookie).await;
     // One more connection fills the cap.
     let _idle = TcpStream::connect(&addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

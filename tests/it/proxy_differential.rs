@@ -4,17 +4,7 @@
 //! the same requests. Replays the fuzz corpus's seeds and regressions, then
 //! a fixed pseudo-random sweep.
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use samlgate::fuzzing::Rng;
 
 #[test]
 fn fast_and_general_paths_forward_the_same_requests() {
@@ -35,7 +25,7 @@ fn fast_and_general_paths_forward_the_same_requests() {
             inputs.push(std::fs::read(e.unwrap().path()).unwrap());
         }
     }
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::new(0x5eed_1234_abcd_0001);
     let sweep: usize = std::env::var("PROXY_DIFF_SWEEP")
         .ok()
         .and_then(|v| v.parse().ok())

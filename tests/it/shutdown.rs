@@ -89,9 +89,21 @@ async fn start_full(
         );
     }
     std::fs::write(&config, text).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_samlgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_samlgate"));
+    cmd.args(["serve", "--config"]).arg(&config);
+    launch(cmd, public, admin, config, dir).await
+}
+
+/// Spawns `cmd` (a `serve` of `config`) and waits until its admin listener
+/// accepts.
+async fn launch(
+    mut cmd: Command,
+    public: u16,
+    admin: u16,
+    config: std::path::PathBuf,
+    dir: tempfile::TempDir,
+) -> Proc {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -104,10 +116,7 @@ async fn start_full(
         _dir: dir,
     };
     let start = Instant::now();
-    loop {
-        if std::net::TcpStream::connect(p.admin.trim_start_matches("http://")).is_ok() {
-            break;
-        }
+    while std::net::TcpStream::connect(p.admin.trim_start_matches("http://")).is_err() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "samlgate did not start"
@@ -346,32 +355,14 @@ async fn serve_raises_its_open_files_limit() {
     )
     .unwrap();
     // Started with a soft limit of 256.
-    let child = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -S -n 256 && exec \"$0\" serve --config \"$1\"",
-            env!("CARGO_BIN_EXE_samlgate"),
-        ])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc {
-        child,
-        public: format!("http://127.0.0.1:{public}"),
-        admin: format!("http://127.0.0.1:{admin}"),
-        config,
-        _dir: dir,
-    };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(p.admin.trim_start_matches("http://")).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "samlgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -S -n 256 && exec \"$0\" serve --config \"$1\"",
+        env!("CARGO_BIN_EXE_samlgate"),
+    ])
+    .arg(&config);
+    let p = launch(cmd, public, admin, config, dir).await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).unwrap();
     let line = limits
         .lines()
