@@ -46,7 +46,7 @@ async fn run(
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let mut cfg = Config::load(&fixtures.join("config.toml")).unwrap();
-    cfg.sp.acs_url = format!("http://{addr}/saml/acs");
+    cfg.account.as_mut().unwrap().sp.acs_url = format!("http://{addr}/saml/acs");
     cfg.provisioning.outbox_dir = std::env::temp_dir().join("samlgate-bench-outbox");
     cfg.security.verifier = verifier;
     let tag = format!("{verifier:?}").to_lowercase();
@@ -83,8 +83,8 @@ async fn run(
                     ("email".into(), vec![email]),
                     ("groups".into(), vec!["Meetings-Licensed".into()]),
                 ],
-                acs_url: cfg.sp.acs_url.clone(),
-                audience: cfg.sp.entity_id.clone(),
+                acs_url: cfg.account.as_ref().unwrap().sp.acs_url.clone(),
+                audience: cfg.account.as_ref().unwrap().sp.entity_id.clone(),
                 in_response_to: None,
                 now,
                 validity: chrono::Duration::minutes(30),
@@ -146,9 +146,16 @@ async fn decision(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path
         features: vec![],
     };
     let now = SystemClock.now();
-    samlgate::provisioning::decide(store.as_ref(), &cfg, &mapped, now, true)
-        .await
-        .unwrap();
+    samlgate::provisioning::decide(
+        store.as_ref(),
+        &cfg,
+        cfg.account.as_ref().unwrap(),
+        &mapped,
+        now,
+        true,
+    )
+    .await
+    .unwrap();
     let n = if std::env::args().any(|a| a == "--bench") {
         20_000
     } else {
@@ -156,9 +163,16 @@ async fn decision(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path
     };
     let start = Instant::now();
     for _ in 0..n {
-        let a = samlgate::provisioning::decide(store.as_ref(), &cfg, &mapped, now, true)
-            .await
-            .unwrap();
+        let a = samlgate::provisioning::decide(
+            store.as_ref(),
+            &cfg,
+            cfg.account.as_ref().unwrap(),
+            &mapped,
+            now,
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(a.action, samlgate::provisioning::Action::Unchanged);
     }
     let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);

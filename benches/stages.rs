@@ -69,10 +69,12 @@ fn main() {
     let doc = parsed.root();
     let assertion = doc.child(NS_ASSERTION, "Assertion").unwrap();
     let sig = assertion.child(NS_DSIG, "Signature").unwrap();
-    let certs = &config.idp.metadata.signing_certs;
+    let account = config.account.as_ref().unwrap();
+    let certs = &account.idp.metadata.signing_certs;
     let policy = precheck::AlgorithmPolicy::default();
     let ctx = VerifyContext {
-        config: &config,
+        account,
+        security: &config.security,
         outstanding: &[],
     };
     println!("{} bytes", bytes.len());
@@ -165,7 +167,7 @@ fn main() {
     let v = saml::verify_response(&text, &ctx, &clock, &mut trace).unwrap();
     time("map_user", timing, || {
         let mut trace = samlgate::mapping::Trace::off();
-        black_box(saml::map_user(&v, &config, &mut trace).unwrap());
+        black_box(saml::map_user(&v, account, &config.security, &mut trace).unwrap());
     });
 }
 

@@ -95,12 +95,14 @@ fn main() {
         let run = |verifier: &str, config: &Config| {
             let result = (|| -> Result<(), SamlError> {
                 let xml = decode::decode_any(&bytes, config.security.max_response_bytes)?;
+                let account = config.account.as_ref().expect("default account");
                 let ctx = VerifyContext {
-                    config,
+                    account,
+                    security: &config.security,
                     outstanding: &req,
                 };
                 let verified = saml::verify_response(&xml, &ctx, &clock, &mut Trace::off())?;
-                saml::map_user(&verified, config, &mut Trace::off())?;
+                saml::map_user(&verified, account, &config.security, &mut Trace::off())?;
                 Ok(())
             })();
             assert_eq!(
@@ -328,6 +330,8 @@ fn rsa_alone<'a>(bytes: &[u8], config: &'a Config) -> Option<impl Fn() + 'a> {
         .decode(value)
         .ok()?;
     let rsa = config
+        .account
+        .as_ref()?
         .idp
         .metadata
         .signing_certs

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::account::Account;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::mapping::{MappedUser, Trace, TraceLine};
@@ -47,6 +48,8 @@ pub struct AssertionFacts {
 pub struct Report {
     /// accept | reject.
     pub decision: Decision,
+    /// The account whose settings decided (`default`: the config file's).
+    pub account: String,
     /// Stable refusal code (null on accept).
     pub code: Option<&'static str>,
     /// Human reason (null on accept).
@@ -87,32 +90,34 @@ pub async fn add_provisioning(
     report: &mut Report,
     store: &dyn crate::store::Store,
     config: &Config,
+    account: &Account,
     clock: &dyn Clock,
 ) {
     let Some(user) = &report.user else { return };
-    let v = match crate::provisioning::decide(store, config, user, clock.now(), false).await {
-        Ok(a) => ProvisioningVerdict {
-            verdict: "would_admit",
-            action: Some(a.action),
-            code: None,
-            detail: format!(
-                "{:?} {} (status {:?})",
-                a.action, a.user.email, a.user.status
-            ),
-        },
-        Err(crate::provisioning::Refusal::Store(e)) => ProvisioningVerdict {
-            verdict: "unknown",
-            action: None,
-            code: Some(e.code()),
-            detail: e.to_string(),
-        },
-        Err(r) => ProvisioningVerdict {
-            verdict: "would_refuse",
-            action: None,
-            code: Some(r.code()),
-            detail: r.to_string(),
-        },
-    };
+    let v =
+        match crate::provisioning::decide(store, config, account, user, clock.now(), false).await {
+            Ok(a) => ProvisioningVerdict {
+                verdict: "would_admit",
+                action: Some(a.action),
+                code: None,
+                detail: format!(
+                    "{:?} {} (status {:?})",
+                    a.action, a.user.email, a.user.status
+                ),
+            },
+            Err(crate::provisioning::Refusal::Store(e)) => ProvisioningVerdict {
+                verdict: "unknown",
+                action: None,
+                code: Some(e.code()),
+                detail: e.to_string(),
+            },
+            Err(r) => ProvisioningVerdict {
+                verdict: "would_refuse",
+                action: None,
+                code: Some(r.code()),
+                detail: r.to_string(),
+            },
+        };
     report.trace.push(TraceLine::new(
         "provision",
         format!("{}: {}", v.verdict, v.detail),
@@ -121,9 +126,15 @@ pub async fn add_provisioning(
 }
 
 impl Report {
-    fn reject(e: &SamlError, name_id: Option<String>, trace: Vec<TraceLine>) -> Self {
+    fn reject(
+        account: &str,
+        e: &SamlError,
+        name_id: Option<String>,
+        trace: Vec<TraceLine>,
+    ) -> Self {
         Self {
             decision: Decision::Reject,
+            account: account.to_owned(),
             code: Some(e.code()),
             reason: Some(e.to_string()),
             name_id,
@@ -135,13 +146,42 @@ impl Report {
     }
 }
 
-/// Runs the whole check on `input` (raw XML or the base64 POST value).
+/// Runs the whole check on `input` (raw XML or the base64 POST value) as
+/// the config file's account would. Without one (no `[idp]`) it refuses
+/// with `unknown_account`: use [`check_response_for`].
 pub fn check_response(
     input: &[u8],
     config: &Config,
     outstanding: &[String],
     clock: &dyn Clock,
 ) -> Report {
+    match &config.account {
+        Some(a) => check_response_for(input, config, a, outstanding, clock),
+        None => Report {
+            decision: Decision::Reject,
+            account: crate::account::DEFAULT_ID.to_owned(),
+            code: Some("unknown_account"),
+            reason: Some(
+                "the config has no default account ([idp]); name one with --account".into(),
+            ),
+            name_id: None,
+            user: None,
+            assertion: None,
+            provisioning: None,
+            trace: Vec::new(),
+        },
+    }
+}
+
+/// Runs the whole check on `input` as `account` would.
+pub fn check_response_for(
+    input: &[u8],
+    config: &Config,
+    account: &Account,
+    outstanding: &[String],
+    clock: &dyn Clock,
+) -> Report {
+    let id = account.id.as_str();
     let mut trace = Trace::collecting();
     trace.add("clock", || {
         format!("validating at {}", clock.now().to_rfc3339())
@@ -150,25 +190,27 @@ pub fn check_response(
         Ok(x) => x,
         Err(e) => {
             trace.add("decode", || e.to_string());
-            return Report::reject(&e, None, trace.into_lines());
+            return Report::reject(id, &e, None, trace.into_lines());
         }
     };
     trace.add("decode", || format!("{} bytes of XML", xml.len()));
     let ctx = VerifyContext {
-        config,
+        account,
+        security: &config.security,
         outstanding,
     };
     let verified = match saml::verify_response(&xml, &ctx, clock, &mut trace) {
         Ok(v) => v,
-        Err(e) => return Report::reject(&e, None, trace.into_lines()),
+        Err(e) => return Report::reject(id, &e, None, trace.into_lines()),
     };
     let name_id = verified.name_id().map(|n: &NameId| n.value.clone());
-    let user = match saml::map_user(&verified, config, &mut trace) {
+    let user = match saml::map_user(&verified, account, &config.security, &mut trace) {
         Ok(u) => u,
-        Err(e) => return Report::reject(&e, name_id, trace.into_lines()),
+        Err(e) => return Report::reject(id, &e, name_id, trace.into_lines()),
     };
     Report {
         decision: Decision::Accept,
+        account: id.to_owned(),
         code: None,
         reason: None,
         name_id,

@@ -220,13 +220,16 @@ fn main() -> ExitCode {
                         };
                     match store {
                         Ok(s) => {
-                            samlgate::check::add_provisioning(
-                                &mut report,
-                                s.as_ref(),
-                                &cfg,
-                                clock.as_ref(),
-                            )
-                            .await
+                            if let Some(acct) = &cfg.account {
+                                samlgate::check::add_provisioning(
+                                    &mut report,
+                                    s.as_ref(),
+                                    &cfg,
+                                    acct,
+                                    clock.as_ref(),
+                                )
+                                .await
+                            }
                         }
                         Err(e) => report.trace.push(samlgate::mapping::TraceLine::new(
                             "provision",
@@ -252,14 +255,20 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => match load(&config) {
             Ok(cfg) => {
-                println!(
-                    "{}: OK (IdP {} with {} signing certificate(s); SP {}; provisioning {:?})",
-                    config.display(),
-                    cfg.idp.metadata.entity_id,
-                    cfg.idp.metadata.signing_certs.len(),
-                    cfg.sp.entity_id,
-                    cfg.provisioning.mode
-                );
+                match &cfg.account {
+                    Some(a) => println!(
+                        "{}: OK (IdP {} with {} signing certificate(s); SP {}; provisioning {:?})",
+                        config.display(),
+                        a.idp.metadata.entity_id,
+                        a.idp.metadata.signing_certs.len(),
+                        a.sp.entity_id,
+                        a.provisioning.mode
+                    ),
+                    None => println!(
+                        "{}: OK (no default account: every account lives in the store)",
+                        config.display()
+                    ),
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -459,9 +468,14 @@ async fn import(
             b.set_message(format!("{rows} rows"));
         }
     };
+    let Some(account) = &cfg.account else {
+        eprintln!("samlgate: the config has no default account ([idp])");
+        return ExitCode::from(2);
+    };
     let result = samlgate::provisioning::csv::import(
         store,
         cfg,
+        account,
         reader,
         &opts,
         SystemClock.now(),

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::account::DEFAULT_ID;
+use crate::account::registry::{Change, Registry};
 use crate::admin::Admin;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -185,6 +187,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     // per worker).
     let workers = worker_count();
     let sessions = Arc::new(crate::gateway::session::Sessions::sharded(workers));
+    let accounts = Arc::new(Registry::new(cfg.account.clone()));
     let mut gateways = Vec::new();
     let mut threads = Vec::new();
     for i in 0..workers {
@@ -197,6 +200,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 tls.is_some(),
                 Arc::clone(&sessions),
                 i,
+                Arc::clone(&accounts),
             )
             .map_err(ServeError::Other)?,
         );
@@ -231,6 +235,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     let m = Arc::clone(&metrics);
     let admin = Arc::new(Admin {
         config: Arc::clone(&cfg),
+        accounts: Arc::clone(&accounts),
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
         metrics: Arc::new(move || m.render()),
@@ -262,12 +267,16 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
         );
     }
-    if let Some(url) = cfg.idp.metadata_url.clone() {
-        let every = Duration::from_secs(cfg.idp.metadata_refresh_secs);
+    if let Some(idp) = cfg.account.as_ref().map(|a| &a.idp)
+        && let Some(url) = idp.metadata_url.clone()
+    {
+        let every = Duration::from_secs(idp.metadata_refresh_secs);
         tasks.push(tokio::spawn(refresh_metadata(
-            gateways.clone(),
+            Arc::clone(&accounts),
+            DEFAULT_ID.to_owned(),
             url,
             every,
+            cfg.security.insecure_allow_rsa_1024,
             stop_rx.clone(),
         )));
     }
@@ -302,12 +311,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 tracing::info!("SIGINT: stopping now");
                 return Ok(());
             }
-            _ = hup.recv() => reload(&config_path, &gateways, &cfg).await,
+            _ = hup.recv() => reload(&config_path, &gateways, &accounts, &cfg).await,
         }
     }
 }
 
-async fn reload(path: &Path, gateways: &[Arc<Gateway>], started: &Config) {
+async fn reload(path: &Path, gateways: &[Arc<Gateway>], accounts: &Registry, started: &Config) {
     match Config::load_async(path)
         .await
         .map_err(|e| e.to_string())
@@ -322,10 +331,19 @@ async fn reload(path: &Path, gateways: &[Arc<Gateway>], started: &Config) {
                     "SIGHUP: listener and store changes need a restart; they are ignored"
                 );
             }
-            tracing::info!(idp = %new.idp.metadata.entity_id, certs = new.idp.metadata.signing_certs.len(), rules = new.mapping.rules.len(), "SIGHUP: config reloaded");
+            match &new.account {
+                Some(a) => {
+                    tracing::info!(idp = %a.idp.metadata.entity_id, certs = a.idp.metadata.signing_certs.len(), rules = a.mapping.rules.len(), "SIGHUP: config reloaded");
+                    accounts.apply([Change::Put(Arc::new(a.clone()))]);
+                }
+                None => {
+                    tracing::info!("SIGHUP: config reloaded (no default account)");
+                    accounts.apply([Change::Remove(DEFAULT_ID.to_owned())]);
+                }
+            }
             let new = Arc::new(new);
             for g in gateways {
-                g.reload(Arc::clone(&new));
+                g.reload_config(Arc::clone(&new));
             }
         }
         Err(e) => {
@@ -334,44 +352,60 @@ async fn reload(path: &Path, gateways: &[Arc<Gateway>], started: &Config) {
     }
 }
 
-/// Re-fetches the IdP metadata every `every`; a good copy replaces the one in
-/// force, a failed or unusable fetch keeps the last good copy.
+/// Re-fetches account `account`'s IdP metadata from `url` every `every`;
+/// a good copy replaces the one in force, a failed or unusable fetch keeps
+/// the last good copy. A change made to the account while a fetch was under
+/// way wins over the fetch (the fetched copy is applied only to the account
+/// it was fetched for).
 pub async fn refresh_metadata(
-    gateways: Vec<Arc<Gateway>>,
+    accounts: Arc<Registry>,
+    account: String,
     url: String,
     every: Duration,
+    allow_rsa_1024: bool,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(first) = gateways.first().cloned() else {
-        return;
-    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        let current = first.config();
+        let Some(current) = accounts.get(&account) else {
+            return;
+        };
+        // The account now names another URL: that one has its own task.
+        if current
+            .idp
+            .metadata_url
+            .as_deref()
+            .is_some_and(|u| u != url)
+        {
+            return;
+        }
         let fetched = crate::fetch::get_text(&url, 10 * 1024 * 1024, Duration::from_secs(10)).await;
         match fetched.and_then(|t| {
             let md = crate::saml::metadata::IdpMetadata::parse(
                 &t,
                 current.idp.entity_selector.as_deref(),
             )?;
-            md.check_key_sizes(current.security.insecure_allow_rsa_1024)?;
+            md.check_key_sizes(allow_rsa_1024)?;
             Ok(md)
         }) {
             Ok(md) => {
+                if accounts
+                    .get(&account)
+                    .is_none_or(|now| !Arc::ptr_eq(&now, &current))
+                {
+                    continue;
+                }
                 let mut next = (*current).clone();
                 let certs = md.signing_certs.len();
                 next.idp.metadata = md;
-                let next = Arc::new(next);
-                for g in &gateways {
-                    g.reload(Arc::clone(&next));
-                }
-                tracing::info!(url = %url, certs, "IdP metadata refreshed");
+                accounts.apply([Change::Put(Arc::new(next))]);
+                tracing::info!(account = %account, url = %url, certs, "IdP metadata refreshed");
             }
             Err(e) => {
-                tracing::warn!(url = %url, error = %e, "IdP metadata refresh failed; keeping the last good copy")
+                tracing::warn!(account = %account, url = %url, error = %e, "IdP metadata refresh failed; keeping the last good copy")
             }
         }
     }

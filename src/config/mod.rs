@@ -9,27 +9,15 @@ pub mod raw;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use openssl::pkey::{PKey, Private};
-use regex::Regex;
+use openssl::pkey::PKey;
 
-use crate::mapping::{FieldRule, License, Mapping, Matcher, Rule, Source, Transform};
+use crate::account::parse::{self, Problems};
+use crate::account::{Account, AccountStatus, DEFAULT_ID};
 use crate::saml::metadata::IdpMetadata;
-use raw::{RawConfig, RawField, RawTransform};
+use raw::RawConfig;
 
-/// One problem in the config, naming its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Key path, e.g. `sp.acs_url` or `mapping.rules[1].regex`.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
+pub use crate::account::parse::ConfigProblem;
+pub use crate::account::{Idp, Provisioning, ProvisioningMode, SessionLifetimes, Sp};
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -131,30 +119,6 @@ impl Default for ConnLimits {
     }
 }
 
-/// This service provider.
-#[derive(Debug, Clone)]
-pub struct Sp {
-    /// SP entity id (the expected Audience).
-    pub entity_id: String,
-    /// Assertion Consumer Service URL (expected Destination and Recipient).
-    pub acs_url: String,
-    /// Private key for decrypting assertions.
-    pub key: Option<PKey<Private>>,
-    /// Certificate (PEM) published in SP metadata.
-    pub cert_pem: Option<String>,
-    /// Where the SAML endpoints live (default `/saml`).
-    pub path_prefix: String,
-    /// Sign AuthnRequests (default: when a key is configured).
-    pub sign_authn_requests: bool,
-    /// How long an AuthnRequest id stays outstanding (default 600 s).
-    pub request_ttl_secs: u64,
-    /// Refuse a solicited response whose POST arrives without the
-    /// browser-binding cookie `/saml/login` set (default false: such a
-    /// response is admitted when its signed InResponseTo names an
-    /// outstanding request, as before the cookie existed).
-    pub require_request_cookie: bool,
-}
-
 /// How SMTP is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmtpTls {
@@ -183,13 +147,10 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
 }
 
-/// Sessions.
+/// Sessions, as every account's are handled (each account has its own
+/// lifetimes: [`SessionLifetimes`]).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Absolute lifetime, seconds (default 8 h; capped by SessionNotOnOrAfter).
-    pub lifetime_secs: u64,
-    /// Idle timeout, seconds (default 1 h).
-    pub idle_timeout_secs: u64,
     /// How often a session re-reads its user (deactivation takes effect within this), default 5 s.
     pub recheck_secs: u64,
     /// Cookie name (`__Host-` is added over TLS).
@@ -241,23 +202,6 @@ impl UpstreamConfig {
     }
 }
 
-/// The identity provider.
-#[derive(Debug, Clone)]
-pub struct Idp {
-    /// Parsed metadata.
-    pub metadata: IdpMetadata,
-    /// Where it came from.
-    pub metadata_source: String,
-    /// Accept unsolicited responses (no InResponseTo).
-    pub allow_idp_initiated: bool,
-    /// Where the metadata is fetched from and refreshed, if anywhere.
-    pub metadata_url: Option<String>,
-    /// Refresh interval for `metadata_url`, seconds (default 3600).
-    pub metadata_refresh_secs: u64,
-    /// `[idp] entity_id`: selects one IdP in a multi-entity metadata file.
-    pub entity_selector: Option<String>,
-}
-
 /// Security knobs, all with safe defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct Security {
@@ -307,30 +251,6 @@ impl Default for Security {
     }
 }
 
-/// Provisioning mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProvisioningMode {
-    /// Create or update users at login.
-    Jit,
-    /// Only users created ahead of time may sign in.
-    PriorToSignIn,
-}
-
-/// Provisioning settings.
-#[derive(Debug, Clone)]
-pub struct Provisioning {
-    /// Mode.
-    pub mode: ProvisioningMode,
-    /// Email domains whose new users are active at once (lowercase).
-    pub associated_domains: Vec<String>,
-    /// Mapped fields an existing user's login updates (the email never changes).
-    pub update_on_login: Vec<String>,
-    /// How long a verification link works, seconds (default 72 h).
-    pub verification_ttl_secs: u64,
-    /// Where verification emails are written when no SMTP is configured.
-    pub outbox_dir: PathBuf,
-}
-
 /// Which store backs users, sessions and caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -348,21 +268,29 @@ pub enum StoreConfig {
     },
 }
 
-/// The typed configuration.
+/// The `[provisioning]` keys that hold for every account: how new users
+/// of a domain not associated with their account verify their address.
+#[derive(Debug, Clone)]
+pub struct GatewayProvisioning {
+    /// How long a verification link works, seconds (default 72 h).
+    pub verification_ttl_secs: u64,
+    /// Where verification emails are written when no SMTP is configured.
+    pub outbox_dir: PathBuf,
+}
+
+/// The typed configuration: what belongs to the gateway, and the config
+/// file's account (`default`).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listeners.
     pub listen: Listen,
-    /// This SP.
-    pub sp: Sp,
-    /// The IdP.
-    pub idp: Idp,
+    /// Where the SAML endpoints live on every account's hosts (`[sp]
+    /// path_prefix`, default `/saml`).
+    pub path_prefix: String,
     /// Security knobs.
     pub security: Security,
-    /// Attribute mapping.
-    pub mapping: Mapping,
-    /// Provisioning.
-    pub provisioning: Provisioning,
+    /// Verification mail of every account.
+    pub provisioning: GatewayProvisioning,
     /// Store.
     pub store: StoreConfig,
     /// Upstream and identity headers.
@@ -377,26 +305,10 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Admin bearer tokens (config plus `SAMLGATE_ADMIN_TOKENS`).
     pub admin_tokens: Vec<String>,
-}
-
-/// Collects problems while converting.
-#[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    fn required<T>(&mut self, v: Option<T>, key: &str) -> Option<T> {
-        if v.is_none() {
-            self.add(key, "is required");
-        }
-        v
-    }
+    /// The account `default`, from `[sp]`, `[idp]`, `[mapping]`,
+    /// `[provisioning]` and `[session]`; `None` without `[idp]` (a gateway
+    /// whose accounts all live in the store).
+    pub account: Option<Account>,
 }
 
 impl Config {
@@ -579,125 +491,14 @@ impl Config {
             );
         }
 
-        // [sp]
-        let sp = raw.sp.unwrap_or_default();
-        let entity_id = p.required(sp.entity_id.filter(|s| !s.is_empty()), "sp.entity_id");
-        let acs_url = p.required(sp.acs_url.filter(|s| !s.is_empty()), "sp.acs_url");
-        if let Some(a) = &acs_url
-            && !(a.starts_with("https://") || a.starts_with("http://"))
-        {
-            p.add("sp.acs_url", format!("{a:?} is not an http(s) URL"));
-        }
-        let key = sp.key_file.as_deref().and_then(|f| {
-            let path = resolve(f);
-            match std::fs::read(&path) {
-                Ok(pem) => match PKey::private_key_from_pem(&pem) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        p.add(
-                            "sp.key_file",
-                            format!("{}: not a PEM private key ({e})", path.display()),
-                        );
-                        None
-                    }
-                },
-                Err(e) => {
-                    p.add("sp.key_file", format!("{}: {e}", path.display()));
-                    None
-                }
-            }
-        });
-        let cert_pem = sp.cert_file.as_deref().and_then(|f| {
-            let path = resolve(f);
-            match std::fs::read_to_string(&path) {
-                Ok(pem) => match openssl::x509::X509::from_pem(pem.as_bytes()) {
-                    Ok(_) => Some(pem),
-                    Err(e) => {
-                        p.add(
-                            "sp.cert_file",
-                            format!("{}: not a PEM certificate ({e})", path.display()),
-                        );
-                        None
-                    }
-                },
-                Err(e) => {
-                    p.add("sp.cert_file", format!("{}: {e}", path.display()));
-                    None
-                }
-            }
-        });
-
-        let path_prefix = sp.path_prefix.clone().unwrap_or_else(|| "/saml".into());
+        // [sp] path_prefix: where every account's SAML endpoints live.
+        let raw_sp = raw.sp.unwrap_or_default();
+        let path_prefix = raw_sp.path_prefix.clone().unwrap_or_else(|| "/saml".into());
         if !path_prefix.starts_with('/') || path_prefix.ends_with('/') || path_prefix.len() < 2 {
             p.add(
                 "sp.path_prefix",
                 "must start with '/' and not end with one, e.g. \"/saml\"",
             );
-        }
-        if sp.sign_authn_requests == Some(true) && sp.key_file.is_none() {
-            p.add("sp.sign_authn_requests", "needs sp.key_file");
-        }
-
-        // [idp]
-        let idp = raw.idp.unwrap_or_default();
-        let from_file = |p: &mut Problems, f: &str| {
-            let path = resolve(f);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
-                    Ok(m) => Some((m, path.display().to_string())),
-                    Err(e) => {
-                        p.add("idp.metadata_file", format!("{}: {e}", path.display()));
-                        None
-                    }
-                },
-                Err(e) => {
-                    p.add("idp.metadata_file", format!("{}: {e}", path.display()));
-                    None
-                }
-            }
-        };
-        let metadata = match (&idp.metadata_file, &idp.metadata_url, fetched) {
-            (_, Some(_), Some(Ok((text, url)))) => {
-                match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
-                    Ok(m) => Some((m, url)),
-                    Err(e) => match &idp.metadata_file {
-                        Some(f) => {
-                            tracing::warn!(url = %url, error = %e, "fetched IdP metadata is unusable; using idp.metadata_file");
-                            from_file(p, f)
-                        }
-                        None => {
-                            p.add("idp.metadata_url", format!("{url}: {e}"));
-                            None
-                        }
-                    },
-                }
-            }
-            (Some(f), Some(url), Some(Err(e))) => {
-                tracing::warn!(url = %url, error = %e, "cannot fetch IdP metadata; using idp.metadata_file");
-                from_file(p, f)
-            }
-            (None, Some(_), Some(Err(e))) => {
-                p.add("idp.metadata_url", e);
-                None
-            }
-            (Some(f), _, _) => from_file(p, f),
-            (None, Some(u), None) => {
-                p.add("idp.metadata_url", format!("{u} is fetched by serve, check-response and config check; this caller did not fetch it"));
-                None
-            }
-            (None, None, _) => {
-                p.add("idp.metadata_file", "is required (or idp.metadata_url)");
-                None
-            }
-        };
-        if let Some(u) = &idp.metadata_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            p.add("idp.metadata_url", format!("{u:?} is not an http(s) URL"));
-        }
-        let metadata_refresh_secs = idp.metadata_refresh_secs.unwrap_or(3600);
-        if !(10..=7 * 86_400).contains(&metadata_refresh_secs) {
-            p.add("idp.metadata_refresh_secs", "must be between 10 and 604800");
         }
 
         // [security]
@@ -740,66 +541,9 @@ impl Config {
             );
         }
 
-        // [mapping]
-        let mapping = mapping_from_raw(raw.mapping.unwrap_or_default(), p);
-
-        // [provisioning]
+        // [provisioning]: the keys of every account (the others are the
+        // default account's, below).
         let pr = raw.provisioning.unwrap_or_default();
-        let mode = match pr.mode.as_deref().unwrap_or("jit") {
-            "jit" => ProvisioningMode::Jit,
-            "prior_to_sign_in" => ProvisioningMode::PriorToSignIn,
-            other => {
-                p.add(
-                    "provisioning.mode",
-                    format!("{other:?} is not \"jit\" or \"prior_to_sign_in\""),
-                );
-                ProvisioningMode::Jit
-            }
-        };
-        let mut associated_domains = Vec::new();
-        for (i, dom) in pr
-            .associated_domains
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let dom = dom.trim().trim_start_matches('@').to_ascii_lowercase();
-            if dom.is_empty() || dom.contains('@') || !dom.contains('.') {
-                p.add(
-                    format!("provisioning.associated_domains[{i}]"),
-                    format!("{dom:?} is not a domain"),
-                );
-            } else if !dom.is_ascii() {
-                p.add(
-                    format!("provisioning.associated_domains[{i}]"),
-                    format!("{dom:?} is not ASCII: write an internationalised domain in its xn-- (IDNA) form"),
-                );
-            } else {
-                associated_domains.push(dom);
-            }
-        }
-
-        const UPDATABLE: &[&str] = &[
-            "first_name",
-            "last_name",
-            "department",
-            "groups",
-            "license",
-            "features",
-        ];
-        let update_on_login = pr.update_on_login.unwrap_or_else(|| {
-            ["first_name", "last_name", "department", "groups"]
-                .map(String::from)
-                .to_vec()
-        });
-        for (i, f) in update_on_login.iter().enumerate() {
-            if !UPDATABLE.contains(&f.as_str()) {
-                p.add(
-                    format!("provisioning.update_on_login[{i}]"),
-                    format!("{f:?} is not one of {UPDATABLE:?} (the email never changes)"),
-                );
-            }
-        }
         let verification_ttl_secs = pr.verification_ttl_secs.unwrap_or(72 * 3600);
         if !(60..=30 * 86_400).contains(&verification_ttl_secs) {
             p.add(
@@ -807,7 +551,11 @@ impl Config {
                 "must be between 60 and 2592000",
             );
         }
-        let outbox_dir = PathBuf::from(pr.outbox_dir.unwrap_or_else(|| "data/outbox".into()));
+        let outbox_dir = PathBuf::from(
+            pr.outbox_dir
+                .clone()
+                .unwrap_or_else(|| "data/outbox".into()),
+        );
 
         // [store]
         let st = raw.store.unwrap_or_default();
@@ -879,13 +627,14 @@ impl Config {
             ("groups", "Groups"),
             ("license", "License"),
             ("vanity", "Vanity"),
+            ("account", "Account"),
         ];
         let overrides = up.headers.unwrap_or_default();
         for k in overrides.keys() {
             if !FIELDS.iter().any(|(f, _)| f == k) {
                 p.add(
                     format!("upstream.headers.{k}"),
-                    "unknown identity field (email, first_name, last_name, department, groups, license, vanity)",
+                    "unknown identity field (email, first_name, last_name, department, groups, license, vanity, account)",
                 );
             }
         }
@@ -962,20 +711,9 @@ impl Config {
         // [session]
         let se = raw.session.unwrap_or_default();
         let session = SessionConfig {
-            lifetime_secs: se.lifetime_secs.unwrap_or(8 * 3600),
-            idle_timeout_secs: se.idle_timeout_secs.unwrap_or(3600),
             recheck_secs: se.recheck_secs.unwrap_or(5),
             cookie_name: se.cookie_name.unwrap_or_else(|| "samlgate_session".into()),
         };
-        if !(60..=30 * 86_400).contains(&session.lifetime_secs) {
-            p.add("session.lifetime_secs", "must be between 60 and 2592000");
-        }
-        if !(30..=session.lifetime_secs.max(30)).contains(&session.idle_timeout_secs) {
-            p.add(
-                "session.idle_timeout_secs",
-                "must be between 30 and session.lifetime_secs",
-            );
-        }
         if !(1..=300).contains(&session.recheck_secs) {
             p.add("session.recheck_secs", "must be between 1 and 300");
         }
@@ -1041,6 +779,166 @@ impl Config {
             }
         }
 
+        let account = match raw.idp {
+            Some(raw_idp) => Self::default_account(
+                raw_sp,
+                raw_idp,
+                raw.mapping.unwrap_or_default(),
+                pr,
+                (se.lifetime_secs, se.idle_timeout_secs),
+                &security,
+                &resolve,
+                fetched,
+                p,
+            ),
+            None => {
+                if raw_sp.entity_id.is_some() || raw_sp.acs_url.is_some() {
+                    p.add(
+                        "idp",
+                        "[sp] describes the default account, which needs [idp] (metadata_file or metadata_url); without [idp] every account lives in the store",
+                    );
+                }
+                None
+            }
+        };
+        Some(Self {
+            listen: Listen {
+                public: public?,
+                admin: admin?,
+                tls_cert: l.tls_cert.map(|s| resolve(&s)),
+                tls_key: l.tls_key.map(|s| resolve(&s)),
+                drain_secs: l.drain_secs.unwrap_or(10),
+                limits,
+            },
+            path_prefix,
+            security,
+            provisioning: GatewayProvisioning {
+                verification_ttl_secs,
+                outbox_dir,
+            },
+            store,
+            upstream,
+            session,
+            demo,
+            demo_upstream,
+            smtp,
+            admin_tokens,
+            account,
+        })
+    }
+
+    /// The account `default` from the config file's sections.
+    #[allow(clippy::too_many_arguments)]
+    fn default_account(
+        sp: raw::RawSp,
+        idp: raw::RawIdp,
+        mapping: raw::RawMapping,
+        pr: raw::RawProvisioning,
+        (lifetime, idle): (Option<u64>, Option<u64>),
+        security: &Security,
+        resolve: &dyn Fn(&str) -> PathBuf,
+        fetched: Option<Result<(String, String), String>>,
+        p: &mut Problems,
+    ) -> Option<Account> {
+        let (entity_id, acs_url) = parse::sp_urls(sp.entity_id.clone(), sp.acs_url.clone(), p);
+        let key = sp.key_file.as_deref().and_then(|f| {
+            let path = resolve(f);
+            match std::fs::read(&path) {
+                Ok(pem) => match PKey::private_key_from_pem(&pem) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        p.add(
+                            "sp.key_file",
+                            format!("{}: not a PEM private key ({e})", path.display()),
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    p.add("sp.key_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+        let cert_pem = sp.cert_file.as_deref().and_then(|f| {
+            let path = resolve(f);
+            match std::fs::read_to_string(&path) {
+                Ok(pem) => match openssl::x509::X509::from_pem(pem.as_bytes()) {
+                    Ok(_) => Some(pem),
+                    Err(e) => {
+                        p.add(
+                            "sp.cert_file",
+                            format!("{}: not a PEM certificate ({e})", path.display()),
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    p.add("sp.cert_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+
+        if sp.sign_authn_requests == Some(true) && sp.key_file.is_none() {
+            p.add("sp.sign_authn_requests", "needs sp.key_file");
+        }
+        let from_file = |p: &mut Problems, f: &str| {
+            let path = resolve(f);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
+                    Ok(m) => Some((m, path.display().to_string())),
+                    Err(e) => {
+                        p.add("idp.metadata_file", format!("{}: {e}", path.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    p.add("idp.metadata_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        };
+        let metadata = match (&idp.metadata_file, &idp.metadata_url, fetched) {
+            (_, Some(_), Some(Ok((text, url)))) => {
+                match IdpMetadata::parse(&text, idp.entity_id.as_deref()) {
+                    Ok(m) => Some((m, url)),
+                    Err(e) => match &idp.metadata_file {
+                        Some(f) => {
+                            tracing::warn!(url = %url, error = %e, "fetched IdP metadata is unusable; using idp.metadata_file");
+                            from_file(p, f)
+                        }
+                        None => {
+                            p.add("idp.metadata_url", format!("{url}: {e}"));
+                            None
+                        }
+                    },
+                }
+            }
+            (Some(f), Some(url), Some(Err(e))) => {
+                tracing::warn!(url = %url, error = %e, "cannot fetch IdP metadata; using idp.metadata_file");
+                from_file(p, f)
+            }
+            (None, Some(_), Some(Err(e))) => {
+                p.add("idp.metadata_url", e);
+                None
+            }
+            (Some(f), _, _) => from_file(p, f),
+            (None, Some(u), None) => {
+                p.add("idp.metadata_url", format!("{u} is fetched by serve, check-response and config check; this caller did not fetch it"));
+                None
+            }
+            (None, None, _) => {
+                p.add("idp.metadata_file", "is required (or idp.metadata_url)");
+                None
+            }
+        };
+        let metadata_refresh_secs =
+            parse::idp_refresh(idp.metadata_url.as_deref(), idp.metadata_refresh_secs, p);
+        let mapping = parse::mapping_from_raw(mapping, p);
+        let provisioning =
+            parse::provisioning(pr.mode, pr.associated_domains, pr.update_on_login, p);
+        let session = parse::lifetimes(lifetime, idle, p);
         if let Some((m, source)) = &metadata
             && let Err(e) = m.check_key_sizes(security.insecure_allow_rsa_1024)
         {
@@ -1052,22 +950,17 @@ impl Config {
             p.add(key, format!("{source}: {e}"));
         }
         let (metadata, metadata_source) = metadata?;
-        Some(Self {
-            listen: Listen {
-                public: public?,
-                admin: admin?,
-                tls_cert: l.tls_cert.map(|s| resolve(&s)),
-                tls_key: l.tls_key.map(|s| resolve(&s)),
-                drain_secs: l.drain_secs.unwrap_or(10),
-                limits,
-            },
+        Some(Account {
+            id: DEFAULT_ID.to_owned(),
+            name: String::new(),
+            hosts: Vec::new(),
+            status: AccountStatus::Active,
             sp: Sp {
                 entity_id: entity_id?,
                 acs_url: acs_url?,
                 sign_authn_requests: sp.sign_authn_requests.unwrap_or(key.is_some()),
                 key,
                 cert_pem,
-                path_prefix,
                 request_ttl_secs: sp.request_ttl_secs.unwrap_or(600),
                 require_request_cookie: sp.require_request_cookie.unwrap_or(false),
             },
@@ -1079,173 +972,9 @@ impl Config {
                 metadata_refresh_secs,
                 entity_selector: idp.entity_id.clone(),
             },
-            security,
             mapping,
-            provisioning: Provisioning {
-                mode,
-                associated_domains,
-                update_on_login,
-                verification_ttl_secs,
-                outbox_dir,
-            },
-            store,
-            upstream,
+            provisioning,
             session,
-            demo,
-            demo_upstream,
-            smtp,
-            admin_tokens,
         })
-    }
-}
-
-fn field_from_raw(
-    raw: Option<RawField>,
-    key: &str,
-    default: FieldRule,
-    p: &mut Problems,
-) -> FieldRule {
-    let Some(raw) = raw else { return default };
-    let from = match raw.from {
-        Some(v) if v.is_empty() => {
-            p.add(
-                format!("{key}.from"),
-                "must name at least one attribute (or \"nameid\")",
-            );
-            default.from.clone()
-        }
-        Some(v) => v.iter().map(|s| Source::parse(s)).collect(),
-        None => default.from.clone(),
-    };
-    let transforms = match raw.transforms {
-        None => default.transforms.clone(),
-        Some(list) => {
-            let mut out = Vec::new();
-            for (i, t) in list.into_iter().enumerate() {
-                let k = format!("{key}.transforms[{i}]");
-                match t {
-                    RawTransform::Named(n) => match n.as_str() {
-                        "trim" => out.push(Transform::Trim),
-                        "lowercase" => out.push(Transform::Lowercase),
-                        "uppercase" => out.push(Transform::Uppercase),
-                        other => p.add(k, format!("unknown transform {other:?} (trim, lowercase, uppercase, {{ split = \",\" }}, {{ regex = \"...\" }})")),
-                    },
-                    RawTransform::Table(t) => match (t.split, t.regex) {
-                        (Some(s), None) if !s.is_empty() => out.push(Transform::Split(s)),
-                        (None, Some(r)) => match Regex::new(&r) {
-                            Ok(re) => out.push(Transform::Regex(re)),
-                            Err(e) => p.add(format!("{k}.regex"), format!("invalid regex: {e}")),
-                        },
-                        _ => p.add(k, "a transform table holds exactly one of split (non-empty) or regex"),
-                    },
-                }
-            }
-            out
-        }
-    };
-    FieldRule {
-        from,
-        transforms,
-        default: raw.default,
-    }
-}
-
-fn mapping_from_raw(raw: raw::RawMapping, p: &mut Problems) -> Mapping {
-    let d = Mapping::default();
-    let default_license = match raw.default_license.as_deref() {
-        None => License::Basic,
-        Some(s) => License::parse(s).unwrap_or_else(|| {
-            p.add(
-                "mapping.default_license",
-                format!("{s:?} is not basic, licensed or on_prem"),
-            );
-            License::Basic
-        }),
-    };
-    let mut rules = Vec::new();
-    for (i, r) in raw.rules.unwrap_or_default().into_iter().enumerate() {
-        let key = format!("mapping.rules[{i}]");
-        let name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
-        let Some(attribute) = r.attribute.filter(|a| !a.is_empty()) else {
-            p.add(format!("{key}.attribute"), "is required");
-            continue;
-        };
-        let given = [
-            r.equals.is_some(),
-            r.contains.is_some(),
-            r.regex.is_some(),
-            r.present.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if given != 1 {
-            p.add(
-                key.clone(),
-                "exactly one of equals, contains, regex, present is required",
-            );
-            continue;
-        }
-        let matcher = if let Some(x) = r.equals {
-            Matcher::Equals(x)
-        } else if let Some(x) = r.contains {
-            Matcher::Contains(x)
-        } else if let Some(x) = r.regex {
-            let pattern = if r.ignore_case == Some(true) {
-                format!("(?i){x}")
-            } else {
-                x
-            };
-            match Regex::new(&pattern) {
-                Ok(re) => Matcher::Regex(re),
-                Err(e) => {
-                    p.add(format!("{key}.regex"), format!("invalid regex: {e}"));
-                    continue;
-                }
-            }
-        } else if r.present == Some(true) {
-            Matcher::Present
-        } else {
-            p.add(format!("{key}.present"), "must be true when given");
-            continue;
-        };
-        let license = match r.license.as_deref() {
-            None => None,
-            Some(s) => match License::parse(s) {
-                Some(l) => Some(l),
-                None => {
-                    p.add(
-                        format!("{key}.license"),
-                        format!("{s:?} is not basic, licensed or on_prem"),
-                    );
-                    continue;
-                }
-            },
-        };
-        let groups = r.groups.unwrap_or_default();
-        let features = r.features.unwrap_or_default();
-        if license.is_none() && groups.is_empty() && features.is_empty() {
-            p.add(key.clone(), "does nothing: set license, groups or features");
-        }
-        rules.push(Rule {
-            name,
-            source: Source::parse(&attribute),
-            matcher,
-            negate: r.negate.unwrap_or(false),
-            ignore_case: r.ignore_case.unwrap_or(false),
-            license,
-            groups,
-            features,
-        });
-    }
-    Mapping {
-        email: field_from_raw(raw.email, "mapping.email", d.email, p),
-        first_name: field_from_raw(raw.first_name, "mapping.first_name", d.first_name, p),
-        last_name: field_from_raw(raw.last_name, "mapping.last_name", d.last_name, p),
-        department: field_from_raw(raw.department, "mapping.department", d.department, p),
-        groups: field_from_raw(raw.groups, "mapping.groups", d.groups, p),
-        default_license,
-        default_features: raw.default_features.unwrap_or_default(),
-        rules,
     }
 }

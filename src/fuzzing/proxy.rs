@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::account::registry::Registry;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -327,6 +328,7 @@ fn build() -> Result<Harness, String> {
             .map_err(|e| e.to_string())?;
         let sessions = Arc::new(Sessions::sharded(1));
         let metrics = Arc::new(Metrics::default());
+        let accounts = Arc::new(Registry::new(cfg.account.clone()));
         let make = |up: SocketAddr, fast_path: bool| {
             let mut c = cfg.clone();
             c.upstream.url = format!("http://{up}");
@@ -339,6 +341,7 @@ fn build() -> Result<Harness, String> {
                 false,
                 Arc::clone(&sessions),
                 0,
+                Arc::clone(&accounts),
             )
             .map(Arc::new)
         };
@@ -347,6 +350,7 @@ fn build() -> Result<Harness, String> {
         let now = clock.now();
         let user = UserRecord {
             email: "alice@example.com".into(),
+            account: crate::account::DEFAULT_ID.into(),
             first_name: "Alice".into(),
             last_name: "Doe".into(),
             department: String::new(),
@@ -364,14 +368,11 @@ fn build() -> Result<Harness, String> {
             .put_users(std::slice::from_ref(&user))
             .await
             .map_err(|e| e.to_string())?;
+        let default = accounts
+            .get(crate::account::DEFAULT_ID)
+            .ok_or("the harness config has no default account")?;
         let id = sessions
-            .create(
-                store.as_ref(),
-                &fast.config(),
-                user,
-                LoginFacts::default(),
-                now,
-            )
+            .create(store.as_ref(), &default, user, LoginFacts::default(), now)
             .await
             .map_err(|e| e.to_string())?;
         let cookie = format!("{}={id}", fast.config().session.cookie_name);

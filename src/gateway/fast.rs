@@ -61,6 +61,8 @@ use tokio::sync::watch;
 
 use super::session::SessionData;
 use super::{Gateway, find_cookie, proxy, upstream};
+use crate::account::Account;
+use crate::account::registry::Snapshot;
 use crate::config::Config;
 use crate::metrics::{CONNECTIONS, CloseReason, Listener};
 
@@ -239,7 +241,9 @@ struct Peer {
 }
 
 /// A request the fast path forwards, as read from its head.
-struct Forward {
+struct Forward<'s> {
+    /// The account the request's host names.
+    account: &'s Arc<Account>,
     /// Bytes of the head.
     head_len: usize,
     /// Content-Length (0 without one).
@@ -256,10 +260,10 @@ struct Forward {
     stripped: usize,
 }
 
-enum Inspect {
+enum Inspect<'s> {
     /// Forward it; the upstream head (without the identity headers and the
     /// final blank line) is in `out`.
-    Forward(Forward),
+    Forward(Forward<'s>),
     /// The head is not complete yet.
     Partial,
     /// Leave it to the general stack.
@@ -280,14 +284,15 @@ fn head_ends(buf: &[u8], from: usize) -> bool {
 
 /// Reads the request head at the start of `buf` and, when this path takes
 /// it, writes the upstream request head into `out`.
-fn inspect(
+fn inspect<'s>(
     gw: &Gateway,
     cfg: &Config,
+    accounts: &'s Snapshot,
     buf: &[u8],
     peer: &Peer,
     out: &mut Vec<u8>,
     lower: &mut String,
-) -> Inspect {
+) -> Inspect<'s> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -311,7 +316,7 @@ fn inspect(
     }
     let path = target.split('?').next().unwrap_or(target);
     // The gateway's own routes.
-    if path.starts_with(cfg.sp.path_prefix.as_str())
+    if path.starts_with(cfg.path_prefix.as_str())
         || (gw.dev_idp.is_some() && path.starts_with("/_demo-idp/"))
     {
         return Inspect::Handover;
@@ -453,7 +458,14 @@ fn inspect(
     {
         header_line(out, b"x-forwarded-host", host);
     }
+    // The account: the one the host names (none: the general path
+    // answers 404 `unknown_host`).
+    let host_text = host.and_then(visible);
+    let Some(account) = accounts.for_host(host_text) else {
+        return Inspect::Handover;
+    };
     Inspect::Forward(Forward {
+        account,
         head_len,
         body: length.unwrap_or(0),
         safe: matches!(method, "GET" | "HEAD" | "OPTIONS"),
@@ -628,7 +640,7 @@ async fn exchange<C: AsyncRead + Unpin>(
     req: &[u8],
     client: &mut C,
     scratch: &mut Vec<u8>,
-    fwd: &Forward,
+    fwd: &Forward<'_>,
     remaining_body: usize,
     close: bool,
     rbuf: &mut Vec<u8>,
@@ -944,6 +956,7 @@ where
         }
         // A whole request head.
         let cfg = gw.config();
+        let accounts = gw.accounts.snapshot();
         let mut waiting = buf.is_empty();
         deadline
             .set(tokio::time::Instant::now() + if waiting { idle_timeout } else { head_timeout });
@@ -973,7 +986,7 @@ where
             let complete = head_ends(&buf, scanned);
             scanned = buf.len();
             if complete {
-                match inspect(gw, &cfg, &buf, &me, &mut out, &mut lower) {
+                match inspect(gw, &cfg, &accounts, &buf, &me, &mut out, &mut lower) {
                     Inspect::Forward(f) => break f,
                     Inspect::Handover => return Outcome::Handover(Prefixed::new(buf, io)),
                     Inspect::Partial => {}
@@ -1032,7 +1045,14 @@ where
         let now = gw.clock.now();
         let session = match gw
             .sessions
-            .load(gw.store.as_ref(), &cfg, &fwd.session, now, gw.shard)
+            .load(
+                gw.store.as_ref(),
+                &cfg,
+                fwd.account,
+                &fwd.session,
+                now,
+                gw.shard,
+            )
             .await
         {
             Ok(Some(s)) => s,

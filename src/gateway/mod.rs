@@ -26,6 +26,8 @@ use base64::Engine;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::account::registry::{LocalView, Registry};
+use crate::account::{Account, DEFAULT_ID};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::devidp::{DevIdp, random_id};
@@ -53,6 +55,9 @@ pub enum LoginError {
     /// The verification pool could not run the check.
     #[error(transparent)]
     Pool(#[from] pool::PoolError),
+    /// The account is suspended.
+    #[error("account {0} is suspended: its sign-ins are turned off")]
+    Suspended(String),
 }
 
 impl LoginError {
@@ -63,6 +68,7 @@ impl LoginError {
             Self::Refused(r) => r.code(),
             Self::Store(e) => e.code(),
             Self::Pool(e) => e.code(),
+            Self::Suspended(_) => "account_suspended",
         }
     }
 
@@ -93,6 +99,8 @@ struct LoginDone {
 /// The public side of one gateway process.
 pub struct Gateway {
     config: RwLock<Arc<Config>>,
+    /// The accounts this replica serves (this worker's view).
+    accounts: LocalView,
     /// The store.
     pub store: Arc<dyn Store>,
     /// The clock.
@@ -204,6 +212,19 @@ fn deflate_b64(xml_text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The host a request was sent to: the target's authority (HTTP/2's
+/// `:authority`, an absolute-form target), else the Host header.
+pub(crate) fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+}
+
 /// How many started logins one browser's request cookie remembers (one per
 /// tab a user might start a sign-in in; the oldest is forgotten first).
 const MAX_BOUND_REQUESTS: usize = 4;
@@ -239,13 +260,19 @@ impl Gateway {
                 .map_err(|e| format!("[demo] needs certs/demo-idp.key: {e}"))?;
             let cert = std::fs::read("certs/demo-idp.crt")
                 .map_err(|e| format!("[demo] needs certs/demo-idp.crt: {e}"))?;
-            Some(DevIdp::new(&config.idp.metadata.entity_id, &key, &cert)?)
+            let idp = config
+                .account
+                .as_ref()
+                .ok_or("[demo] needs the default account ([idp])")?;
+            Some(DevIdp::new(&idp.idp.metadata.entity_id, &key, &cert)?)
         } else {
             None
         };
+        let registry = Arc::new(Registry::new(config.account.clone()));
         Ok(Self {
             // Its own copy (see `reload`).
             config: RwLock::new(Arc::new((*config).clone())),
+            accounts: LocalView::new(registry),
             store,
             clock,
             metrics,
@@ -256,9 +283,10 @@ impl Gateway {
         })
     }
 
-    /// Like [`Gateway::new`], sharing a session cache with the other
-    /// gateways of the same process (one per worker thread); `shard` is
-    /// this worker's index, its shard of that cache.
+    /// Like [`Gateway::new`], sharing a session cache and the accounts
+    /// with the other gateways of the same process (one per worker
+    /// thread); `shard` is this worker's index, its shard of that cache.
+    #[allow(clippy::too_many_arguments)]
     pub fn with_sessions(
         config: Arc<Config>,
         store: Arc<dyn Store>,
@@ -267,11 +295,18 @@ impl Gateway {
         tls: bool,
         sessions: Arc<Sessions>,
         shard: usize,
+        accounts: Arc<Registry>,
     ) -> Result<Self, String> {
         let mut g = Self::new(config, store, clock, metrics, tls)?;
         g.sessions = sessions;
         g.shard = shard;
+        g.accounts = LocalView::new(accounts);
         Ok(g)
+    }
+
+    /// The accounts this gateway serves.
+    pub fn accounts(&self) -> &Arc<Registry> {
+        self.accounts.registry()
     }
 
     /// The config in force.
@@ -282,10 +317,22 @@ impl Gateway {
             .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
     }
 
-    /// Replaces the config (hot reload). Sessions are untouched. Each
-    /// gateway keeps its own copy, so taking it per request touches no
-    /// reference count another worker's core also writes.
+    /// Replaces the config (hot reload), the default account with it.
+    /// Sessions are untouched. Each gateway keeps its own copy, so taking it
+    /// per request touches no reference count another worker's core also
+    /// writes. (Gateways sharing a registry: `serve` updates the default
+    /// account once, with [`Registry::apply`], and calls
+    /// [`Gateway::reload_config`] on each.)
     pub fn reload(&self, new: Arc<Config>) {
+        self.accounts.registry().apply([match &new.account {
+            Some(a) => crate::account::registry::Change::Put(Arc::new(a.clone())),
+            None => crate::account::registry::Change::Remove(DEFAULT_ID.to_owned()),
+        }]);
+        self.reload_config(new);
+    }
+
+    /// Replaces the gateway settings only (see [`Gateway::reload`]).
+    pub fn reload_config(&self, new: Arc<Config>) {
         let new = Arc::new((*new).clone());
         match self.config.write() {
             Ok(mut c) => *c = new,
@@ -321,7 +368,13 @@ impl Gateway {
     /// `SameSite=None; Secure`, so the IdP's cross-site POST carries it; over
     /// plain HTTP browsers refuse `SameSite=None` without `Secure`, so it is
     /// `Lax` and reaches the ACS only from a same-site IdP.
-    fn set_request_cookie(&self, r: &mut Response<Body>, cfg: &Config, ids: &[String]) {
+    fn set_request_cookie(
+        &self,
+        r: &mut Response<Body>,
+        cfg: &Config,
+        acct: &Account,
+        ids: &[String],
+    ) {
         let attrs = if self.tls {
             "; Secure; SameSite=None"
         } else {
@@ -330,7 +383,7 @@ impl Gateway {
         let max_age = if ids.is_empty() {
             0
         } else {
-            cfg.sp.request_ttl_secs
+            acct.sp.request_ttl_secs
         };
         let c = format!(
             "{}={}; Path=/; HttpOnly; Max-Age={max_age}{attrs}",
@@ -359,13 +412,35 @@ impl Gateway {
             return refused;
         }
         let path = req.uri().path();
-        let prefix = cfg.sp.path_prefix.as_str();
+        // The demo IdP is the default account's.
+        if let Some(idp) = &self.dev_idp
+            && path.starts_with("/_demo-idp/")
+        {
+            let snap = self.accounts.snapshot();
+            if let Some(acct) = snap.default_account() {
+                return self.demo_idp(idp, acct, req).await;
+            }
+        }
+        // Every other request is one account's: the one its host names.
+        let snap = self.accounts.snapshot();
+        let Some(acct) = snap.for_host(request_host(&req)) else {
+            self.metrics.request_refused("unknown_host");
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "unknown_host",
+                "no account is served at this host name",
+                None,
+            );
+        };
+        let prefix = cfg.path_prefix.as_str();
         if let Some(rest) = path.strip_prefix(prefix) {
             match (req.method(), rest) {
-                (&Method::GET, "/metadata") => return self.metadata(&cfg),
-                (&Method::GET, "/login") => return self.login(&cfg, &req).await,
-                (&Method::POST, "/acs") => return self.acs(&cfg, req, peer).await,
-                (&Method::GET | &Method::POST, "/logout") => return self.logout(&cfg, &req).await,
+                (&Method::GET, "/metadata") => return self.metadata(&cfg, acct),
+                (&Method::GET, "/login") => return self.login(&cfg, acct, &req).await,
+                (&Method::POST, "/acs") => return self.acs(&cfg, acct, req, peer).await,
+                (&Method::GET | &Method::POST, "/logout") => {
+                    return self.logout(&cfg, &req).await;
+                }
                 (&Method::GET, "/verify") => return self.verify(&cfg, req.uri().query()).await,
                 (_, "/metadata" | "/login" | "/acs" | "/logout" | "/verify") => {
                     return json_error(
@@ -378,12 +453,7 @@ impl Gateway {
                 _ => {}
             }
         }
-        if let Some(idp) = &self.dev_idp
-            && path.starts_with("/_demo-idp/")
-        {
-            return self.demo_idp(idp, &cfg, req).await;
-        }
-        self.protected(&cfg, req, peer).await
+        self.protected(&cfg, acct, req, peer).await
     }
 
     /// The rules of `head.rs`; a refusal closes the connection (a client
@@ -419,7 +489,7 @@ impl Gateway {
         Some(r)
     }
 
-    fn metadata(&self, cfg: &Config) -> Response<Body> {
+    fn metadata(&self, _cfg: &Config, cfg: &Account) -> Response<Body> {
         let cert = cfg.sp.cert_pem.as_deref().map(|pem| {
             pem.lines()
                 .filter(|l| !l.starts_with("-----"))
@@ -454,12 +524,21 @@ impl Gateway {
         r
     }
 
-    async fn login(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {
+    async fn login(&self, cfg: &Config, acct: &Account, req: &Request<Incoming>) -> Response<Body> {
+        let login_path = format!("{}/login", cfg.path_prefix);
+        if !acct.is_active() {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "account_suspended",
+                &tracking_id(),
+                &login_path,
+            );
+        }
         let q = form_pairs(req.uri().query().unwrap_or("").as_bytes());
         let return_to = field(&q, "return_to")
             .and_then(safe_return_path)
             .unwrap_or_else(|| "/".into());
-        let Some(sso) = cfg.idp.metadata.redirect_sso_url() else {
+        let Some(sso) = acct.idp.metadata.redirect_sso_url() else {
             tracing::error!("IdP metadata has no HTTP-Redirect SingleSignOnService");
             return html(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -468,10 +547,15 @@ impl Gateway {
             );
         };
         let id = random_id();
-        let ttl = std::time::Duration::from_secs(cfg.sp.request_ttl_secs);
+        let ttl = std::time::Duration::from_secs(acct.sp.request_ttl_secs);
         if let Err(e) = self
             .store
-            .put_ephemeral(Ephemeral::RequestId, &id, return_to.as_bytes(), ttl)
+            .put_ephemeral(
+                Ephemeral::RequestId,
+                &acct.scoped(&id),
+                return_to.as_bytes(),
+                ttl,
+            )
             .await
         {
             self.metrics.store_error();
@@ -480,7 +564,7 @@ impl Gateway {
                 StatusCode::SERVICE_UNAVAILABLE,
                 e.code(),
                 &tracking_id(),
-                &format!("{}/login", cfg.sp.path_prefix),
+                &login_path,
             );
         }
         let now = self
@@ -493,22 +577,22 @@ ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\" Assert
 ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>{eid}</saml:Issuer>\
 <samlp:NameIDPolicy AllowCreate=\"true\"/></samlp:AuthnRequest>",
             dest = esc(sso),
-            acs = esc(&cfg.sp.acs_url),
-            eid = esc(&cfg.sp.entity_id),
+            acs = esc(&acct.sp.acs_url),
+            eid = esc(&acct.sp.entity_id),
         );
         let mut qs = format!(
             "SAMLRequest={}&RelayState={}",
             url_encode(&deflate_b64(&request)),
             url_encode(&id)
         );
-        if cfg.sp.sign_authn_requests {
+        if acct.sp.sign_authn_requests {
             qs.push_str("&SigAlg=");
             qs.push_str(&url_encode(
                 "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
             ));
             // The IdP was told to expect signed requests: never send an
             // unsigned one instead (fail closed).
-            let sig = match &cfg.sp.key {
+            let sig = match &acct.sp.key {
                 Some(key) => {
                     openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
                         .and_then(|mut s| {
@@ -533,7 +617,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "authn_request_signing_failed",
                         &tracking,
-                        &format!("{}/login", cfg.sp.path_prefix),
+                        &login_path,
                     );
                 }
             }
@@ -551,13 +635,14 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             .chain(earlier)
             .take(MAX_BOUND_REQUESTS)
             .collect();
-        self.set_request_cookie(&mut r, cfg, &ids);
+        self.set_request_cookie(&mut r, cfg, acct, &ids);
         r
     }
 
     async fn acs(
         &self,
         cfg: &Arc<Config>,
+        acct: &Arc<Account>,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
@@ -575,11 +660,15 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     size: limit,
                     limit,
                 });
-                return self.refuse(cfg, &e, &tracking, peer, None);
+                return self.refuse(cfg, acct, &e, &tracking, peer, None);
             }
         };
         let start = Instant::now();
-        let result = self.login_flow(cfg, body, bound.as_deref()).await;
+        let result = if acct.is_active() {
+            self.login_flow(cfg, acct, body, bound.as_deref()).await
+        } else {
+            Err(LoginError::Suspended(acct.id.clone()))
+        };
         self.metrics.verify_latency.observe(start.elapsed());
         match result {
             Ok(done) => {
@@ -590,24 +679,25 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     (Some(_), None) => "absent",
                 };
                 tracing::info!(target: "audit", event = "login", decision = "accept", tracking_id = %tracking,
-                    idp = %cfg.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
+                    account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
                     request_binding = binding, remote = %peer.ip());
                 let mut r = redirect(StatusCode::SEE_OTHER, &done.target);
-                self.set_cookie(&mut r, cfg, &done.session_id, cfg.session.lifetime_secs);
+                self.set_cookie(&mut r, cfg, &done.session_id, acct.session.lifetime_secs);
                 // The answered request leaves the browser's cookie.
                 if let (Some(id), Some(ids)) = (&done.answered, &bound) {
                     let rest: Vec<String> = ids.iter().filter(|b| *b != id).cloned().collect();
-                    self.set_request_cookie(&mut r, cfg, &rest);
+                    self.set_request_cookie(&mut r, cfg, acct, &rest);
                 }
                 r
             }
-            Err(e) => self.refuse(cfg, &e, &tracking, peer, None),
+            Err(e) => self.refuse(cfg, acct, &e, &tracking, peer, None),
         }
     }
 
     fn refuse(
         &self,
         cfg: &Config,
+        acct: &Account,
         e: &LoginError,
         tracking: &str,
         peer: SocketAddr,
@@ -622,12 +712,12 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             self.metrics.store_error();
         }
         tracing::warn!(target: "audit", event = "login", decision = "reject", code, reason = %e, tracking_id = %tracking,
-            idp = %cfg.idp.metadata.entity_id, name_id = name_id.unwrap_or(""), remote = %peer.ip());
+            account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = name_id.unwrap_or(""), remote = %peer.ip());
         refusal(
             e.status(),
             code,
             tracking,
-            &format!("{}/login", cfg.sp.path_prefix),
+            &format!("{}/login", cfg.path_prefix),
         )
     }
 
@@ -638,6 +728,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
     async fn login_flow(
         &self,
         cfg: &Arc<Config>,
+        acct: &Arc<Account>,
         body: bytes::Bytes,
         bound: Option<&[String]>,
     ) -> Result<LoginDone, LoginError> {
@@ -646,6 +737,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         // reads a trace on the login path; the audit event says what was
         // decided, and `samlgate check-response` shows the whole trace.
         let job_cfg = Arc::clone(cfg);
+        let job_acct = Arc::clone(acct);
         let clock = Arc::clone(&self.clock);
         let (unresolved, relay_state) = pool::VerifyPool::global()
             .run(move || -> Result<_, SamlError> {
@@ -656,11 +748,12 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     raw.as_bytes(),
                     job_cfg.security.max_response_bytes,
                 )?;
-                let parsed = saml::parse_response(&xml_text, &job_cfg)?;
+                let parsed = saml::parse_response(&xml_text, &job_cfg.security)?;
                 let unresolved = saml::verify_unresolved(
                     &xml_text,
                     &parsed,
-                    &job_cfg,
+                    &job_acct,
+                    &job_cfg.security,
                     clock.as_ref(),
                     &mut Trace::off(),
                 )?;
@@ -684,7 +777,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                         ))
                         .into());
                     }
-                    None if cfg.sp.require_request_cookie => {
+                    None if acct.sp.require_request_cookie => {
                         return Err(SamlError::RequestBinding(format!(
                             "the response answers request {id:?}, but the browser sent no request cookie ([sp] require_request_cookie = true)"
                         ))
@@ -692,7 +785,12 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     }
                     _ => {}
                 }
-                let taken = self.store.take_ephemeral(Ephemeral::RequestId, &id).await?;
+                // Only this account's requests: one started on another
+                // account's host is not outstanding here.
+                let taken = self
+                    .store
+                    .take_ephemeral(Ephemeral::RequestId, &acct.scoped(&id))
+                    .await?;
                 let outstanding: &[String] = if taken.is_some() {
                     std::slice::from_ref(&id)
                 } else {
@@ -719,13 +817,19 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         let ttl = std::time::Duration::from_secs(u64::try_from(left.max(1)).unwrap_or(1));
         if !self
             .store
-            .insert_ephemeral(Ephemeral::Replay, verified.assertion_id(), b"", ttl)
+            .insert_ephemeral(
+                Ephemeral::Replay,
+                &acct.scoped(verified.assertion_id()),
+                b"",
+                ttl,
+            )
             .await?
         {
             return Err(SamlError::Replayed(verified.assertion_id().to_owned()).into());
         }
-        let mapped = saml::map_user(&verified, cfg, &mut trace)?;
-        let admission = provisioning::decide(self.store.as_ref(), cfg, &mapped, now, true).await?;
+        let mapped = saml::map_user(&verified, acct, &cfg.security, &mut trace)?;
+        let admission =
+            provisioning::decide(self.store.as_ref(), cfg, acct, &mapped, now, true).await?;
         let name_id = verified.name_id().map(|n| n.value.clone());
         let email = admission.user.email.clone();
         let facts = session::LoginFacts {
@@ -735,7 +839,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         };
         let session_id = self
             .sessions
-            .create(self.store.as_ref(), cfg, admission.user, facts, now)
+            .create(self.store.as_ref(), acct, admission.user, facts, now)
             .await?;
         Ok(LoginDone {
             session_id,
@@ -758,7 +862,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             "Signed out",
             &format!(
                 "<p>You are signed out of meetings. Your identity provider may still remember you.</p><p><a href=\"{}/login\">Sign in again</a></p>",
-                esc(&cfg.sp.path_prefix)
+                esc(&cfg.path_prefix)
             ),
         );
         self.set_cookie(&mut r, cfg, "", 0);
@@ -777,7 +881,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     &format!(
                         "<p>Thank you: {} is verified.</p><p><a href=\"{}/login\">Sign in</a></p>",
                         esc(&u.email),
-                        esc(&cfg.sp.path_prefix)
+                        esc(&cfg.path_prefix)
                     ),
                 )
             }
@@ -790,7 +894,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 StatusCode::SERVICE_UNAVAILABLE,
                 e.code(),
                 &tracking_id(),
-                &format!("{}/login", cfg.sp.path_prefix),
+                &format!("{}/login", cfg.path_prefix),
             ),
         }
     }
@@ -798,6 +902,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
     async fn protected(
         &self,
         cfg: &Config,
+        acct: &Arc<Account>,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
@@ -806,7 +911,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         let session = match self.session_cookie(&req, &name) {
             Some(id) => match self
                 .sessions
-                .load(self.store.as_ref(), cfg, id, now, self.shard)
+                .load(self.store.as_ref(), cfg, acct, id, now, self.shard)
                 .await
             {
                 Ok(s) => s,
@@ -840,6 +945,8 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             );
             let (id, shard) = (id.clone(), self.shard);
             let cfg = self.config();
+            let registry = Arc::clone(self.accounts.registry());
+            let account_id = acct.id.clone();
             Box::new(move || {
                 let (store, sessions, clock, cfg, id) = (
                     Arc::clone(&store),
@@ -848,10 +955,14 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     Arc::clone(&cfg),
                     id.clone(),
                 );
+                // The account as now in force: a suspended or deleted
+                // account ends its tunnels too.
+                let acct = registry.get(&account_id);
                 Box::pin(async move {
+                    let Some(acct) = acct else { return false };
                     matches!(
                         sessions
-                            .load(store.as_ref(), &cfg, &id, clock.now(), shard)
+                            .load(store.as_ref(), &cfg, &acct, &id, clock.now(), shard)
                             .await,
                         Ok(Some(_))
                     )
@@ -880,7 +991,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             .is_some_and(|v| v.contains("text/html"));
         let navigate = h.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) == Some("navigate");
         let xhr = h.contains_key("x-requested-with");
-        let login = format!("{}/login", cfg.sp.path_prefix);
+        let login = format!("{}/login", cfg.path_prefix);
         if matches!(*req.method(), Method::GET | Method::HEAD) && (accepts_html || navigate) && !xhr
         {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -901,7 +1012,12 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         r
     }
 
-    async fn demo_idp(&self, idp: &DevIdp, cfg: &Config, req: Request<Incoming>) -> Response<Body> {
+    async fn demo_idp(
+        &self,
+        idp: &DevIdp,
+        cfg: &Account,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let users = [
             ("alice@example.com", "Alice", "Liddell", "Meetings-Licensed"),
             ("bob@example.com", "Bob", "Builder", "Staff"),

@@ -194,10 +194,14 @@ pub(crate) fn each_identity(
             "groups" => Cow::Owned(user.groups.join(",")),
             "license" => Cow::Borrowed(user.license.as_str()),
             "vanity" => Cow::Borrowed(user.vanity.as_deref().unwrap_or("")),
+            "account" => Cow::Borrowed(user.account.as_str()),
             _ => continue,
         };
         f(name, &clean(&v));
-        if signing {
+        // The signed message: the seven user fields, and the account when
+        // it is not the default one (so a signature made before accounts
+        // existed reads the same).
+        if signing && (field != "account" || user.account != crate::account::DEFAULT_ID) {
             signed_parts.push(v);
         }
     }

@@ -17,6 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::account::Account;
 use crate::config::Config;
 use crate::provisioning::token_hash;
 use crate::store::{Ephemeral, Store, StoreError, UserRecord, UserStatus};
@@ -27,6 +28,10 @@ const CACHE_MAX: usize = 100_000;
 /// What a session holds (as JSON in the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionData {
+    /// The account the session was opened on: it is a session on that
+    /// account's hosts only (sessions from before accounts: `default`).
+    #[serde(default = "default_account")]
+    pub account: String,
     /// The user's email.
     pub email: String,
     /// The user as of the last check (identity headers come from here).
@@ -54,6 +59,10 @@ pub struct LoginFacts {
     pub session_not_on_or_after: Option<DateTime<Utc>>,
 }
 
+fn default_account() -> String {
+    crate::account::DEFAULT_ID.to_owned()
+}
+
 type Cache = HashMap<String, (Arc<SessionData>, Instant)>;
 
 /// Session management for one gateway process.
@@ -78,8 +87,8 @@ pub fn new_session_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn ttl(data: &SessionData, cfg: &Config, now: i64) -> Duration {
-    let idle = i64::try_from(cfg.session.idle_timeout_secs).unwrap_or(i64::MAX);
+fn ttl(data: &SessionData, account: &Account, now: i64) -> Duration {
+    let idle = i64::try_from(account.session.idle_timeout_secs).unwrap_or(i64::MAX);
     let left = (data.expires - now).min(idle).max(1);
     Duration::from_secs(u64::try_from(left).unwrap_or(1))
 }
@@ -101,11 +110,11 @@ impl Sessions {
         self.shards.get(i % self.shards.len().max(1))
     }
 
-    /// Creates a session; returns its id (the cookie value).
+    /// Creates a session on `account`; returns its id (the cookie value).
     pub async fn create(
         &self,
         store: &dyn Store,
-        cfg: &Config,
+        account: &Account,
         user: UserRecord,
         login: LoginFacts,
         now: DateTime<Utc>,
@@ -117,11 +126,12 @@ impl Sessions {
         } = login;
         let id = new_session_id();
         let n = now.timestamp();
-        let mut expires = n + i64::try_from(cfg.session.lifetime_secs).unwrap_or(i64::MAX / 2);
+        let mut expires = n + i64::try_from(account.session.lifetime_secs).unwrap_or(i64::MAX / 2);
         if let Some(cap) = session_not_on_or_after {
             expires = expires.min(cap.timestamp());
         }
         let data = SessionData {
+            account: account.id.clone(),
             email: user.email.clone(),
             user,
             name_id,
@@ -136,24 +146,29 @@ impl Sessions {
                 Ephemeral::Session,
                 &token_hash(&id),
                 &json,
-                ttl(&data, cfg, n),
+                ttl(&data, account, n),
             )
             .await?;
         Ok(id)
     }
 
-    /// The live session for `id`, re-checking the user and refreshing the
-    /// idle timeout when due. `None` when absent, expired or revoked.
-    /// `shard` is the calling worker's cache shard.
+    /// The live session for `id` on `account`, re-checking the user and
+    /// refreshing the idle timeout when due. `None` when absent, expired,
+    /// revoked, another account's, or the account is suspended. `shard` is
+    /// the calling worker's cache shard.
     pub async fn load(
         &self,
         store: &dyn Store,
         cfg: &Config,
+        account: &Account,
         id: &str,
         now: DateTime<Utc>,
         shard: usize,
     ) -> Result<Option<Arc<SessionData>>, StoreError> {
         let n = now.timestamp();
+        if !account.is_active() {
+            return Ok(None);
+        }
         let recheck = Duration::from_secs(cfg.session.recheck_secs);
         // The in-memory cache is keyed by the cookie value itself (it never
         // leaves the process); the store is keyed by its SHA-256.
@@ -162,7 +177,9 @@ impl Sessions {
             && at.elapsed() < recheck
             && data.expires > n
         {
-            return Ok(Some(Arc::clone(data)));
+            // Another account's session is not a session here (and stays
+            // one on its own account's hosts).
+            return Ok((data.account == account.id).then(|| Arc::clone(data)));
         }
         let key = token_hash(id);
         let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
@@ -178,9 +195,13 @@ impl Sessions {
             self.forget(id);
             return Ok(None);
         }
-        // Re-check the user: deleted or not active ends the session.
+        if data.account != account.id {
+            return Ok(None);
+        }
+        // Re-check the user: deleted, not active or moved to another
+        // account ends the session.
         match store.get_user(&data.email).await? {
-            Some(u) if u.status == UserStatus::Active => data.user = u,
+            Some(u) if u.status == UserStatus::Active && u.account == data.account => data.user = u,
             _ => {
                 store.delete_ephemeral(Ephemeral::Session, &key).await?;
                 self.forget(id);
@@ -189,12 +210,13 @@ impl Sessions {
         }
         // Refresh the idle timeout at most every minute (and at least twice
         // per idle period).
-        let touch_every = i64::try_from((cfg.session.idle_timeout_secs / 2).min(60)).unwrap_or(60);
+        let touch_every =
+            i64::try_from((account.session.idle_timeout_secs / 2).min(60)).unwrap_or(60);
         if n - data.touched >= touch_every {
             data.touched = n;
             let json = serde_json::to_vec(&data).unwrap_or_default();
             store
-                .put_ephemeral(Ephemeral::Session, &key, &json, ttl(&data, cfg, n))
+                .put_ephemeral(Ephemeral::Session, &key, &json, ttl(&data, account, n))
                 .await?;
         }
         let data = Arc::new(data);

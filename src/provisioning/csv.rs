@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{assign_vanities, new_record, send_verification};
+use crate::account::Account;
 use crate::config::Config;
 use crate::mapping::License;
 use crate::store::{Store, StoreError, UserRecord, UserSource, UserStatus};
@@ -234,6 +235,7 @@ impl<R: Read> Read for CrlfToLf<R> {
 pub async fn import(
     store: &dyn Store,
     cfg: &Config,
+    account: &Account,
     reader: impl Read,
     opts: &ImportOptions,
     now: DateTime<Utc>,
@@ -297,13 +299,13 @@ pub async fn import(
         let line = rec.position().map_or(last_line + 1, |p| p.line());
         last_line = line;
         report.rows += 1;
-        match parse_row(&rec, &columns, opts, cfg, now, &mut seen) {
+        match parse_row(&rec, &columns, opts, cfg, account, now, &mut seen) {
             Ok(user) => batch.push(Row { line, user }),
             Err(reason) => add_error(&mut report, line, reason),
         }
         if batch.len() >= opts.batch_size {
             let rows = std::mem::take(&mut batch);
-            if let Err(e) = flush(store, cfg, opts, rows, &mut report).await {
+            if let Err(e) = flush(store, cfg, account, opts, rows, &mut report).await {
                 report.interrupted = Some(e);
                 return Ok(report);
             }
@@ -311,7 +313,7 @@ pub async fn import(
         }
     }
     if !batch.is_empty()
-        && let Err(e) = flush(store, cfg, opts, batch, &mut report).await
+        && let Err(e) = flush(store, cfg, account, opts, batch, &mut report).await
     {
         report.interrupted = Some(e);
         return Ok(report);
@@ -332,6 +334,7 @@ fn parse_row(
     columns: &[Option<Column>],
     opts: &ImportOptions,
     cfg: &Config,
+    account: &Account,
     now: DateTime<Utc>,
     seen: &mut HashSet<[u8; 16]>,
 ) -> Result<UserRecord, String> {
@@ -392,7 +395,7 @@ fn parse_row(
     if !seen.insert(key) {
         return Err(format!("duplicate of an earlier row for {email}"));
     }
-    let mut u = new_record(&email, UserSource::Csv, opts.license, cfg, now);
+    let mut u = new_record(&email, UserSource::Csv, opts.license, account, now);
     u.first_name = first;
     u.last_name = last;
     u.department = dept;
@@ -402,9 +405,15 @@ fn parse_row(
     Ok(u)
 }
 
+/// The row error for a user of another account.
+fn other_account(email: &str) -> String {
+    format!("user_in_other_account: {email} belongs to another account of this gateway")
+}
+
 async fn flush(
     store: &dyn Store,
     cfg: &Config,
+    account: &Account,
     opts: &ImportOptions,
     rows: Vec<Row>,
     report: &mut ImportReport,
@@ -418,15 +427,22 @@ async fn flush(
         unknown_through_line: last,
     };
     let mut new_users: Vec<UserRecord> = Vec::with_capacity(rows.len());
+    let mut new_lines: Vec<u64> = Vec::with_capacity(rows.len());
     if opts.update_existing || opts.dry_run {
         let emails: Vec<String> = rows.iter().map(|r| r.user.email.clone()).collect();
         let existing = store.get_users(&emails).await.map_err(fail)?;
         let mut updates = Vec::new();
         for (row, old) in rows.into_iter().zip(existing) {
             match old {
+                Some(old) if old.account != account.id => {
+                    add_error(report, row.line, other_account(&old.email));
+                }
                 Some(old) if opts.update_existing => updates.push(merge(old, row.user)),
                 Some(_) => report.skipped += 1,
-                None => new_users.push(row.user),
+                None => {
+                    new_lines.push(row.line);
+                    new_users.push(row.user);
+                }
             }
         }
         if opts.dry_run {
@@ -440,25 +456,43 @@ async fn flush(
             report.updated += updates.len() as u64;
         }
     } else {
-        new_users = rows.into_iter().map(|r| r.user).collect();
+        for r in rows {
+            new_lines.push(r.line);
+            new_users.push(r.user);
+        }
     }
     if new_users.is_empty() {
         return Ok(());
     }
     assign_vanities(store, &mut new_users).await.map_err(fail)?;
     let inserted = store.insert_users(&new_users).await.map_err(fail)?;
-    for (u, ok) in new_users.iter().zip(inserted) {
+    // Rows whose email exists already: skipped when the user is this
+    // account's, an error when another account's.
+    let mut taken: Vec<(u64, String)> = Vec::new();
+    for ((u, ok), line) in new_users.iter().zip(inserted).zip(new_lines) {
         if ok {
             report.created += 1;
             if u.status == UserStatus::PendingVerification {
-                send_verification(store, cfg, &u.email)
+                send_verification(store, cfg, account, &u.email)
                     .await
                     .map_err(fail)?;
             }
         } else {
-            report.skipped += 1;
+            taken.push((line, u.email.clone()));
             if let Some(name) = &u.vanity {
                 store.release_vanity(name, &u.email).await.map_err(fail)?;
+            }
+        }
+    }
+    if !taken.is_empty() {
+        let emails: Vec<String> = taken.iter().map(|(_, e)| e.clone()).collect();
+        let owners = store.get_users(&emails).await.map_err(fail)?;
+        for ((line, email), owner) in taken.into_iter().zip(owners) {
+            match owner {
+                Some(o) if o.account != account.id => {
+                    add_error(report, line, other_account(&email));
+                }
+                _ => report.skipped += 1,
             }
         }
     }

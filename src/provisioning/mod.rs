@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::config::{Config, ProvisioningMode};
+use crate::account::{Account, ProvisioningMode};
+use crate::config::Config;
 use crate::mapping::{License, MappedUser};
 use crate::store::{Ephemeral, Store, StoreError, UserRecord, UserSource, UserStatus};
 
@@ -26,6 +27,9 @@ pub enum Refusal {
     /// The account waits for email verification.
     #[error("the account {0} waits for email verification: follow the link sent to that address")]
     PendingVerification(String),
+    /// The email belongs to another account of this gateway.
+    #[error("{0} belongs to another account of this gateway; sign in through that account")]
+    WrongAccount(String),
     /// The store cannot be reached: fail closed.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -38,6 +42,7 @@ impl Refusal {
             Self::NotProvisioned(_) => "not_provisioned",
             Self::Deactivated(_) => "deactivated",
             Self::PendingVerification(_) => "pending_verification",
+            Self::WrongAccount(_) => "wrong_account",
             Self::Store(e) => e.code(),
         }
     }
@@ -69,12 +74,12 @@ pub struct Admission {
 }
 
 /// Whether `email`'s domain is an associated domain.
-pub fn in_associated_domain(email: &str, cfg: &Config) -> bool {
+pub fn in_associated_domain(email: &str, account: &Account) -> bool {
     let domain = email
         .rsplit_once('@')
         .map(|(_, d)| d.to_ascii_lowercase())
         .unwrap_or_default();
-    cfg.provisioning.associated_domains.contains(&domain)
+    account.provisioning.associated_domains.contains(&domain)
 }
 
 /// A vanity name is 5-40 characters, starts with a letter, and has only
@@ -145,16 +150,16 @@ pub async fn assign_vanities(
     ))
 }
 
-/// Builds a new record for `email` from a source, with the status the
-/// associated domains give it.
+/// Builds a new record of `account` for `email` from a source, with the
+/// status the account's associated domains give it.
 pub fn new_record(
     email: &str,
     source: UserSource,
     license: License,
-    cfg: &Config,
+    account: &Account,
     now: DateTime<Utc>,
 ) -> UserRecord {
-    let status = if in_associated_domain(email, cfg) {
+    let status = if in_associated_domain(email, account) {
         UserStatus::Active
     } else {
         UserStatus::PendingVerification
@@ -162,6 +167,7 @@ pub fn new_record(
     let ts = now.to_rfc3339();
     UserRecord {
         email: email.to_ascii_lowercase(),
+        account: account.id.clone(),
         first_name: String::new(),
         last_name: String::new(),
         department: String::new(),
@@ -183,6 +189,7 @@ pub fn new_record(
 pub async fn send_verification(
     store: &dyn Store,
     cfg: &Config,
+    account: &Account,
     email: &str,
 ) -> Result<String, StoreError> {
     let mut raw = [0u8; 32];
@@ -202,8 +209,8 @@ pub async fn send_verification(
             Duration::from_secs(600),
         )
         .await?;
-    let origin = origin_of(&cfg.sp.acs_url);
-    let link = format!("{origin}{}/verify?token={token}", cfg.sp.path_prefix);
+    let origin = origin_of(&account.sp.acs_url);
+    let link = format!("{origin}{}/verify?token={token}", cfg.path_prefix);
     let body = format!(
         "Your meetings account {email} was created. Open this link to verify your address\n\
          and activate it (valid for {} hours, usable once):\n\n{link}\n",
@@ -218,13 +225,18 @@ pub async fn send_verification(
 
 /// Resends a verification link to a pending user unless one went out in the
 /// last 10 minutes.
-async fn maybe_resend(store: &dyn Store, cfg: &Config, email: &str) -> Result<(), StoreError> {
+async fn maybe_resend(
+    store: &dyn Store,
+    cfg: &Config,
+    account: &Account,
+    email: &str,
+) -> Result<(), StoreError> {
     if store
         .get_ephemeral(Ephemeral::VerificationToken, &format!("sent:{email}"))
         .await?
         .is_none()
     {
-        send_verification(store, cfg, email).await?;
+        send_verification(store, cfg, account, email).await?;
     }
     Ok(())
 }
@@ -292,9 +304,9 @@ fn origin_of(url: &str) -> String {
 
 /// Applies the mapped fields listed in `provisioning.update_on_login`;
 /// returns whether anything changed. The email never changes.
-fn apply_mapped(user: &mut UserRecord, mapped: &MappedUser, cfg: &Config) -> bool {
+fn apply_mapped(user: &mut UserRecord, mapped: &MappedUser, account: &Account) -> bool {
     let before = user.clone();
-    for field in &cfg.provisioning.update_on_login {
+    for field in &account.provisioning.update_on_login {
         match field.as_str() {
             "first_name" => user.first_name.clone_from(&mapped.first_name),
             "last_name" => user.last_name.clone_from(&mapped.last_name),
@@ -316,11 +328,14 @@ fn check_status(user: &UserRecord) -> Result<(), Refusal> {
     }
 }
 
-/// The login decision, shared by the ACS and `check-response` (read-only:
-/// `write = false` stores nothing and reports what would happen).
+/// The login decision on `account`, shared by the ACS and `check-response`
+/// (read-only: `write = false` stores nothing and reports what would
+/// happen). A user of another account is refused (`wrong_account`) and
+/// left untouched.
 pub async fn decide(
     store: &dyn Store,
     cfg: &Config,
+    account: &Account,
     mapped: &MappedUser,
     now: DateTime<Utc>,
     write: bool,
@@ -332,11 +347,14 @@ pub async fn decide(
     // between our read and our insert; then we continue as an update.
     for _ in 0..2 {
         if let Some(mut user) = store.get_user(&email).await? {
+            if user.account != account.id {
+                return Err(Refusal::WrongAccount(email));
+            }
             if write && user.status == UserStatus::PendingVerification {
-                maybe_resend(store, cfg, &email).await?;
+                maybe_resend(store, cfg, account, &email).await?;
             }
             check_status(&user)?;
-            let changed = apply_mapped(&mut user, mapped, cfg);
+            let changed = apply_mapped(&mut user, mapped, account);
             if !changed {
                 return Ok(Admission {
                     user,
@@ -359,10 +377,10 @@ pub async fn decide(
                 action: Action::Updated,
             });
         }
-        if cfg.provisioning.mode == ProvisioningMode::PriorToSignIn {
+        if account.provisioning.mode == ProvisioningMode::PriorToSignIn {
             return Err(Refusal::NotProvisioned(email));
         }
-        let mut user = new_record(&email, UserSource::Jit, mapped.license, cfg, now);
+        let mut user = new_record(&email, UserSource::Jit, mapped.license, account, now);
         user.first_name.clone_from(&mapped.first_name);
         user.last_name.clone_from(&mapped.last_name);
         user.department.clone_from(&mapped.department);
@@ -379,7 +397,7 @@ pub async fn decide(
         let inserted = store.insert_users(std::slice::from_ref(&user)).await?;
         if inserted.first() == Some(&true) {
             if user.status == UserStatus::PendingVerification {
-                send_verification(store, cfg, &email).await?;
+                send_verification(store, cfg, account, &email).await?;
             }
             check_status(&user)?;
             return Ok(Admission {

@@ -22,8 +22,9 @@ pub mod xml;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::account::Account;
 use crate::clock::Clock;
-use crate::config::{Config, VerifierKind};
+use crate::config::{Security, VerifierKind};
 use crate::mapping::{MappedUser, MappingInput, SamlAttribute, Trace};
 use checks::TimeWindow;
 pub use error::SamlError;
@@ -113,12 +114,14 @@ impl VerifiedAssertion {
     }
 }
 
-/// What a verification needs from the config (borrowed, so one gateway can
-/// later serve several accounts).
+/// What a verification needs: the account the response was posted to and
+/// the gateway's security policy.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyContext<'a> {
-    /// The account's config.
-    pub config: &'a Config,
+    /// The account whose ACS received the response.
+    pub account: &'a Account,
+    /// The gateway's security policy.
+    pub security: &'a Security,
     /// Request ids outstanding for this browser / login.
     pub outstanding: &'a [String],
 }
@@ -127,9 +130,9 @@ pub struct VerifyContext<'a> {
 /// `security.max_response_bytes`.
 pub fn parse_response<'a>(
     xml_text: &'a str,
-    config: &Config,
+    security: &Security,
 ) -> Result<xml::Document<'a>, SamlError> {
-    let limit = config.security.max_response_bytes;
+    let limit = security.max_response_bytes;
     if xml_text.len() > limit {
         return Err(SamlError::TooLarge {
             what: "decoded XML",
@@ -147,7 +150,7 @@ pub fn verify_response(
     clock: &dyn Clock,
     trace: &mut Trace,
 ) -> Result<VerifiedAssertion, SamlError> {
-    let parsed = parse_response(xml_text, ctx.config)?;
+    let parsed = parse_response(xml_text, ctx.security)?;
     verify_parsed(xml_text, &parsed, ctx, clock, trace)
 }
 
@@ -161,8 +164,15 @@ pub fn verify_parsed(
     clock: &dyn Clock,
     trace: &mut Trace,
 ) -> Result<VerifiedAssertion, SamlError> {
-    verify_unresolved(xml_text, parsed_doc, ctx.config, clock, trace)?
-        .resolve(ctx.outstanding, trace)
+    verify_unresolved(
+        xml_text,
+        parsed_doc,
+        ctx.account,
+        ctx.security,
+        clock,
+        trace,
+    )?
+    .resolve(ctx.outstanding, trace)
 }
 
 /// A response whose every check passed but one: whether the request it
@@ -211,11 +221,11 @@ impl Unresolved {
 pub fn verify_unresolved(
     xml_text: &str,
     parsed_doc: &xml::Document<'_>,
-    cfg: &Config,
+    cfg: &Account,
+    sec: &Security,
     clock: &dyn Clock,
     trace: &mut Trace,
 ) -> Result<Unresolved, SamlError> {
-    let sec = &cfg.security;
     let policy = AlgorithmPolicy {
         insecure_allow_sha1: sec.insecure_allow_sha1,
     };
@@ -545,21 +555,24 @@ fn signature_trace(v: &dsig::Verified<'_>, certs: &[metadata::SigningCert]) -> S
 /// Applies the configured mapping; a mapping failure is a refusal.
 pub fn map_user(
     verified: &VerifiedAssertion,
-    config: &Config,
+    account: &Account,
+    security: &Security,
     trace: &mut Trace,
 ) -> Result<MappedUser, SamlError> {
-    let mut user = config
+    let mut user = account
         .mapping
         .apply(&verified.mapping_input(), trace)
         .map_err(SamlError::Mapping)?;
     // The key every entry point stores: see `crate::email`.
-    user.email = crate::email::canonical(&user.email, config.security.allow_international_email)
-        .map_err(|e| match e {
-            crate::email::EmailError::NotAscii(_) => {
-                SamlError::EmailNotAscii(format!("mapping.email: {e}"))
-            }
-            crate::email::EmailError::NotAnEmail(_) => {
-                SamlError::Mapping(format!("mapping.email: {e}"))
+    user.email =
+        crate::email::canonical(&user.email, security.allow_international_email).map_err(|e| {
+            match e {
+                crate::email::EmailError::NotAscii(_) => {
+                    SamlError::EmailNotAscii(format!("mapping.email: {e}"))
+                }
+                crate::email::EmailError::NotAnEmail(_) => {
+                    SamlError::Mapping(format!("mapping.email: {e}"))
+                }
             }
         })?;
     Ok(user)

@@ -86,8 +86,12 @@ pub enum UserSource {
 /// A platform user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
-    /// Lowercased email: the key.
+    /// Lowercased email: the key, unique across the gateway.
     pub email: String,
+    /// The account the user belongs to (records written before accounts
+    /// existed are the config file's account, `default`).
+    #[serde(default = "default_account")]
+    pub account: String,
     /// First name.
     pub first_name: String,
     /// Last name.
@@ -116,6 +120,10 @@ pub struct UserRecord {
     pub created_at: String,
     /// Last update time, RFC 3339.
     pub updated_at: String,
+}
+
+fn default_account() -> String {
+    crate::account::DEFAULT_ID.to_owned()
 }
 
 /// Kinds of short-lived keys; each has its own key space.

@@ -1,6 +1,7 @@
 //! The admin API over a real socket: auth, ssoCreate, user management,
 //! pagination, CSV upload, health endpoints.
 
+use crate::DefaultAccount;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +27,17 @@ pub(super) struct Running {
 pub(super) async fn start(mode: ProvisioningMode, tokens: &[&str]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg: Config = config("config.toml");
-    cfg.provisioning.mode = mode;
+    cfg.acct_mut().provisioning.mode = mode;
     cfg.provisioning.outbox_dir = dir.path().join("outbox");
     cfg.admin_tokens = tokens.iter().map(|s| s.to_string()).collect();
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(&dir.path().join("s.db"), Arc::new(SystemClock)).unwrap());
+    let accounts = Arc::new(samlgate::account::registry::Registry::new(
+        cfg.account.clone(),
+    ));
     let admin = Arc::new(Admin {
         config: Arc::new(cfg),
+        accounts,
         store: Arc::clone(&store),
         clock: Arc::new(SystemClock),
         metrics: Arc::new(|| "# metrics\n".to_string()),

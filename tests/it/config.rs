@@ -1,5 +1,6 @@
 //! Config: unknown keys refused, every error names its key, all reported at once.
 
+use crate::DefaultAccount;
 use std::path::Path;
 
 use samlgate::config::{Config, ConfigError};
@@ -23,8 +24,8 @@ fn minimal_config_loads_with_safe_defaults() {
     let c = load(MIN).unwrap();
     assert_eq!(c.security.clock_skew_secs, 180);
     assert!(!c.security.insecure_allow_sha1);
-    assert!(c.idp.allow_idp_initiated);
-    assert_eq!(c.idp.metadata.signing_certs.len(), 3);
+    assert!(c.acct().idp.allow_idp_initiated);
+    assert_eq!(c.acct().idp.metadata.signing_certs.len(), 3);
     assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9090");
 }
 
@@ -128,7 +129,7 @@ fn mapping_config_errors_name_the_rule() {
 fn relative_paths_resolve_against_the_config_folder() {
     // Loading through a path in another folder than the working directory.
     let c = Config::load(Path::new(&fixtures().join("config.toml"))).unwrap();
-    assert!(c.sp.key.is_some());
+    assert!(c.acct().sp.key.is_some());
 }
 
 #[test]

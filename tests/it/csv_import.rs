@@ -1,6 +1,7 @@
 //! CSV import: header matching, per-row errors by line, idempotent reruns,
 //! update and dry-run modes, and a Redis outage in the middle.
 
+use crate::DefaultAccount;
 use std::sync::Arc;
 
 use samlgate::clock::SystemClock;
@@ -22,9 +23,17 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 async fn run(store: &dyn Store, csv: &str, opts: &ImportOptions) -> ImportReport {
     let mut cfg = config("config.toml");
     cfg.provisioning.outbox_dir = std::env::temp_dir().join("samlgate-test-outbox");
-    import(store, &cfg, csv.as_bytes(), opts, now(), &mut |_| {})
-        .await
-        .unwrap()
+    import(
+        store,
+        &cfg,
+        cfg.acct(),
+        csv.as_bytes(),
+        opts,
+        now(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap()
 }
 
 const MESSY: &str = "\u{feff}Email,First_Name,LAST NAME,department,User Group\r\n\
@@ -125,6 +134,7 @@ async fn unknown_columns_refuse_the_file() {
     let e = import(
         &store,
         &cfg,
+        cfg.acct(),
         "email,shoe size\na@example.com,9\n".as_bytes(),
         &ImportOptions::default(),
         now(),
@@ -137,6 +147,7 @@ async fn unknown_columns_refuse_the_file() {
     let e = import(
         &store,
         &cfg,
+        cfg.acct(),
         "first_name\nA\n".as_bytes(),
         &ImportOptions::default(),
         now(),
@@ -148,6 +159,7 @@ async fn unknown_columns_refuse_the_file() {
     let e = import(
         &store,
         &cfg,
+        cfg.acct(),
         "".as_bytes(),
         &ImportOptions::default(),
         now(),
@@ -245,6 +257,7 @@ async fn redis_outage_mid_import_reports_what_was_written_and_a_rerun_completes(
     let r = import(
         store.as_ref(),
         &cfg,
+        cfg.acct(),
         csv.as_bytes(),
         &opts,
         now(),
@@ -279,14 +292,30 @@ async fn redis_outage_mid_import_reports_what_was_written_and_a_rerun_completes(
     // The restarted server is empty (no persistence in this test), so the
     // rerun must create every good row; with persistence it would skip the
     // written ones. Either way, no duplicates and nothing missing:
-    let r2 = import(&store2, &cfg, csv.as_bytes(), &opts, now(), &mut |_| {})
-        .await
-        .unwrap();
+    let r2 = import(
+        &store2,
+        &cfg,
+        cfg.acct(),
+        csv.as_bytes(),
+        &opts,
+        now(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert!(r2.interrupted.is_none());
     assert_eq!(r2.created + r2.skipped, 20_000 - bad);
-    let again = import(&store2, &cfg, csv.as_bytes(), &opts, now(), &mut |_| {})
-        .await
-        .unwrap();
+    let again = import(
+        &store2,
+        &cfg,
+        cfg.acct(),
+        csv.as_bytes(),
+        &opts,
+        now(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((again.created, again.skipped), (0, 20_000 - bad));
 }
 

@@ -2,6 +2,7 @@
 //! the proxy and its identity headers, replay, open redirects, revocation,
 //! WebSockets, two replicas on one Redis.
 
+use crate::DefaultAccount;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,7 +136,7 @@ pub async fn gateway_with(
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let mut cfg = config("config.toml");
-    cfg.sp.acs_url = format!("http://{addr}/saml/acs");
+    cfg.acct_mut().sp.acs_url = format!("http://{addr}/saml/acs");
     cfg.upstream.url = format!("http://{up}");
     cfg.provisioning.outbox_dir = dir.path().join("outbox");
     cfg.session.recheck_secs = 1;
@@ -189,8 +190,8 @@ impl Gw {
                 ("firstName".into(), vec!["Alice".into()]),
                 ("groups".into(), vec!["Meetings-Licensed".into()]),
             ],
-            acs_url: self.cfg.sp.acs_url.clone(),
-            audience: self.cfg.sp.entity_id.clone(),
+            acs_url: self.cfg.acct().sp.acs_url.clone(),
+            audience: self.cfg.acct().sp.entity_id.clone(),
             in_response_to,
             now: self.clock.now(),
             validity: chrono::Duration::minutes(5),
@@ -277,7 +278,7 @@ async fn sp_initiated_login_end_to_end() {
     .unwrap();
     assert!(xml.contains(&format!(
         "AssertionConsumerServiceURL=\"{}\"",
-        g.cfg.sp.acs_url
+        g.cfg.acct().sp.acs_url
     )));
     let doc = samlgate::saml::xml::parse(&xml).unwrap();
     let id = doc.root().attr("ID").unwrap().to_owned();
@@ -487,8 +488,8 @@ async fn deactivated_or_deleted_users_lose_their_sessions_within_recheck_secs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_expire_and_logout_ends_them() {
     let g = gateway(|c| {
-        c.session.lifetime_secs = 3600;
-        c.session.idle_timeout_secs = 600;
+        c.acct_mut().session.lifetime_secs = 3600;
+        c.acct_mut().session.idle_timeout_secs = 600;
     })
     .await;
     let cookie = g.login("alice@example.com").await;
@@ -531,7 +532,7 @@ async fn sessions_expire_and_logout_ends_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prior_to_sign_in_refuses_until_provisioned() {
-    let g = gateway(|c| c.provisioning.mode = ProvisioningMode::PriorToSignIn).await;
+    let g = gateway(|c| c.acct_mut().provisioning.mode = ProvisioningMode::PriorToSignIn).await;
     let b64 = idp()
         .response_b64(&g.params("newbie@example.com", None))
         .unwrap();
@@ -592,8 +593,8 @@ async fn an_authn_request_that_cannot_be_signed_is_never_sent_unsigned() {
     // Config loading refuses this combination; a hot-reloaded or otherwise
     // broken key must still fail closed at /saml/login.
     let g = gateway(|c| {
-        c.sp.sign_authn_requests = true;
-        c.sp.key = None;
+        c.acct_mut().sp.sign_authn_requests = true;
+        c.acct_mut().sp.key = None;
     })
     .await;
     let r = g.get("/saml/login?return_to=/x", &[]).await;
@@ -664,7 +665,7 @@ async fn sp_metadata_describes_the_sp() {
     assert_eq!(r.status, 200);
     let md = r.text();
     assert!(md.contains("entityID=\"https://sp.example.com/saml/metadata\""));
-    assert!(md.contains(&format!("Location=\"{}\"", g.cfg.sp.acs_url)));
+    assert!(md.contains(&format!("Location=\"{}\"", g.cfg.acct().sp.acs_url)));
     assert!(md.contains("AuthnRequestsSigned=\"true\""));
     assert!(md.contains("use=\"encryption\""));
     samlgate::saml::xml::parse(&md).unwrap();
@@ -703,12 +704,12 @@ async fn two_replicas_share_sessions_and_the_replay_cache_through_redis() {
     )
     .await;
     // Replica B answers at its own address but shares the SP identity (ACS) with A.
-    let acs = a.cfg.sp.acs_url.clone();
+    let acs = a.cfg.acct().sp.acs_url.clone();
     let b = gateway_with(
         Arc::new(RedisStore::standalone(&url, &prefix).await.unwrap()),
         clock.clone(),
         |c| {
-            c.sp.acs_url = acs.clone();
+            c.acct_mut().sp.acs_url = acs.clone();
         },
     )
     .await;
@@ -752,7 +753,7 @@ async fn reload_changes_mapping_and_keeps_sessions() {
     let g = gateway(|_| {}).await;
     let cookie = g.login("alice@example.com").await;
     let mut next = (*g.cfg).clone();
-    next.mapping.rules.clear(); // no rule grants "licensed" any more
+    next.acct_mut().mapping.rules.clear(); // no rule grants "licensed" any more
     g.gateway.reload(Arc::new(next));
     let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
     assert_eq!(
@@ -891,7 +892,7 @@ pub mod tls {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let mut cfg = config("config.toml");
-        cfg.sp.acs_url = format!("https://{addr}/saml/acs");
+        cfg.acct_mut().sp.acs_url = format!("https://{addr}/saml/acs");
         cfg.upstream.url = format!("http://{up}");
         let cfg = Arc::new(cfg);
         let gw = Arc::new(
@@ -929,8 +930,8 @@ pub mod tls {
         let p = ResponseParams {
             name_id: "alice@example.com".into(),
             attributes: vec![("email".into(), vec!["alice@example.com".into()])],
-            acs_url: cfg.sp.acs_url.clone(),
-            audience: cfg.sp.entity_id.clone(),
+            acs_url: cfg.acct().sp.acs_url.clone(),
+            audience: cfg.acct().sp.entity_id.clone(),
             in_response_to: None,
             now: clock.now(),
             validity: chrono::Duration::minutes(5),

@@ -30,3 +30,24 @@ mod smuggling;
 mod store_conformance;
 mod support;
 mod wellformed;
+
+/// The config file's account of a test config (every test config has one).
+pub trait DefaultAccount {
+    /// The default account.
+    fn acct(&self) -> &samlgate::account::Account;
+    /// The default account, to change before building a gateway.
+    fn acct_mut(&mut self) -> &mut samlgate::account::Account;
+}
+
+impl DefaultAccount for samlgate::config::Config {
+    fn acct(&self) -> &samlgate::account::Account {
+        self.account
+            .as_ref()
+            .expect("the test config has a default account")
+    }
+    fn acct_mut(&mut self) -> &mut samlgate::account::Account {
+        self.account
+            .as_mut()
+            .expect("the test config has a default account")
+    }
+}

@@ -1,5 +1,6 @@
 //! IdP metadata from a URL: fetched at start, refreshed, last good copy kept.
 
+use crate::DefaultAccount;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,8 +65,8 @@ async fn metadata_is_fetched_at_start_with_file_fallback() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config_text(&format!("http://{addr}/md"), None)).unwrap();
     let c = Config::load_async(&path).await.unwrap();
-    assert_eq!(c.idp.metadata.signing_certs.len(), 1);
-    assert_eq!(c.idp.metadata_source, format!("http://{addr}/md"));
+    assert_eq!(c.acct().idp.metadata.signing_certs.len(), 1);
+    assert_eq!(c.acct().idp.metadata_source, format!("http://{addr}/md"));
     // the server fails: with a file, the file is used; without, a clear error
     server.0.lock().unwrap().0 = 500;
     let e = Config::load_async(&path).await.unwrap_err().to_string();
@@ -81,7 +82,7 @@ async fn metadata_is_fetched_at_start_with_file_fallback() {
     .unwrap();
     let c = Config::load_async(&path).await.unwrap();
     assert_eq!(
-        c.idp.metadata.signing_certs.len(),
+        c.acct().idp.metadata.signing_certs.len(),
         3,
         "fell back to the file"
     );
@@ -97,15 +98,17 @@ async fn refresh_picks_up_a_key_rollover_and_keeps_the_last_good_copy() {
     let server = Arc::new(MetadataServer(Mutex::new((200, metadata_with_only("idp")))));
     let (addr, _g) = spawn(server.clone()).await;
     let g = gateway(|c| {
-        c.idp.metadata =
+        c.acct_mut().idp.metadata =
             samlgate::saml::metadata::IdpMetadata::parse(&metadata_with_only("idp"), None).unwrap();
     })
     .await;
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(samlgate::serve::refresh_metadata(
-        vec![Arc::clone(&g.gateway)],
+        Arc::clone(g.gateway.accounts()),
+        "default".into(),
         format!("http://{addr}/md"),
         Duration::from_millis(200),
+        false,
         stop_rx,
     ));
     let k = fixtures().join("keys");

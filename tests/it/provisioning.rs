@@ -1,6 +1,7 @@
 //! The login decision and email verification, on the embedded store and a
 //! real Redis.
 
+use crate::DefaultAccount;
 use std::sync::Arc;
 
 use samlgate::clock::SystemClock;
@@ -35,7 +36,7 @@ fn mapped(email: &str, license: License) -> MappedUser {
 
 fn cfg(mode: ProvisioningMode, outbox: &std::path::Path) -> Config {
     let mut c = config("config.toml");
-    c.provisioning.mode = mode;
+    c.acct_mut().provisioning.mode = mode;
     c.provisioning.outbox_dir = outbox.to_owned();
     c
 }
@@ -49,6 +50,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
     let e = decide(
         store.as_ref(),
         &prior,
+        prior.acct(),
         &mapped("new@example.com", License::Basic),
         now(),
         true,
@@ -62,6 +64,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
     let a = decide(
         store.as_ref(),
         &jit,
+        jit.acct(),
         &mapped("Alice.Smith@Example.com", License::Licensed),
         now(),
         true,
@@ -74,7 +77,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
     assert_eq!(a.user.vanity.as_deref(), Some("alice.smith"));
     let mut changed = mapped("alice.smith@example.com", License::Licensed);
     changed.last_name = "Married".into();
-    let a = decide(store.as_ref(), &jit, &changed, now(), true)
+    let a = decide(store.as_ref(), &jit, jit.acct(), &changed, now(), true)
         .await
         .unwrap();
     assert_eq!(a.action, Action::Updated);
@@ -87,14 +90,14 @@ async fn decision_suite(store: Arc<dyn Store>) {
             .last_name,
         "Married"
     );
-    let a = decide(store.as_ref(), &jit, &changed, now(), true)
+    let a = decide(store.as_ref(), &jit, jit.acct(), &changed, now(), true)
         .await
         .unwrap();
     assert_eq!(a.action, Action::Unchanged);
 
     // the existing user is admitted in prior_to_sign_in too
     assert!(
-        decide(store.as_ref(), &prior, &changed, now(), true)
+        decide(store.as_ref(), &prior, prior.acct(), &changed, now(), true)
             .await
             .is_ok()
     );
@@ -107,7 +110,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         .unwrap();
     u.status = UserStatus::Deactivated;
     store.put_users(&[u]).await.unwrap();
-    let e = decide(store.as_ref(), &jit, &changed, now(), true)
+    let e = decide(store.as_ref(), &jit, jit.acct(), &changed, now(), true)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "deactivated");
@@ -116,6 +119,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
     let e = decide(
         store.as_ref(),
         &jit,
+        jit.acct(),
         &mapped("bob.jones@elsewhere.org", License::Basic),
         now(),
         true,
@@ -143,6 +147,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
     let e = decide(
         store.as_ref(),
         &jit,
+        jit.acct(),
         &mapped("bob.jones@elsewhere.org", License::Basic),
         now(),
         true,
@@ -176,6 +181,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         decide(
             store.as_ref(),
             &jit,
+            jit.acct(),
             &mapped("bob.jones@elsewhere.org", License::Basic),
             now(),
             true
@@ -188,6 +194,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
     let a = decide(
         store.as_ref(),
         &jit,
+        jit.acct(),
         &mapped("carol.ro@example.com", License::Basic),
         now(),
         false,
@@ -206,6 +213,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
             decide(
                 s.as_ref(),
                 &c,
+                c.acct(),
                 &mapped("racer.one@example.com", License::Licensed),
                 now(),
                 true,
@@ -265,6 +273,7 @@ async fn same_local_part_on_two_processes_gets_two_vanity_names() {
             decide(
                 a.as_ref(),
                 &ca,
+                ca.acct(),
                 &mapped(&format!("{la}@example.com"), License::Licensed),
                 now(),
                 true,
@@ -275,6 +284,7 @@ async fn same_local_part_on_two_processes_gets_two_vanity_names() {
             decide(
                 b.as_ref(),
                 &cb,
+                cb.acct(),
                 &mapped(&format!("{lb}@example.com.au"), License::Licensed),
                 now(),
                 true,
@@ -317,6 +327,7 @@ async fn store_outage_refuses_logins_with_store_unavailable() {
         let e = decide(
             &s,
             &cfg(mode, dir.path()),
+            cfg(mode, dir.path()).acct(),
             &mapped("known@example.com", License::Licensed),
             now(),
             true,
@@ -412,6 +423,7 @@ async fn verification_mail_goes_out_through_smtp() {
     let e = decide(
         &store,
         &c,
+        c.acct(),
         &mapped("frank@outside.org", License::Basic),
         now(),
         true,
@@ -433,6 +445,7 @@ async fn verification_mail_goes_out_through_smtp() {
     let _ = decide(
         &store,
         &c,
+        c.acct(),
         &mapped("frank@outside.org", License::Basic),
         now(),
         true,

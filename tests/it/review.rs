@@ -3,6 +3,7 @@
 //! real signed fixture so that only the property under test can refuse it.
 //! docs/threat-model.md lists them with the defence.
 
+use crate::DefaultAccount;
 use std::time::{Duration, Instant};
 
 use samlgate::config::VerifierKind;
@@ -431,8 +432,8 @@ fn okta_params() -> samlgate::devidp::ResponseParams {
     samlgate::devidp::ResponseParams {
         name_id: "alice@example.com".into(),
         attributes: vec![("email".into(), vec!["alice@example.com".into()])],
-        acs_url: cfg.sp.acs_url.clone(),
-        audience: cfg.sp.entity_id.clone(),
+        acs_url: cfg.acct().sp.acs_url.clone(),
+        audience: cfg.acct().sp.entity_id.clone(),
         in_response_to: None,
         now: samlgate::clock::Clock::now(&samlgate::clock::SystemClock),
         validity: chrono::Duration::minutes(5),
@@ -507,7 +508,7 @@ fn page_code(r: &super::http_support::Reply) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_response_in_response_to_does_not_solicit() {
-    let g = super::gateway::gateway(|c| c.idp.allow_idp_initiated = false).await;
+    let g = super::gateway::gateway(|c| c.acct_mut().idp.allow_idp_initiated = false).await;
     // Anyone can mint an outstanding request id.
     let (id, _) = start_login(&g, None).await;
     // An unsolicited assertion (its signed SubjectConfirmationData names no
@@ -640,7 +641,7 @@ async fn request_cookie_remembers_a_few_logins_of_one_browser() {
 async fn a_post_without_the_request_cookie_is_admitted_only_for_an_outstanding_signed_request() {
     // Default: plain HTTP or a browser that withheld the cookie still signs
     // in, when the signed InResponseTo names an outstanding request.
-    let g = super::gateway::gateway(|c| c.idp.allow_idp_initiated = false).await;
+    let g = super::gateway::gateway(|c| c.acct_mut().idp.allow_idp_initiated = false).await;
     let (id, _) = start_login(&g, None).await;
     let idp = super::gateway::idp();
     let b64 = idp
@@ -661,7 +662,7 @@ async fn a_post_without_the_request_cookie_is_admitted_only_for_an_outstanding_s
     assert_eq!(page_code(&r), "in_response_to_mismatch");
 
     // `sp.require_request_cookie = true`: the cookie is required.
-    let g = super::gateway::gateway(|c| c.sp.require_request_cookie = true).await;
+    let g = super::gateway::gateway(|c| c.acct_mut().sp.require_request_cookie = true).await;
     let (id, cookie) = start_login(&g, None).await;
     let b64 = idp
         .response_b64(&g.params("alice@example.com", Some(id)))
@@ -920,9 +921,17 @@ async fn csv_import_applies_the_same_email_rules() {
         batch_size: 100,
     };
     let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
-    let rep = import(&store, &cfg, csv.as_bytes(), &opts, now, &mut |_| {})
-        .await
-        .unwrap();
+    let rep = import(
+        &store,
+        &cfg,
+        cfg.acct(),
+        csv.as_bytes(),
+        &opts,
+        now,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(rep.created, 1, "{rep:?}");
     let lines: Vec<(u64, String)> = rep
         .errors
@@ -1189,8 +1198,8 @@ fn rsa_1024_signing_keys_are_refused_unless_allowed() {
     let idp =
         samlgate::devidp::DevIdp::new("https://idp.example.org/saml/idp", &key, &cert).unwrap();
     let mut p = okta_params();
-    p.acs_url = cfg.sp.acs_url.clone();
-    p.audience = cfg.sp.entity_id.clone();
+    p.acs_url = cfg.acct().sp.acs_url.clone();
+    p.audience = cfg.acct().sp.entity_id.clone();
     let xml = idp.response(&p).unwrap();
     for v in [VerifierKind::Native, VerifierKind::Libxmlsec1] {
         let mut c = cfg.clone();

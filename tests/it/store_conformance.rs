@@ -14,6 +14,7 @@ use super::redis_support::{RedisServer, cluster, standalone, unique_prefix};
 
 pub fn user(email: &str) -> UserRecord {
     UserRecord {
+        account: "default".into(),
         email: email.to_owned(),
         first_name: "First".into(),
         last_name: "Last".into(),

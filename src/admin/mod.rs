@@ -13,8 +13,10 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::account::registry::Registry;
+use crate::account::{Account, DEFAULT_ID, ProvisioningMode};
 use crate::clock::Clock;
-use crate::config::{Config, ProvisioningMode};
+use crate::config::Config;
 use crate::mapping::License;
 use crate::provisioning::csv::{ImportOptions, import};
 use crate::provisioning::{assign_vanities, new_record, send_verification};
@@ -28,8 +30,10 @@ const MAX_CSV: u64 = 2 * 1024 * 1024 * 1024;
 
 /// What the admin listener needs.
 pub struct Admin {
-    /// The config (one account).
+    /// The gateway's config.
     pub config: Arc<Config>,
+    /// The accounts (shared with the public listener).
+    pub accounts: Arc<Registry>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// The clock.
@@ -56,6 +60,26 @@ fn store_error(e: &StoreError) -> Response<Body> {
         "the user store is unavailable",
         None,
     )
+}
+
+/// 409 for an email that exists: this account's (`user_exists`) or
+/// another's (`user_in_other_account`, which says nothing more about it).
+fn exists(acct: &Account, existing: &UserRecord) -> Response<Body> {
+    if existing.account == acct.id {
+        json_error(
+            StatusCode::CONFLICT,
+            "user_exists",
+            "a user with this email exists",
+            Some("user_info.email"),
+        )
+    } else {
+        json_error(
+            StatusCode::CONFLICT,
+            "user_in_other_account",
+            "this email belongs to another account of this gateway",
+            Some("user_info.email"),
+        )
+    }
 }
 
 fn bad(code: &str, message: &str, field: &str) -> Response<Body> {
@@ -226,20 +250,38 @@ impl Admin {
             );
             return r;
         }
+        // `/api/v2/users...` is the default account's.
+        if let Some(rest) = path.strip_prefix("/api/v2/users") {
+            let Some(acct) = self.accounts.get(DEFAULT_ID) else {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    "account_not_found",
+                    "this gateway has no default account ([idp] in the config); use /api/v2/accounts/{id}/users",
+                    None,
+                );
+            };
+            return self.users(&acct, rest, req).await;
+        }
+        json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None)
+    }
+
+    /// `{users path}{rest}` of `acct`: ssoCreate, list, import, get, patch,
+    /// delete.
+    async fn users(&self, acct: &Account, rest: &str, req: Request<Incoming>) -> Response<Body> {
         let method = req.method().clone();
-        match (method, path.as_str()) {
-            (Method::POST, "/api/v2/users") => self.create(req).await,
-            (Method::GET, "/api/v2/users") => self.list(req.uri().query()).await,
-            (Method::POST, "/api/v2/users/import") => self.import(req).await,
-            (m, p) if p.starts_with("/api/v2/users/") => {
-                let raw = p.trim_start_matches("/api/v2/users/");
+        match (method, rest) {
+            (Method::POST, "" | "/") => self.create(acct, req).await,
+            (Method::GET, "" | "/") => self.list(acct, req.uri().query()).await,
+            (Method::POST, "/import") => self.import(acct, req).await,
+            (m, p) if p.len() > 1 && p.starts_with('/') => {
+                let raw = p.get(1..).unwrap_or_default();
                 let email = crate::email::lookup_key(&String::from_utf8_lossy(
                     &crate::saml::decode::percent_decode(raw.as_bytes()),
                 ));
                 match m {
-                    Method::GET => self.get(&email).await,
-                    Method::PATCH => self.patch(&email, req).await,
-                    Method::DELETE => self.delete(&email).await,
+                    Method::GET => self.get(acct, &email).await,
+                    Method::PATCH => self.patch(acct, &email, req).await,
+                    Method::DELETE => self.delete(acct, &email).await,
                     _ => json_error(
                         StatusCode::METHOD_NOT_ALLOWED,
                         "method_not_allowed",
@@ -252,7 +294,21 @@ impl Admin {
         }
     }
 
-    async fn create(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The user `email` of `acct`: another account's user is not found here.
+    async fn user_of(&self, acct: &Account, email: &str) -> Result<UserRecord, Response<Body>> {
+        match self.store.get_user(email).await {
+            Ok(Some(u)) if u.account == acct.id => Ok(u),
+            Ok(_) => Err(json_error(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "no such user",
+                None,
+            )),
+            Err(e) => Err(store_error(&e)),
+        }
+    }
+
+    async fn create(&self, acct: &Account, req: Request<Incoming>) -> Response<Body> {
         let parsed: CreateRequest = match read_json(req).await {
             Ok(p) => p,
             Err(r) => return *r,
@@ -260,7 +316,7 @@ impl Admin {
         if parsed.action != "ssoCreate" {
             return bad("unknown_action", "action must be \"ssoCreate\"", "action");
         }
-        if self.config.provisioning.mode != ProvisioningMode::PriorToSignIn {
+        if acct.provisioning.mode != ProvisioningMode::PriorToSignIn {
             return json_error(
                 StatusCode::CONFLICT,
                 "sso_create_disabled",
@@ -307,25 +363,12 @@ impl Admin {
             Ok(s) => s,
             Err(r) => return *r,
         };
-        let mut user = new_record(
-            &email,
-            UserSource::Api,
-            license,
-            &self.config,
-            self.clock.now(),
-        );
+        let mut user = new_record(&email, UserSource::Api, license, acct, self.clock.now());
         user.first_name = first;
         user.last_name = last;
         user.sso_only = true;
         match self.store.get_user(&email).await {
-            Ok(Some(_)) => {
-                return json_error(
-                    StatusCode::CONFLICT,
-                    "user_exists",
-                    "a user with this email exists",
-                    Some("user_info.email"),
-                );
-            }
+            Ok(Some(u)) => return exists(acct, &u),
             Ok(None) => {}
             Err(e) => return store_error(&e),
         }
@@ -339,41 +382,38 @@ impl Admin {
                 if let Some(name) = &user.vanity {
                     let _ = self.store.release_vanity(name, &email).await;
                 }
-                return json_error(
-                    StatusCode::CONFLICT,
-                    "user_exists",
-                    "a user with this email exists",
-                    Some("user_info.email"),
-                );
+                // Lost a race: say whose the winner is.
+                return match self.store.get_user(&email).await {
+                    Ok(Some(u)) => exists(acct, &u),
+                    Ok(None) => exists(acct, &user),
+                    Err(e) => store_error(&e),
+                };
             }
             Err(e) => return store_error(&e),
         }
         if user.status == UserStatus::PendingVerification
-            && let Err(e) = send_verification(self.store.as_ref(), &self.config, &email).await
+            && let Err(e) = send_verification(self.store.as_ref(), &self.config, acct, &email).await
         {
             return store_error(&e);
         }
-        tracing::info!(target: "audit", event = "user_created", source = "api", email = %email, status = ?user.status);
+        tracing::info!(target: "audit", event = "user_created", source = "api", account = %acct.id, email = %email, status = ?user.status);
         json(StatusCode::CREATED, &user)
     }
 
-    async fn get(&self, email: &str) -> Response<Body> {
-        match self.store.get_user(email).await {
-            Ok(Some(u)) => json(StatusCode::OK, &u),
-            Ok(None) => json_error(
-                StatusCode::NOT_FOUND,
-                "user_not_found",
-                "no such user",
-                None,
-            ),
-            Err(e) => store_error(&e),
+    async fn get(&self, acct: &Account, email: &str) -> Response<Body> {
+        match self.user_of(acct, email).await {
+            Ok(u) => json(StatusCode::OK, &u),
+            Err(r) => r,
         }
     }
 
-    async fn delete(&self, email: &str) -> Response<Body> {
+    async fn delete(&self, acct: &Account, email: &str) -> Response<Body> {
+        if let Err(r) = self.user_of(acct, email).await {
+            return r;
+        }
         match self.store.delete_user(email).await {
             Ok(true) => {
-                tracing::info!(target: "audit", event = "user_deleted", email = %email);
+                tracing::info!(target: "audit", event = "user_deleted", account = %acct.id, email = %email);
                 let mut r = text(StatusCode::NO_CONTENT, "");
                 r.headers_mut().remove(header::CONTENT_TYPE);
                 r
@@ -388,22 +428,14 @@ impl Admin {
         }
     }
 
-    async fn patch(&self, email: &str, req: Request<Incoming>) -> Response<Body> {
+    async fn patch(&self, acct: &Account, email: &str, req: Request<Incoming>) -> Response<Body> {
         let p: PatchRequest = match read_json(req).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
-        let mut user: UserRecord = match self.store.get_user(email).await {
-            Ok(Some(u)) => u,
-            Ok(None) => {
-                return json_error(
-                    StatusCode::NOT_FOUND,
-                    "user_not_found",
-                    "no such user",
-                    None,
-                );
-            }
-            Err(e) => return store_error(&e),
+        let mut user = match self.user_of(acct, email).await {
+            Ok(u) => u,
+            Err(r) => return r,
         };
         if p.first_name.is_some() {
             match check_name(&p.first_name, "first_name") {
@@ -472,11 +504,11 @@ impl Admin {
         if let Err(e) = self.store.put_users(std::slice::from_ref(&user)).await {
             return store_error(&e);
         }
-        tracing::info!(target: "audit", event = "user_updated", email = %email, status = ?user.status);
+        tracing::info!(target: "audit", event = "user_updated", account = %acct.id, email = %email, status = ?user.status);
         json(StatusCode::OK, &user)
     }
 
-    async fn list(&self, query: Option<&str>) -> Response<Body> {
+    async fn list(&self, acct: &Account, query: Option<&str>) -> Response<Body> {
         let q = query_pairs(query);
         let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
         let limit = match get("limit").map(str::parse::<usize>) {
@@ -499,8 +531,9 @@ impl Admin {
         };
         let mut cursor = get("cursor").filter(|c| !c.is_empty()).map(str::to_owned);
         let mut users = Vec::new();
-        // With a status filter, scan at most 20 pages per call; the cursor
-        // lets the caller continue where the scan stopped.
+        // Users of this account (and with the status asked for): scan at
+        // most 20 pages per call; the cursor lets the caller continue where
+        // the scan stopped.
         for _ in 0..20 {
             let page = match self.store.list_users(cursor.as_deref(), limit).await {
                 Ok(p) => p,
@@ -509,7 +542,7 @@ impl Admin {
             let exhausted = page.len() < limit;
             for u in page {
                 cursor = Some(u.email.clone());
-                if status.is_none_or(|s| s == u.status) {
+                if u.account == acct.id && status.is_none_or(|s| s == u.status) {
                     users.push(u);
                     if users.len() == limit {
                         break;
@@ -530,7 +563,7 @@ impl Admin {
         )
     }
 
-    async fn import(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn import(&self, acct: &Account, req: Request<Incoming>) -> Response<Body> {
         let q = query_pairs(req.uri().query());
         let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
         let truthy = |k: &str| matches!(get(k), Some("true" | "1" | "yes"));
@@ -610,6 +643,7 @@ impl Admin {
         match import(
             self.store.as_ref(),
             &self.config,
+            acct,
             reader,
             &opts,
             self.clock.now(),
@@ -618,7 +652,7 @@ impl Admin {
         .await
         {
             Ok(report) => {
-                tracing::info!(target: "audit", event = "csv_import", created = report.created, updated = report.updated, skipped = report.skipped, errors = report.error_count, interrupted = report.interrupted.is_some());
+                tracing::info!(target: "audit", event = "csv_import", account = %acct.id, created = report.created, updated = report.updated, skipped = report.skipped, errors = report.error_count, interrupted = report.interrupted.is_some());
                 let status = if report.interrupted.is_some() {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
