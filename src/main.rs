@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use samlgate::check::{Decision, check_response};
+use samlgate::check::{Decision, check_response, check_response_for};
 use samlgate::clock::{Clock, FixedClock, SystemClock};
 use samlgate::config::Config;
 
@@ -36,6 +36,9 @@ enum Command {
         /// Mark a request id as outstanding (repeatable).
         #[arg(long = "request-id")]
         request_id: Vec<String>,
+        /// Decide as this account (default: the config file's).
+        #[arg(long, default_value = "default")]
+        account: String,
         /// The response file, or - for standard input.
         file: String,
     },
@@ -49,6 +52,58 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Accounts in the store (many customers on one gateway).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Create or replace an account from a document (JSON, or TOML by the
+    /// .toml extension); its id is the document's `id`.
+    Put {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Check only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The document (- for standard input, JSON).
+        file: String,
+    },
+    /// Print one account's document as JSON (exit 1 when absent).
+    Get {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Account id.
+        id: String,
+    },
+    /// List the accounts (JSON), ordered by id.
+    List {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Start after this id.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Delete an account (refused while it has users, unless --purge).
+    Delete {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Also delete its users.
+        #[arg(long)]
+        purge: bool,
+        /// Account id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,6 +113,9 @@ enum UsersCommand {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// The account the users belong to (default: the config file's).
+        #[arg(long, default_value = "default")]
+        account: String,
         /// The CSV file.
         file: PathBuf,
         /// License of every user in the file.
@@ -84,11 +142,17 @@ enum UsersCommand {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// Only a user of this account (default: any).
+        #[arg(long)]
+        account: Option<String>,
         /// Email.
         email: String,
     },
     /// List users as JSON, ordered by email.
     List {
+        /// Only users of this account (default: every account's).
+        #[arg(long)]
+        account: Option<String>,
         /// Config file.
         #[arg(long)]
         config: PathBuf,
@@ -104,6 +168,9 @@ enum UsersCommand {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// Only a user of this account (default: any).
+        #[arg(long)]
+        account: Option<String>,
         /// Email.
         email: String,
     },
@@ -172,10 +239,15 @@ fn main() -> ExitCode {
             config,
             at,
             request_id,
+            account,
             file,
         } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
+                Err(code) => return code,
+            };
+            let account = match account_of(&cfg, &account) {
+                Ok(a) => a,
                 Err(code) => return code,
             };
             let clock: Box<dyn Clock> = match at {
@@ -200,7 +272,10 @@ fn main() -> ExitCode {
                 eprintln!("samlgate: cannot read {file}: {e}");
                 return ExitCode::from(2);
             }
-            let mut report = check_response(&input, &cfg, &request_id, clock.as_ref());
+            let mut report = match &account {
+                Some(a) => check_response_for(&input, &cfg, a, &request_id, clock.as_ref()),
+                None => check_response(&input, &cfg, &request_id, clock.as_ref()),
+            };
             if report.user.is_some() {
                 let rt = match runtime() {
                     Ok(r) => r,
@@ -220,7 +295,7 @@ fn main() -> ExitCode {
                         };
                     match store {
                         Ok(s) => {
-                            if let Some(acct) = &cfg.account {
+                            if let Some(acct) = account.as_ref().or(cfg.account.as_ref()) {
                                 samlgate::check::add_provisioning(
                                     &mut report,
                                     s.as_ref(),
@@ -251,6 +326,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Users { command } => users(command),
+        Command::Accounts { command } => accounts(command),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load(&config) {
@@ -330,10 +406,12 @@ fn users(command: UsersCommand) -> ExitCode {
             Err(code) => return code,
         };
         match command {
-            UsersCommand::Get { email, .. } => {
+            UsersCommand::Get { email, account, .. } => {
                 match store.get_user(&samlgate::email::lookup_key(&email)).await {
-                    Ok(Some(u)) => print_json(&u),
-                    Ok(None) => {
+                    Ok(Some(u)) if account.as_ref().is_none_or(|a| *a == u.account) => {
+                        print_json(&u)
+                    }
+                    Ok(_) => {
                         eprintln!("samlgate: no user {email}");
                         ExitCode::from(1)
                     }
@@ -343,20 +421,52 @@ fn users(command: UsersCommand) -> ExitCode {
                     }
                 }
             }
-            UsersCommand::List { after, limit, .. } => {
-                match store.list_users(after.as_deref(), limit).await {
-                    Ok(list) => print_json(&list),
-                    Err(e) => {
-                        eprintln!("samlgate: [{}] {e}", e.code());
-                        ExitCode::from(1)
+            UsersCommand::List {
+                after,
+                limit,
+                account,
+                ..
+            } => {
+                // One account's users: scanned in pages, filtered.
+                let mut out = Vec::new();
+                let mut cursor = after;
+                loop {
+                    let page = match store.list_users(cursor.as_deref(), limit.max(1)).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            eprintln!("samlgate: [{}] {e}", e.code());
+                            return ExitCode::from(1);
+                        }
+                    };
+                    let done = page.len() < limit.max(1);
+                    cursor = page.last().map(|u| u.email.clone());
+                    out.extend(
+                        page.into_iter()
+                            .filter(|u| account.as_ref().is_none_or(|a| *a == u.account)),
+                    );
+                    if done || out.len() >= limit || account.is_none() {
+                        break;
                     }
                 }
+                out.truncate(limit);
+                print_json(&out)
             }
-            UsersCommand::Delete { email, .. } => {
-                match store
-                    .delete_user(&samlgate::email::lookup_key(&email))
-                    .await
-                {
+            UsersCommand::Delete { email, account, .. } => {
+                let key = samlgate::email::lookup_key(&email);
+                if let Some(a) = &account {
+                    match store.get_user(&key).await {
+                        Ok(Some(u)) if u.account == *a => {}
+                        Ok(_) => {
+                            eprintln!("samlgate: no user {email} in account {a}");
+                            return ExitCode::from(1);
+                        }
+                        Err(e) => {
+                            eprintln!("samlgate: [{}] {e}", e.code());
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                match store.delete_user(&key).await {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => {
                         eprintln!("samlgate: no user {email}");
@@ -370,6 +480,7 @@ fn users(command: UsersCommand) -> ExitCode {
             }
             UsersCommand::Import {
                 file,
+                account,
                 license,
                 features,
                 sso,
@@ -378,9 +489,14 @@ fn users(command: UsersCommand) -> ExitCode {
                 json,
                 ..
             } => {
+                let acct = match stored_or_default(&cfg, store.as_ref(), &account).await {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                };
                 import(
                     store.as_ref(),
                     &cfg,
+                    &acct,
                     &file,
                     &license,
                     features,
@@ -414,6 +530,7 @@ impl<R: Read> Read for Counting<R> {
 async fn import(
     store: &dyn samlgate::store::Store,
     cfg: &Config,
+    account: &samlgate::account::Account,
     file: &std::path::Path,
     license: &str,
     features: Vec<String>,
@@ -467,10 +584,6 @@ async fn import(
             b.set_position(read.load(std::sync::atomic::Ordering::Relaxed));
             b.set_message(format!("{rows} rows"));
         }
-    };
-    let Some(account) = &cfg.account else {
-        eprintln!("samlgate: the config has no default account ([idp])");
-        return ExitCode::from(2);
     };
     let result = samlgate::provisioning::csv::import(
         store,
@@ -529,6 +642,176 @@ async fn import(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Account `id`: the config file's for `default`, else the stored one.
+async fn stored_or_default(
+    cfg: &Config,
+    store: &dyn samlgate::store::Store,
+    id: &str,
+) -> Result<samlgate::account::Account, ExitCode> {
+    if id == samlgate::account::DEFAULT_ID {
+        return cfg.account.clone().ok_or_else(|| {
+            eprintln!(
+                "samlgate: the config has no default account ([idp]); name one with --account"
+            );
+            ExitCode::from(2)
+        });
+    }
+    let stored = store.get_account(id).await.map_err(|e| {
+        eprintln!("samlgate: [{}] {e}", e.code());
+        ExitCode::from(1)
+    })?;
+    let Some(stored) = stored else {
+        eprintln!("samlgate: [account_not_found] no account {id}");
+        return Err(ExitCode::from(2));
+    };
+    serde_json::from_slice::<samlgate::account::doc::Record>(&stored.record)
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            samlgate::account::manage::from_record(cfg, id, &r).map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            eprintln!("samlgate: account {id}: {e}");
+            ExitCode::from(2)
+        })
+}
+
+/// `--account ID` of check-response: `None` for the config file's.
+fn account_of(cfg: &Config, id: &str) -> Result<Option<samlgate::account::Account>, ExitCode> {
+    if id == samlgate::account::DEFAULT_ID {
+        return Ok(None);
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(cfg).await?;
+        stored_or_default(cfg, store.as_ref(), id).await.map(Some)
+    })
+}
+
+fn accounts(command: AccountsCommand) -> ExitCode {
+    use samlgate::account::manage;
+    let config = match &command {
+        AccountsCommand::Put { config, .. }
+        | AccountsCommand::Get { config, .. }
+        | AccountsCommand::List { config, .. }
+        | AccountsCommand::Delete { config, .. } => config.clone(),
+    };
+    let cfg = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let fail = |e: manage::AccountError| {
+        match &e {
+            manage::AccountError::Invalid(problems) => {
+                eprintln!("samlgate: [{}] {} problem(s):", e.code(), problems.len());
+                for p in problems {
+                    eprintln!("  - {p}");
+                }
+            }
+            _ => eprintln!("samlgate: [{}] {e}", e.code()),
+        }
+        ExitCode::from(if e.status() == 503 { 1 } else { 2 })
+    };
+    rt.block_on(async move {
+        let store = match open_store(&cfg).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        match command {
+            AccountsCommand::Put { file, dry_run, .. } => {
+                let mut text = String::new();
+                let read = if file == "-" {
+                    std::io::stdin().read_to_string(&mut text).map(|_| ())
+                } else {
+                    std::fs::read_to_string(&file).map(|t| text = t)
+                };
+                if let Err(e) = read {
+                    eprintln!("samlgate: cannot read {file}: {e}");
+                    return ExitCode::from(2);
+                }
+                let doc: Result<serde_json::Value, String> = if file.ends_with(".toml") {
+                    toml::from_str(&text).map_err(|e| e.to_string())
+                } else {
+                    serde_json::from_str(&text).map_err(|e| e.to_string())
+                };
+                let doc = match doc {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("samlgate: [invalid_json] {file}: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let Some(id) = doc.get("id").and_then(|v| v.as_str()).map(str::to_owned) else {
+                    eprintln!("samlgate: [invalid_account] {file}: id: is required");
+                    return ExitCode::from(2);
+                };
+                match manage::put(store.as_ref(), &cfg, None, &id, doc, dry_run).await {
+                    Ok(w) => {
+                        println!(
+                            "{}account {id} {} (hosts {}; provisioning {:?})",
+                            if dry_run { "dry run: " } else { "" },
+                            match (dry_run, w.created) {
+                                (true, true) => "would be created",
+                                (true, false) => "would be replaced",
+                                (false, true) => "created",
+                                (false, false) => "replaced",
+                            },
+                            w.account.hosts.join(", "),
+                            w.account.provisioning.mode
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            AccountsCommand::Get { id, .. } => match manage::get(store.as_ref(), &id).await {
+                Ok((mut doc, _)) => {
+                    if let Some(o) = doc.as_object_mut() {
+                        o.insert("id".into(), serde_json::Value::String(id));
+                    }
+                    print_json(&doc)
+                }
+                Err(e) => {
+                    let code = fail(e);
+                    if code == ExitCode::from(2) {
+                        ExitCode::from(1)
+                    } else {
+                        code
+                    }
+                }
+            },
+            AccountsCommand::List { after, limit, .. } => {
+                match manage::list(store.as_ref(), after.as_deref(), limit).await {
+                    Ok(page) => print_json(
+                        &page
+                            .into_iter()
+                            .map(|(id, mut doc, _)| {
+                                if let Some(o) = doc.as_object_mut() {
+                                    o.insert("id".into(), serde_json::Value::String(id));
+                                }
+                                doc
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    Err(e) => fail(e),
+                }
+            }
+            AccountsCommand::Delete { id, purge, .. } => {
+                match manage::delete(store.as_ref(), None, &id, purge).await {
+                    Ok(n) => {
+                        println!("account {id} deleted ({n} user(s) deleted with it)");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+        }
+    })
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -188,6 +188,13 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     let workers = worker_count();
     let sessions = Arc::new(crate::gateway::session::Sessions::sharded(workers));
     let accounts = Arc::new(Registry::new(cfg.account.clone()));
+    // The stored accounts: loaded now (a store that cannot be read at start
+    // leaves only the default account until it can), then kept in step.
+    let mut sync = crate::account::manage::Sync::new();
+    match sync.poll(store.as_ref(), &cfg, &accounts).await {
+        Ok(n) => tracing::info!(accounts = n, "stored accounts loaded"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the stored accounts yet; retrying"),
+    }
     let mut gateways = Vec::new();
     let mut threads = Vec::new();
     for i in 0..workers {
@@ -267,6 +274,13 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
         );
     }
+    tasks.push(tokio::spawn(sync_accounts(
+        sync,
+        Arc::clone(&store),
+        Arc::clone(&cfg),
+        Arc::clone(&accounts),
+        stop_rx.clone(),
+    )));
     if let Some(idp) = cfg.account.as_ref().map(|a| &a.idp)
         && let Some(url) = idp.metadata_url.clone()
     {
@@ -348,6 +362,48 @@ async fn reload(path: &Path, gateways: &[Arc<Gateway>], accounts: &Registry, sta
         }
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the old one")
+        }
+    }
+}
+
+/// How often a replica asks the store whether accounts changed.
+pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
+
+/// Keeps `accounts` in step with the store until stopped: a change made on
+/// another replica is served here within [`ACCOUNT_POLL`] plus one read.
+pub async fn sync_accounts(
+    mut sync: crate::account::manage::Sync,
+    store: Arc<dyn crate::store::Store>,
+    cfg: Arc<Config>,
+    accounts: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACCOUNT_POLL) => {}
+            _ = stop.changed() => return,
+        }
+        match sync.poll(store.as_ref(), &cfg, &accounts).await {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("accounts are in step with the store again");
+                    failing = false;
+                }
+                if n > 0 {
+                    tracing::info!(
+                        changed = n,
+                        version = sync.version(),
+                        "accounts changed in the store"
+                    );
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read account changes; serving the accounts as last read");
+                    failing = true;
+                }
+            }
         }
     }
 }

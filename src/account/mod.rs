@@ -7,6 +7,8 @@
 //! `[session]` sections are the account `default`; every other account is a
 //! document in the store, shared by all replicas.
 
+pub mod doc;
+pub mod manage;
 pub mod parse;
 #[allow(missing_docs)] // field-by-field docs live in docs/config.md and the README
 pub mod raw;

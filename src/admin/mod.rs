@@ -6,6 +6,8 @@
 //!
 //! Errors are JSON `{"code", "message", "field"?}` with stable codes.
 
+pub mod accounts;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -96,6 +98,26 @@ fn token_ok(presented: &str, tokens: &[String]) -> bool {
         ok |= openssl::memcmp::eq(&p, &t);
     }
     ok
+}
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A global admin token (`[admin] tokens`): everything.
+    Admin,
+    /// An account token: its scope, on its account only.
+    Account {
+        /// The account.
+        account: String,
+        /// `users` or `scim`.
+        scope: String,
+    },
+}
+
+/// `path` is `base` or below it.
+fn is_under(path: &str, base: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|r| r.is_empty() || r.starts_with('/'))
 }
 
 fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
@@ -236,22 +258,50 @@ impl Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !token_ok(presented.trim(), &self.config.admin_tokens) {
-            let mut r = json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required",
-                None,
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            return r;
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let principal = match self.principal(&presented).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let mut r = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                    None,
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+            Err(e) => return store_error(&e),
+        };
+        // An account token reaches its own account's users, nothing else.
+        if let Principal::Account { account, scope } = &principal {
+            let own_users = format!("/api/v2/accounts/{account}/users");
+            let allowed = scope == "users"
+                && (is_under(&path, &own_users)
+                    || (account == DEFAULT_ID && is_under(&path, "/api/v2/users")));
+            if !allowed {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this token may only manage its own account's users",
+                    None,
+                );
+            }
+        }
+        if let Some(rest) = path.strip_prefix("/api/v2/accounts")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return self.accounts(rest, req).await;
         }
         // `/api/v2/users...` is the default account's.
-        if let Some(rest) = path.strip_prefix("/api/v2/users") {
+        if let Some(rest) = path.strip_prefix("/api/v2/users")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
             let Some(acct) = self.accounts.get(DEFAULT_ID) else {
                 return json_error(
                     StatusCode::NOT_FOUND,
@@ -263,6 +313,26 @@ impl Admin {
             return self.users(&acct, rest, req).await;
         }
         json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None)
+    }
+
+    /// Who presents `token`: a global admin, an account's token, or nobody.
+    async fn principal(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if token_ok(token, &self.config.admin_tokens) {
+            return Ok(Some(Principal::Admin));
+        }
+        let hash = crate::provisioning::token_hash(token);
+        Ok(self
+            .store
+            .token_by_hash(&hash)
+            .await?
+            .filter(|t| openssl::memcmp::eq(t.hash.as_bytes(), hash.as_bytes()))
+            .map(|t| Principal::Account {
+                account: t.account,
+                scope: t.scope,
+            }))
     }
 
     /// `{users path}{rest}` of `acct`: ssoCreate, list, import, get, patch,

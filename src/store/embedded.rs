@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Ephemeral, Store, StoreError, StoreFuture, UserRecord, decode_user, encode_user};
+use super::{
+    AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
+    TokenRecord, UserRecord, decode_user, encode_user,
+};
 use crate::clock::Clock;
 
 /// redb page cache size.
@@ -22,6 +25,16 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const VANITY: TableDefinition<&str, &str> = TableDefinition::new("vanity");
 const EPHEMERAL: TableDefinition<&str, &[u8]> = TableDefinition::new("ephemeral");
+/// Account id → 8-byte big-endian revision + record.
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// Host → the account id listing it.
+const ACCOUNT_HOSTS: TableDefinition<&str, &str> = TableDefinition::new("account_hosts");
+/// Account id (written or deleted) → the version of that change.
+const ACCOUNT_LOG: TableDefinition<&str, u64> = TableDefinition::new("account_log");
+/// `accounts_version` → the accounts version.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// SHA-256 of a token's secret → the token as JSON.
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
 /// The embedded redb store.
 #[derive(Clone)]
@@ -62,6 +75,16 @@ impl EmbeddedStore {
                 .map_err(|e| StoreError::Open(e.to_string()))?;
             txn.open_table(EPHEMERAL)
                 .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(ACCOUNTS)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(ACCOUNT_HOSTS)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(ACCOUNT_LOG)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(META)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(TOKENS)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
         }
         txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(Self {
@@ -94,6 +117,34 @@ fn expiry_value(now: u64, ttl: Duration, value: &[u8]) -> Vec<u8> {
     let mut v = exp.to_be_bytes().to_vec();
     v.extend_from_slice(value);
     v
+}
+
+/// Splits a stored account value into revision and record.
+fn split_account(stored: &[u8]) -> Option<StoredAccount> {
+    let (rev, record) = stored.split_at_checked(8)?;
+    Some(StoredAccount {
+        revision: u64::from_be_bytes(rev.try_into().ok()?),
+        record: record.to_vec(),
+    })
+}
+
+/// The hosts a stored record lists (its `doc.hosts`, as written).
+fn record_hosts(record: &[u8]) -> Vec<String> {
+    super::record_hosts(record)
+}
+
+/// Bumps the accounts version and logs `id` at it; returns it.
+fn bump(txn: &redb::WriteTransaction, id: &str) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META).map_err(err)?;
+    let v = meta
+        .get("accounts_version")
+        .map_err(err)?
+        .map_or(0, |g| g.value())
+        + 1;
+    meta.insert("accounts_version", v).map_err(err)?;
+    let mut log = txn.open_table(ACCOUNT_LOG).map_err(err)?;
+    log.insert(id, v).map_err(err)?;
+    Ok(v)
 }
 
 /// Splits a stored ephemeral value; None when expired or malformed.
@@ -371,6 +422,258 @@ impl Store for EmbeddedStore {
                 t.remove(k.as_str()).map_err(err)?;
             }
             txn.commit().map_err(err)
+        })
+    }
+
+    fn put_account<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a [u8],
+        hosts: &'a [String],
+        expect: Expect,
+    ) -> StoreFuture<'a, PutAccount> {
+        let (id, record, hosts) = (id.to_owned(), record.to_vec(), hosts.to_vec());
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            let outcome = {
+                let accounts = txn.open_table(ACCOUNTS).map_err(err)?;
+                let old = accounts
+                    .get(id.as_str())
+                    .map_err(err)?
+                    .and_then(|g| split_account(g.value()));
+                let current = old.as_ref().map(|o| o.revision);
+                let ok = match expect {
+                    Expect::Any => true,
+                    Expect::Absent => current.is_none(),
+                    Expect::Revision(r) => current == Some(r),
+                };
+                if !ok {
+                    return Ok(PutAccount::Conflict { revision: current });
+                }
+                let mut host_t = txn.open_table(ACCOUNT_HOSTS).map_err(err)?;
+                for h in &hosts {
+                    if let Some(owner) = host_t.get(h.as_str()).map_err(err)?
+                        && owner.value() != id
+                    {
+                        return Ok(PutAccount::HostTaken {
+                            host: h.clone(),
+                            owner: owner.value().to_owned(),
+                        });
+                    }
+                }
+                if let Some(o) = &old {
+                    for h in record_hosts(&o.record) {
+                        if !hosts.contains(&h) {
+                            host_t.remove(h.as_str()).map_err(err)?;
+                        }
+                    }
+                }
+                for h in &hosts {
+                    host_t.insert(h.as_str(), id.as_str()).map_err(err)?;
+                }
+                drop(host_t);
+                drop(accounts);
+                let v = bump(&txn, &id)?;
+                let mut accounts = txn.open_table(ACCOUNTS).map_err(err)?;
+                let mut value = v.to_be_bytes().to_vec();
+                value.extend_from_slice(&record);
+                accounts
+                    .insert(id.as_str(), value.as_slice())
+                    .map_err(err)?;
+                PutAccount::Written {
+                    revision: v,
+                    created: old.is_none(),
+                }
+            };
+            txn.commit().map_err(err)?;
+            Ok(outcome)
+        })
+    }
+
+    fn get_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
+        let id = id.to_owned();
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(ACCOUNTS).map_err(err)?;
+            Ok(t.get(id.as_str())
+                .map_err(err)?
+                .and_then(|g| split_account(g.value())))
+        })
+    }
+
+    fn delete_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        let id = id.to_owned();
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            let existed = {
+                let mut accounts = txn.open_table(ACCOUNTS).map_err(err)?;
+                let old = accounts
+                    .remove(id.as_str())
+                    .map_err(err)?
+                    .and_then(|g| split_account(g.value()));
+                drop(accounts);
+                match old {
+                    None => false,
+                    Some(o) => {
+                        let mut host_t = txn.open_table(ACCOUNT_HOSTS).map_err(err)?;
+                        for h in record_hosts(&o.record) {
+                            if host_t
+                                .get(h.as_str())
+                                .map_err(err)?
+                                .map(|g| g.value() == id)
+                                == Some(true)
+                            {
+                                host_t.remove(h.as_str()).map_err(err)?;
+                            }
+                        }
+                        drop(host_t);
+                        let mut tokens = txn.open_table(TOKENS).map_err(err)?;
+                        let mine: Vec<String> = tokens
+                            .iter()
+                            .map_err(err)?
+                            .filter_map(Result::ok)
+                            .filter(|(_, v)| {
+                                serde_json::from_slice::<TokenRecord>(v.value())
+                                    .is_ok_and(|t| t.account == id)
+                            })
+                            .map(|(k, _)| k.value().to_owned())
+                            .collect();
+                        for k in mine {
+                            tokens.remove(k.as_str()).map_err(err)?;
+                        }
+                        drop(tokens);
+                        bump(&txn, &id)?;
+                        true
+                    }
+                }
+            };
+            txn.commit().map_err(err)?;
+            Ok(existed)
+        })
+    }
+
+    fn list_accounts<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, StoredAccount)>> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(ACCOUNTS).map_err(err)?;
+            let range = match &after {
+                Some(a) => t.range::<&str>((
+                    std::ops::Bound::Excluded(a.as_str()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => t.range::<&str>(..),
+            }
+            .map_err(err)?;
+            let mut out = Vec::new();
+            for item in range.take(limit) {
+                let (k, v) = item.map_err(err)?;
+                if let Some(a) = split_account(v.value()) {
+                    out.push((k.value().to_owned(), a));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn account_changes(&self, since: u64) -> StoreFuture<'_, AccountChanges> {
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let meta = txn.open_table(META).map_err(err)?;
+            let version = meta
+                .get("accounts_version")
+                .map_err(err)?
+                .map_or(0, |g| g.value());
+            if version <= since {
+                return Ok(AccountChanges {
+                    version,
+                    changed: Vec::new(),
+                });
+            }
+            let log = txn.open_table(ACCOUNT_LOG).map_err(err)?;
+            let mut changed = Vec::new();
+            for item in log.iter().map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                if v.value() > since {
+                    changed.push(k.value().to_owned());
+                }
+            }
+            Ok(AccountChanges { version, changed })
+        })
+    }
+
+    fn put_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()> {
+        let (hash, json) = (
+            token.hash.clone(),
+            serde_json::to_vec(token).unwrap_or_default(),
+        );
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(TOKENS).map_err(err)?;
+                t.insert(hash.as_str(), json.as_slice()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+    }
+
+    fn token_by_hash<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        let hash = hash.to_owned();
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(TOKENS).map_err(err)?;
+            Ok(t.get(hash.as_str())
+                .map_err(err)?
+                .and_then(|g| serde_json::from_slice(g.value()).ok()))
+        })
+    }
+
+    fn list_tokens<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Vec<TokenRecord>> {
+        let account = account.to_owned();
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(TOKENS).map_err(err)?;
+            let mut out: Vec<TokenRecord> = t
+                .iter()
+                .map_err(err)?
+                .filter_map(Result::ok)
+                .filter_map(|(_, v)| serde_json::from_slice::<TokenRecord>(v.value()).ok())
+                .filter(|t| t.account == account)
+                .collect();
+            out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            Ok(out)
+        })
+    }
+
+    fn delete_token<'a>(&'a self, account: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        let (account, id) = (account.to_owned(), id.to_owned());
+        self.blocking(move |db, _| {
+            let txn = db.begin_write().map_err(err)?;
+            let found = {
+                let mut t = txn.open_table(TOKENS).map_err(err)?;
+                let key = t
+                    .iter()
+                    .map_err(err)?
+                    .filter_map(Result::ok)
+                    .find(|(_, v)| {
+                        serde_json::from_slice::<TokenRecord>(v.value())
+                            .is_ok_and(|r| r.account == account && r.id == id)
+                    })
+                    .map(|(k, _)| k.value().to_owned());
+                match key {
+                    Some(k) => {
+                        t.remove(k.as_str()).map_err(err)?;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            txn.commit().map_err(err)?;
+            Ok(found)
         })
     }
 }

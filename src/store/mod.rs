@@ -151,6 +151,79 @@ impl Ephemeral {
     }
 }
 
+/// An account document as stored, with its revision (the accounts version
+/// at its last write: revisions only grow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAccount {
+    /// The stored record (JSON: the document and what the gateway keeps
+    /// with it).
+    pub record: Vec<u8>,
+    /// Its revision.
+    pub revision: u64,
+}
+
+/// The condition a write of an account document is made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever is stored (create or replace).
+    Any,
+    /// Only if no account has this id (create).
+    Absent,
+    /// Only if the stored revision is this one (read-modify-write).
+    Revision(u64),
+}
+
+/// What a write of an account document did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutAccount {
+    /// Written at `revision`; `created` when the id was new.
+    Written {
+        /// The new revision.
+        revision: u64,
+        /// No account had this id before.
+        created: bool,
+    },
+    /// A host is another account's: nothing was written.
+    HostTaken {
+        /// The host.
+        host: String,
+        /// The account listing it.
+        owner: String,
+    },
+    /// The condition failed: nothing was written.
+    Conflict {
+        /// The revision stored (None: no such account).
+        revision: Option<u64>,
+    },
+}
+
+/// Which accounts changed since a version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountChanges {
+    /// The accounts version now (pass it as `since` next time).
+    pub version: u64,
+    /// Ids written or deleted after `since` (read them again).
+    pub changed: Vec<String>,
+}
+
+/// An account token as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id (listed, used to revoke).
+    pub id: String,
+    /// The account it belongs to.
+    pub account: String,
+    /// `users` or `scim`.
+    pub scope: String,
+    /// A name for people.
+    #[serde(default)]
+    pub name: String,
+    /// SHA-256 (hex) of the secret.
+    pub hash: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
 /// The store interface (object-safe: held as `Arc<dyn Store>`).
 pub trait Store: Send + Sync {
     /// Checks the backend answers (readiness).
@@ -221,6 +294,48 @@ pub trait Store: Send + Sync {
 
     /// Deletes a short-lived value.
     fn delete_ephemeral<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Writes account `id`'s record, claiming `hosts` for it (and releasing
+    /// the hosts its previous record listed and this one does not), all at
+    /// once and only under `expect`; a host of another account refuses the
+    /// whole write.
+    fn put_account<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a [u8],
+        hosts: &'a [String],
+        expect: Expect,
+    ) -> StoreFuture<'a, PutAccount>;
+
+    /// Account `id`'s record.
+    fn get_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAccount>>;
+
+    /// Deletes account `id` (its record, its hosts and its tokens); `true`
+    /// when it existed. Its users are the caller's to delete first.
+    fn delete_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Accounts ordered by id, after `after`, at most `limit`.
+    fn list_accounts<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, StoredAccount)>>;
+
+    /// The accounts version now and the ids changed after `since` (every
+    /// id ever written when `since` is 0).
+    fn account_changes(&self, since: u64) -> StoreFuture<'_, AccountChanges>;
+
+    /// Stores an account token (its hash; ids are unique).
+    fn put_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()>;
+
+    /// The token whose secret hashes to `hash`.
+    fn token_by_hash<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>>;
+
+    /// Account `account`'s tokens.
+    fn list_tokens<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Vec<TokenRecord>>;
+
+    /// Revokes token `id` of `account`; `true` when it existed.
+    fn delete_token<'a>(&'a self, account: &'a str, id: &'a str) -> StoreFuture<'a, bool>;
 }
 
 /// Opens the store the config names.
@@ -243,6 +358,23 @@ pub async fn open(
             Ok(Arc::new(s))
         }
     }
+}
+
+/// The hosts an account record lists (`doc.hosts`): what a store releases
+/// when the record is replaced or deleted.
+fn record_hosts(record: &[u8]) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        hosts: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Record {
+        doc: Doc,
+    }
+    serde_json::from_slice::<Record>(record)
+        .map(|r| r.doc.hosts)
+        .unwrap_or_default()
 }
 
 fn decode_user(key: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
@@ -322,5 +454,42 @@ impl Store for EmptyStore {
     }
     fn delete_ephemeral<'a>(&'a self, _: Ephemeral, _: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async { Ok(()) })
+    }
+    fn put_account<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [u8],
+        _: &'a [String],
+        _: Expect,
+    ) -> StoreFuture<'a, PutAccount> {
+        Self::refuse()
+    }
+    fn get_account<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn delete_account<'a>(&'a self, _: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
+    fn list_accounts<'a>(
+        &'a self,
+        _: Option<&'a str>,
+        _: usize,
+    ) -> StoreFuture<'a, Vec<(String, StoredAccount)>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn account_changes(&self, _: u64) -> StoreFuture<'_, AccountChanges> {
+        Box::pin(async { Ok(AccountChanges::default()) })
+    }
+    fn put_token<'a>(&'a self, _: &'a TokenRecord) -> StoreFuture<'a, ()> {
+        Self::refuse()
+    }
+    fn token_by_hash<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn list_tokens<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Vec<TokenRecord>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn delete_token<'a>(&'a self, _: &'a str, _: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
     }
 }

@@ -15,6 +15,20 @@
 //! | `P:request:{id}` | string, TTL | outstanding AuthnRequest id → RelayState |
 //! | `P:replay:{id}` | string, TTL | assertion id seen, until it expires |
 //! | `P:verify:{hash}` | string, TTL | SHA-256 of a verification token → email |
+//! | `{P:accounts}:doc` | hash | account id → its record (JSON) |
+//! | `{P:accounts}:rev` | hash | account id → its revision |
+//! | `{P:accounts}:host` | hash | host → the account id listing it |
+//! | `{P:accounts}:hosts` | hash | account id → its hosts, newline-separated |
+//! | `{P:accounts}:version` | string | the accounts version (bumped by every change) |
+//! | `{P:accounts}:log` | sorted set | account id, scored by the version of its last change |
+//! | `{P:accounts}:ids` | sorted set | every account id, score 0 (for listing) |
+//! | `{P:accounts}:token` | hash | SHA-256 of a token's secret → the token (JSON) |
+//! | `{P:accounts}:tokens:ACCOUNT` | hash | token id → the token (JSON) |
+//!
+//! Every account key shares one hash tag: a write of an account (its
+//! record, its hosts, the version, the change log) is one Lua script, atomic
+//! on a cluster too. Replicas poll the version (one `GET`) and read what
+//! changed since.
 //!
 //! A user record and its index entry are written in one pipeline but are not
 //! one transaction (they live in different slots); listing skips index
@@ -27,7 +41,10 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 
-use super::{Ephemeral, Store, StoreError, StoreFuture, UserRecord, decode_user, encode_user};
+use super::{
+    AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
+    TokenRecord, UserRecord, decode_user, encode_user,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +65,86 @@ pub struct RedisStore {
 fn err(e: RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
+
+/// KEYS: doc, rev, host, version, log, ids, hosts. ARGV: id, record,
+/// expect (`any` | `absent` | `rev`), expected revision, hosts (newline-separated).
+const PUT_ACCOUNT_SCRIPT: &str = r"
+local id, record, expect, erev, hostsj = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local cur = redis.call('HGET', KEYS[2], id)
+if expect == 'absent' and cur then return {'conflict', cur} end
+if expect == 'rev' and cur ~= erev then return {'conflict', cur or ''} end
+local hosts = {}
+for h in string.gmatch(hostsj, '[^\n]+') do table.insert(hosts, h) end
+for _, h in ipairs(hosts) do
+  local o = redis.call('HGET', KEYS[3], h)
+  if o and o ~= id then return {'host_taken', h, o} end
+end
+local old = redis.call('HGET', KEYS[7], id)
+if old then
+  for h in string.gmatch(old, '[^\n]+') do
+    local keep = false
+    for _, n in ipairs(hosts) do if n == h then keep = true end end
+    if not keep and redis.call('HGET', KEYS[3], h) == id then redis.call('HDEL', KEYS[3], h) end
+  end
+end
+for _, h in ipairs(hosts) do redis.call('HSET', KEYS[3], h, id) end
+redis.call('HSET', KEYS[7], id, hostsj)
+local v = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[1], id, record)
+redis.call('HSET', KEYS[2], id, v)
+redis.call('ZADD', KEYS[5], v, id)
+redis.call('ZADD', KEYS[6], 0, id)
+if cur then return {'ok', v, 0} end
+return {'ok', v, 1}
+";
+
+/// KEYS: doc, rev, host, version, log, ids, hosts, tokens of the account,
+/// token. ARGV: id.
+const DELETE_ACCOUNT_SCRIPT: &str = r"
+local id = ARGV[1]
+if redis.call('HDEL', KEYS[1], id) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], id)
+local old = redis.call('HGET', KEYS[7], id)
+if old then
+  for h in string.gmatch(old, '[^\n]+') do
+    if redis.call('HGET', KEYS[3], h) == id then redis.call('HDEL', KEYS[3], h) end
+  end
+end
+redis.call('HDEL', KEYS[7], id)
+redis.call('ZREM', KEYS[6], id)
+local v = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[5], v, id)
+for _, t in ipairs(redis.call('HVALS', KEYS[8])) do
+  local ok, rec = pcall(cjson.decode, t)
+  if ok and rec['hash'] then redis.call('HDEL', KEYS[9], rec['hash']) end
+end
+redis.call('DEL', KEYS[8])
+return 1
+";
+
+/// KEYS: version, log. ARGV: since.
+const ACCOUNT_CHANGES_SCRIPT: &str = r"
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v <= tonumber(ARGV[1]) then return {v, {}} end
+return {v, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
+";
+
+/// KEYS: doc, rev. ARGV: id.
+const GET_ACCOUNT_SCRIPT: &str =
+    "return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}";
+
+/// KEYS: tokens of the account, token. ARGV: id, hash, JSON.
+const PUT_TOKEN_SCRIPT: &str = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1";
+
+/// KEYS: tokens of the account, token. ARGV: id.
+const DELETE_TOKEN_SCRIPT: &str = r"
+local t = redis.call('HGET', KEYS[1], ARGV[1])
+if not t then return 0 end
+local ok, rec = pcall(cjson.decode, t)
+if ok and rec['hash'] then redis.call('HDEL', KEYS[2], rec['hash']) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+";
 
 const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -130,6 +227,16 @@ impl RedisStore {
     }
     fn eph_key(&self, kind: Ephemeral, key: &str) -> String {
         format!("{}:{}:{{{key}}}", self.prefix, kind.as_str())
+    }
+
+    /// An account key: every one shares the hash tag `{P:accounts}`.
+    fn acct_key(&self, what: &str) -> String {
+        format!("{{{}:accounts}}:{what}", self.prefix)
+    }
+
+    /// The seven keys an account write touches, in the scripts' order.
+    fn account_keys(&self) -> [String; 7] {
+        ["doc", "rev", "host", "version", "log", "ids", "hosts"].map(|k| self.acct_key(k))
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
@@ -426,4 +533,219 @@ impl Store for RedisStore {
             Ok(())
         })
     }
+
+    fn put_account<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a [u8],
+        hosts: &'a [String],
+        expect: Expect,
+    ) -> StoreFuture<'a, PutAccount> {
+        Box::pin(async move {
+            let (kind, rev) = match expect {
+                Expect::Any => ("any", String::new()),
+                Expect::Absent => ("absent", String::new()),
+                Expect::Revision(r) => ("rev", r.to_string()),
+            };
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(PUT_ACCOUNT_SCRIPT).arg(7);
+            for k in self.account_keys() {
+                cmd.arg(k);
+            }
+            cmd.arg(id)
+                .arg(record)
+                .arg(kind)
+                .arg(rev)
+                .arg(hosts.join("\n"));
+            let v: Vec<Value> = self.query(&cmd).await?;
+            let text = |i: usize| -> String {
+                v.get(i)
+                    .and_then(bytes_of)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default()
+            };
+            let int = |i: usize| -> u64 {
+                match v.get(i) {
+                    Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                }
+            };
+            match text(0).as_str() {
+                "ok" => Ok(PutAccount::Written {
+                    revision: int(1),
+                    created: int(2) == 1,
+                }),
+                "host_taken" => Ok(PutAccount::HostTaken {
+                    host: text(1),
+                    owner: text(2),
+                }),
+                "conflict" => Ok(PutAccount::Conflict {
+                    revision: text(1).parse().ok(),
+                }),
+                other => Err(StoreError::Unavailable(format!(
+                    "redis: the account script answered {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn get_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
+        Box::pin(async move {
+            let v: Vec<Value> = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(GET_ACCOUNT_SCRIPT)
+                        .arg(2)
+                        .arg(self.acct_key("doc"))
+                        .arg(self.acct_key("rev"))
+                        .arg(id),
+                )
+                .await?;
+            Ok(stored_account(v.first(), v.get(1)))
+        })
+    }
+
+    fn delete_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(DELETE_ACCOUNT_SCRIPT).arg(9);
+            for k in self.account_keys() {
+                cmd.arg(k);
+            }
+            cmd.arg(self.acct_key(&format!("tokens:{id}")))
+                .arg(self.acct_key("token"))
+                .arg(id);
+            let n: i64 = self.query(&cmd).await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn list_accounts<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, StoredAccount)>> {
+        Box::pin(async move {
+            let min = match after {
+                Some(a) => format!("({a}"),
+                None => "-".to_owned(),
+            };
+            let ids: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGE")
+                        .arg(self.acct_key("ids"))
+                        .arg(&min)
+                        .arg("+")
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit),
+                )
+                .await?;
+            let mut out = Vec::with_capacity(ids.len());
+            // One script per account: its record and revision read together.
+            for id in ids {
+                if let Some(a) = self.get_account(&id).await? {
+                    out.push((id, a));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn account_changes(&self, since: u64) -> StoreFuture<'_, AccountChanges> {
+        Box::pin(async move {
+            let v: Vec<Value> = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(ACCOUNT_CHANGES_SCRIPT)
+                        .arg(2)
+                        .arg(self.acct_key("version"))
+                        .arg(self.acct_key("log"))
+                        .arg(since),
+                )
+                .await?;
+            let version = match v.first() {
+                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            let changed = match v.get(1) {
+                Some(Value::Array(ids)) => ids
+                    .iter()
+                    .filter_map(bytes_of)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(AccountChanges { version, changed })
+        })
+    }
+
+    fn put_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let json = serde_json::to_vec(token).unwrap_or_default();
+            let _: i64 = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(PUT_TOKEN_SCRIPT)
+                        .arg(2)
+                        .arg(self.acct_key(&format!("tokens:{}", token.account)))
+                        .arg(self.acct_key("token"))
+                        .arg(&token.id)
+                        .arg(&token.hash)
+                        .arg(json),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn token_by_hash<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        Box::pin(async move {
+            let v: Option<Vec<u8>> = self
+                .query(redis::cmd("HGET").arg(self.acct_key("token")).arg(hash))
+                .await?;
+            Ok(v.and_then(|b| serde_json::from_slice(&b).ok()))
+        })
+    }
+
+    fn list_tokens<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Vec<TokenRecord>> {
+        Box::pin(async move {
+            let vals: Vec<Vec<u8>> = self
+                .query(redis::cmd("HVALS").arg(self.acct_key(&format!("tokens:{account}"))))
+                .await?;
+            let mut out: Vec<TokenRecord> = vals
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect();
+            out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            Ok(out)
+        })
+    }
+
+    fn delete_token<'a>(&'a self, account: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let n: i64 = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(DELETE_TOKEN_SCRIPT)
+                        .arg(2)
+                        .arg(self.acct_key(&format!("tokens:{account}")))
+                        .arg(self.acct_key("token"))
+                        .arg(id),
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+}
+
+/// An account's record and revision as two script replies.
+fn stored_account(record: Option<&Value>, revision: Option<&Value>) -> Option<StoredAccount> {
+    let record = record.and_then(bytes_of)?.to_vec();
+    let revision = revision
+        .and_then(bytes_of)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())?;
+    Some(StoredAccount { record, revision })
 }

@@ -7,6 +7,7 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
+mod accounts;
 mod admin_api;
 mod attacks;
 mod c14n_oracle;

@@ -266,6 +266,193 @@ async fn suite(store: Arc<dyn Store>) {
     );
 }
 
+/// Account records, hosts, the change log and tokens.
+async fn accounts_suite(store: &dyn Store) {
+    use samlgate::store::{Expect, PutAccount, TokenRecord};
+    let rec = |hosts: &[&str], n: u32| {
+        serde_json::to_vec(&serde_json::json!({"doc": {"hosts": hosts, "n": n}})).unwrap()
+    };
+    let hosts = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let start = store.account_changes(0).await.unwrap();
+    assert!(start.changed.is_empty());
+    let PutAccount::Written {
+        revision: r1,
+        created: true,
+    } = store
+        .put_account(
+            "acme",
+            &rec(&["a.test", "b.test"], 1),
+            &hosts(&["a.test", "b.test"]),
+            Expect::Absent,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("create")
+    };
+    // Absent again: a conflict that names the revision.
+    assert_eq!(
+        store
+            .put_account("acme", &rec(&[], 2), &[], Expect::Absent)
+            .await
+            .unwrap(),
+        PutAccount::Conflict { revision: Some(r1) }
+    );
+    // Another account may not take acme's host; nothing of it is written.
+    assert_eq!(
+        store
+            .put_account(
+                "globex",
+                &rec(&["c.test", "b.test"], 1),
+                &hosts(&["c.test", "b.test"]),
+                Expect::Any
+            )
+            .await
+            .unwrap(),
+        PutAccount::HostTaken {
+            host: "b.test".into(),
+            owner: "acme".into()
+        }
+    );
+    assert!(store.get_account("globex").await.unwrap().is_none());
+    // A stale revision is refused; the right one replaces, releasing b.test.
+    assert_eq!(
+        store
+            .put_account(
+                "acme",
+                &rec(&["a.test"], 2),
+                &hosts(&["a.test"]),
+                Expect::Revision(r1 + 100)
+            )
+            .await
+            .unwrap(),
+        PutAccount::Conflict { revision: Some(r1) }
+    );
+    let PutAccount::Written {
+        revision: r2,
+        created: false,
+    } = store
+        .put_account(
+            "acme",
+            &rec(&["a.test"], 2),
+            &hosts(&["a.test"]),
+            Expect::Revision(r1),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("replace")
+    };
+    assert!(r2 > r1);
+    let got = store.get_account("acme").await.unwrap().unwrap();
+    assert_eq!((got.record, got.revision), (rec(&["a.test"], 2), r2));
+    // b.test is free now.
+    assert!(matches!(
+        store
+            .put_account(
+                "globex",
+                &rec(&["b.test"], 1),
+                &hosts(&["b.test"]),
+                Expect::Any
+            )
+            .await
+            .unwrap(),
+        PutAccount::Written { created: true, .. }
+    ));
+    // Changes since the start name both; since now, none.
+    let ch = store.account_changes(start.version).await.unwrap();
+    let mut ids = ch.changed.clone();
+    ids.sort();
+    assert_eq!(ids, ["acme", "globex"]);
+    assert!(
+        store
+            .account_changes(ch.version)
+            .await
+            .unwrap()
+            .changed
+            .is_empty()
+    );
+    // Listing in id order with a cursor.
+    let page = store.list_accounts(None, 1).await.unwrap();
+    assert_eq!(
+        page.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        ["acme"]
+    );
+    let page = store.list_accounts(Some("acme"), 10).await.unwrap();
+    assert_eq!(
+        page.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        ["globex"]
+    );
+    // Tokens: by hash, listed per account, revoked, gone with the account.
+    let tok = |id: &str, account: &str| TokenRecord {
+        id: id.into(),
+        account: account.into(),
+        scope: "users".into(),
+        name: String::new(),
+        hash: format!("hash-{id}"),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    store.put_token(&tok("t1", "acme")).await.unwrap();
+    store.put_token(&tok("t2", "acme")).await.unwrap();
+    store.put_token(&tok("t3", "globex")).await.unwrap();
+    assert_eq!(
+        store
+            .token_by_hash("hash-t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .account,
+        "acme"
+    );
+    assert_eq!(store.list_tokens("acme").await.unwrap().len(), 2);
+    assert!(store.delete_token("acme", "t2").await.unwrap());
+    assert!(
+        !store.delete_token("globex", "t1").await.unwrap(),
+        "another account's token"
+    );
+    assert!(store.token_by_hash("hash-t2").await.unwrap().is_none());
+    // Deleting an account: record, hosts and tokens go, the change is logged.
+    let before = store.account_changes(0).await.unwrap().version;
+    assert!(store.delete_account("acme").await.unwrap());
+    assert!(!store.delete_account("acme").await.unwrap());
+    assert!(store.get_account("acme").await.unwrap().is_none());
+    assert!(store.token_by_hash("hash-t1").await.unwrap().is_none());
+    assert!(store.token_by_hash("hash-t3").await.unwrap().is_some());
+    assert_eq!(
+        store.account_changes(before).await.unwrap().changed,
+        ["acme"]
+    );
+    assert!(matches!(
+        store
+            .put_account(
+                "initech",
+                &rec(&["a.test"], 1),
+                &hosts(&["a.test"]),
+                Expect::Any
+            )
+            .await
+            .unwrap(),
+        PutAccount::Written { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_conformance_on_every_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("a.db"), Arc::new(SystemClock)).unwrap();
+    accounts_suite(&store).await;
+    let (url, _g1) = standalone();
+    let store = RedisStore::standalone(&url, &unique_prefix("acct"))
+        .await
+        .unwrap();
+    accounts_suite(&store).await;
+    let (nodes, _g2) = cluster();
+    let store = RedisStore::cluster(&nodes, &unique_prefix("acct"))
+        .await
+        .unwrap();
+    accounts_suite(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_embedded() {
     let dir = tempfile::tempdir().unwrap();
