@@ -7,7 +7,11 @@
 #  1. an SP-initiated login driven with curl: login form, signed Response and
 #     Assertion (RSA-SHA256), ACS, session, identity headers at the upstream;
 #  2. the same captured response through `samlgate check-response`;
-#  3. scale-out: two replicas on a 3-master Redis Cluster behind an nginx
+#  3. a second account created through the admin API: its own host name
+#     (acme.localhost), its own SimpleSAMLphp IdP with its own key (metadata
+#     by URL); an SP-initiated login there reaches the upstream as that
+#     account's user, and the first account's session is none there;
+#  4. scale-out: two replicas on a 3-master Redis Cluster behind an nginx
 #     front; an IdP-initiated assertion used on one is refused on the other;
 #  with BROWSER=1, the scenarios of interop/browser.py in headless Chromium
 #  (JIT, prior_to_sign_in, email verification, logout, expired session, and
@@ -52,7 +56,7 @@ def free(p):
 while True:
     p = random.randint(20000, 30000)
     if free(p) and free(p + 10000): print(p); break'; }
-IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port); SMTP=$(port); GW2=$(port); ADMIN2=$(port)
+IDP=$(port); GW=$(port); ADMIN=$(port); UP=$(port); SMTP=$(port); GW2=$(port); ADMIN2=$(port); IDP2=$(port)
 FRONT=$(port); R1=$(port); R2=$(port); R1A=$(port); R2A=$(port); C1=$(cluster_port); C2=$(cluster_port); C3=$(cluster_port)
 front="http://127.0.0.1:$FRONT"   # nginx round-robin in front of two replicas
 idp="http://127.0.0.1:$IDP"
@@ -96,13 +100,14 @@ url = "http://127.0.0.1:$UP"
 idle_timeout_secs = 30  # the expired-session scenario waits this out
 [demo]
 enabled = true        # only for its upstream page showing the identity headers
+[admin]
+tokens = ["interop-admin-token-0123456789"]
 TOML
 # The prior_to_sign_in gateway: its own SP entity, store and admin token.
 sed -e "s|127.0.0.1:$GW|127.0.0.1:$GW2|g" -e "s|127.0.0.1:$ADMIN\"|127.0.0.1:$ADMIN2\"|" \
     -e "s|$work/samlgate.db|$work/samlgate2.db|" -e "s|^enabled = true.*|enabled = true\nserve_upstream = false|" \
     -e "s|^associated_domains|mode = \"prior_to_sign_in\"\nassociated_domains|" \
     "$work/samlgate.toml" > "$work/samlgate2.toml"
-printf '[admin]\ntokens = ["interop-admin-token-0123456789"]\n' >> "$work/samlgate2.toml"
 sp_cert=$(grep -v -- '-----' certs/demo-sp.crt | tr -d '\n')
 
 cat > "$work/ssp/config/config.php" <<PHP
@@ -254,6 +259,80 @@ cmp -s <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["d
 echo "OK: libxmlsec1 decides SimpleSAMLphp's response the same way"
 if [ -n "${SAVE_RESPONSE:-}" ]; then cp "$work/response.b64" "$SAVE_RESPONSE"; fi
 
+# --- a second account, created through the admin API, with its own IdP ---
+# Its own SimpleSAMLphp (own config, own key) and its own host name: curl
+# resolves *.localhost to loopback, and samlgate picks the account by Host.
+idp2="http://127.0.0.1:$IDP2"
+acct="http://acme.localhost:$GW"
+mkdir -p "$work"/ssp2/{config,metadata,cert,data,tmp,log,sessions}
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=SimpleSAMLphp interop IdP 2 (TEST ONLY)" \
+  -keyout "$work/ssp2/cert/idp.key" -out "$work/ssp2/cert/idp.crt" 2>/dev/null
+chmod 644 "$work/ssp2/cert/idp.key"
+sed -e "s|$idp/|$idp2/|" -e "s|$work/ssp/|$work/ssp2/|g" -e "s|SSPIDPSESSION|SSPIDP2SESSION|" \
+  "$work/ssp/config/config.php" > "$work/ssp2/config/config.php"
+cat > "$work/ssp2/config/authsources.php" <<'PHP'
+<?php
+$config = [
+  'admin' => ['core:AdminPassword'],
+  'example-userpass' => [
+    'exampleauth:UserPass',
+    'dave:davepass' => [
+      'email' => ['dave@acme.example'], 'givenName' => ['Dave'], 'sn' => ['Acme'],
+      'groups' => ['acme-staff'],
+    ],
+  ],
+];
+PHP
+cp "$work/ssp/metadata/saml20-idp-hosted.php" "$work/ssp2/metadata/"
+cat > "$work/ssp2/metadata/saml20-sp-remote.php" <<PHP
+<?php
+\$metadata['$acct/saml/metadata'] = [
+  'AssertionConsumerService' => '$acct/saml/acs',
+  'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
+  'simplesaml.nameidattribute' => 'email',
+  'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
+];
+PHP
+PHP_CLI_SERVER_WORKERS=2 SIMPLESAMLPHP_CONFIG_DIR="$work/ssp2/config" setsid php -d display_errors=0 -S "127.0.0.1:$IDP2" \
+  -t /usr/share/simplesamlphp/www 2>"$work/php2.log" &
+pids+=($!)
+wait_for curl --max-time 5 -sf "$idp2/saml2/idp/metadata.php"
+cat > "$work/acme.json" <<JSON
+{"name": "Acme (interop)", "hosts": ["acme.localhost"],
+ "sp": {"entity_id": "$acct/saml/metadata", "acs_url": "$acct/saml/acs"},
+ "idp": {"metadata_url": "$idp2/saml2/idp/metadata.php"},
+ "provisioning": {"mode": "jit", "associated_domains": ["acme.example"]}}
+JSON
+created=$(curl --max-time 30 -s -o "$work/acme-put.json" -w '%{http_code}' -X PUT "http://127.0.0.1:$ADMIN/api/v2/accounts/acme" \
+  -H "Authorization: Bearer interop-admin-token-0123456789" -H "Content-Type: application/json" --data-binary "@$work/acme.json")
+[ "$created" = "201" ] || { echo "FAIL: account not created ($created)"; cat "$work/acme-put.json"; exit 1; }
+jar3="$work/cookies3"
+login=$(curl --max-time 30 -s -c "$jar3" -b "$jar3" -o /dev/null -w '%{redirect_url}' "$acct/saml/login?return_to=/meetings/8")
+case "$login" in "$idp2/saml2/idp/SSOService.php?SAMLRequest="*) ;; *) echo "FAIL: acme's login did not go to acme's IdP: $login"; exit 1;; esac
+form=$(curl --max-time 30 -s -L -c "$jar3" -b "$jar3" "$login")
+state=$(echo "$form" | grep -o 'name="AuthState" value="[^"]*"' | head -1 | sed 's/.*value="//;s/"$//' | python3 -c 'import html,sys; print(html.unescape(sys.stdin.read().strip()))')
+[ -n "$state" ] || { echo "FAIL: no login form at acme's IdP"; echo "$form" | head -20; exit 1; }
+post=$(curl --max-time 30 -s -c "$jar3" -b "$jar3" "$idp2/module.php/core/loginuserpass.php" \
+  --data-urlencode "username=dave" --data-urlencode "password=davepass" --data-urlencode "AuthState=$state")
+resp2=$(echo "$post" | grep -o 'name="SAMLResponse" value="[^"]*"' | sed 's/.*value="//;s/"$//')
+relay2=$(echo "$post" | grep -o 'name="RelayState" value="[^"]*"' | sed 's/.*value="//;s/"$//')
+[ -n "$resp2" ] || { echo "FAIL: acme's IdP returned no SAMLResponse"; echo "$post" | head -20; exit 1; }
+# acme's IdP's response is not the default account's: refused at the first host.
+other=$(curl --max-time 30 -s -o /dev/null -w '%{http_code}' "$gw/saml/acs" --data-urlencode "SAMLResponse=$resp2")
+[ "$other" = "403" ] || { echo "FAIL: the default account took acme's response ($other)"; exit 1; }
+acs=$(curl --max-time 30 -s -D - -o /dev/null -c "$jar3" -b "$jar3" "$acct/saml/acs" \
+  --data-urlencode "SAMLResponse=$resp2" --data-urlencode "RelayState=$relay2")
+echo "$acs" | grep -q "^HTTP/1.1 303" || { echo "FAIL: acme's ACS refused"; echo "$acs"; tail -5 "$work/samlgate.log"; exit 1; }
+page=$(curl --max-time 30 -s -c "$jar3" -b "$jar3" "$acct/meetings/8")
+echo "$page" | grep -q "dave@acme.example" || { echo "FAIL: acme's identity headers missing"; echo "$page"; exit 1; }
+echo "$page" | grep -qi "x-samlgate-account</code></td><td>acme" || { echo "FAIL: no X-Samlgate-Account: acme"; echo "$page"; exit 1; }
+# The default account's session is no session on acme's host.
+alice=$(awk '$6 == "samlgate_session" {print $7}' "$jar" | head -1)
+[ -n "$alice" ] || { echo "FAIL: no default-account session cookie to try"; exit 1; }
+cross=$(curl --max-time 30 -s -o /dev/null -w '%{http_code}' -H "Cookie: samlgate_session=$alice" -H "Accept: application/json" "$acct/meetings/8")
+[ "$cross" = "401" ] || { echo "FAIL: the default account's session opened acme's host ($cross)"; exit 1; }
+echo "OK: a second account created through the API (acme.localhost, its own SimpleSAMLphp and key) signed dave@acme.example in; the first account's session is none there"
+
 # --- scale-out: two replicas on a 3-master Redis Cluster behind nginx ---
 for c in $C1 $C2 $C3; do
   mkdir -p "$work/redis-$c"
@@ -329,7 +408,7 @@ code1=$(curl --max-time 30 -s "http://127.0.0.1:$R1/saml/acs" --data-urlencode "
 [ "$code2" = "303" ] || { echo "FAIL: replica 2 refused the IdP-initiated login ($code2)"; tail -3 "$work/replica2.log"; exit 1; }
 echo "$code1" | grep -q "<code>replayed</code>" || { echo "FAIL: replica 1 did not refuse the replay"; echo "$code1" | head -5; exit 1; }
 echo "OK: an assertion used on replica 2 is refused as replayed on replica 1 (Redis Cluster)"
-echo "interop: 3 passed, 0 failed"
+echo "interop: 4 passed, 0 failed"
 
 if [ "${BROWSER:-0}" = "1" ]; then
   need=()
