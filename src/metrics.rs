@@ -96,6 +96,10 @@ struct ProxiedShard([AtomicU64; 6]);
 #[derive(Debug, Default)]
 pub struct Metrics {
     logins: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// The same decisions per account (unless `[accounts] metrics_label =
+    /// false`: a fleet of very many accounts may not want a series each).
+    account_logins: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    no_account_label: std::sync::atomic::AtomicBool,
     /// Proxied responses by status class: index 1..=5 for 1xx..5xx.
     proxied: [ProxiedShard; SHARDS],
     store_errors: AtomicU64,
@@ -114,6 +118,27 @@ impl Metrics {
         if let Ok(mut m) = self.logins.lock() {
             *m.entry((outcome, code)).or_default() += 1;
         }
+    }
+
+    /// Counts a login decision on `account` (in both families).
+    pub fn account_login(&self, account: &str, outcome: &'static str, code: &'static str) {
+        self.login(outcome, code);
+        if self.no_account_label.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut m) = self.account_logins.lock() {
+            match m.get_mut(&(account.to_owned(), outcome, code)) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert((account.to_owned(), outcome, code), 1);
+                }
+            }
+        }
+    }
+
+    /// Whether login decisions are also counted per account (default on).
+    pub fn set_account_label(&self, on: bool) {
+        self.no_account_label.store(!on, Ordering::Relaxed);
     }
 
     /// Counts a proxied request by status class (2, 3, 4, 5).
@@ -154,6 +179,17 @@ impl Metrics {
                     out,
                     "samlgate_logins_total{{outcome=\"{outcome}\",code=\"{code}\"}} {n}"
                 );
+            }
+        }
+        if !self.no_account_label.load(Ordering::Relaxed) {
+            out.push_str("# HELP samlgate_account_logins_total Login decisions per account, by outcome and refusal code.\n# TYPE samlgate_account_logins_total counter\n");
+            if let Ok(m) = self.account_logins.lock() {
+                for ((account, outcome, code), n) in m.iter() {
+                    let _ = writeln!(
+                        out,
+                        "samlgate_account_logins_total{{account=\"{account}\",outcome=\"{outcome}\",code=\"{code}\"}} {n}"
+                    );
+                }
             }
         }
         let _ = writeln!(
@@ -384,6 +420,7 @@ mod tests {
     fn golden_text() {
         let m = Metrics::default();
         m.login("accept", "");
+        m.account_login("acme", "reject", "wrong_account");
         m.login("reject", "signature_invalid");
         m.login("reject", "signature_invalid");
         m.proxied(200);
@@ -395,6 +432,8 @@ mod tests {
         for line in [
             "samlgate_logins_total{outcome=\"accept\",code=\"\"} 1",
             "samlgate_logins_total{outcome=\"reject\",code=\"signature_invalid\"} 2",
+            "samlgate_logins_total{outcome=\"reject\",code=\"wrong_account\"} 1",
+            "samlgate_account_logins_total{account=\"acme\",outcome=\"reject\",code=\"wrong_account\"} 1",
             "samlgate_proxied_requests_total{status=\"2xx\"} 1",
             "samlgate_proxied_requests_total{status=\"5xx\"} 1",
             "samlgate_store_errors_total 1",
@@ -410,5 +449,15 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_per_account_family_can_be_turned_off() {
+        let m = Metrics::default();
+        m.set_account_label(false);
+        m.account_login("acme", "accept", "");
+        let text = m.render();
+        assert!(text.contains("samlgate_logins_total{outcome=\"accept\",code=\"\"} 1"));
+        assert!(!text.contains("samlgate_account_logins_total"), "{text}");
     }
 }

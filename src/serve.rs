@@ -173,6 +173,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         tracing::warn!(error = %e, "store not reachable at start; logins fail closed until it is");
     }
     let metrics = Arc::new(Metrics::default());
+    metrics.set_account_label(cfg.accounts.metrics_label);
     let tls = match (&cfg.listen.tls_cert, &cfg.listen.tls_key) {
         (Some(c), Some(k)) => Some(crate::server::tls::acceptor(c, k).map_err(ServeError::Other)?),
         _ => None,
@@ -276,6 +277,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     }
     tasks.push(tokio::spawn(sync_accounts(
         sync,
+        Arc::clone(&store),
+        Arc::clone(&cfg),
+        Arc::clone(&accounts),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(refresh_stored_metadata(
         Arc::clone(&store),
         Arc::clone(&cfg),
         Arc::clone(&accounts),
@@ -404,6 +411,77 @@ pub async fn sync_accounts(
                     failing = true;
                 }
             }
+        }
+    }
+}
+
+/// Most metadata fetches of stored accounts under way at once.
+const METADATA_FETCHES: usize = 8;
+
+/// Re-fetches the metadata of every stored account that names a
+/// `metadata_url`, each every `idp.metadata_refresh_secs`, a few at a time;
+/// a good copy that differs from the kept one is stored (and so reaches
+/// every replica), a failed or unusable fetch keeps the last good copy and
+/// holds up no other account.
+pub async fn refresh_stored_metadata(
+    store: Arc<dyn crate::store::Store>,
+    cfg: Arc<Config>,
+    accounts: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use std::collections::HashMap;
+    use tokio::time::Instant;
+    let mut due: HashMap<(String, String), Instant> = HashMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        while running.try_join_next().is_some() {}
+        let now = Instant::now();
+        let snap = accounts.snapshot();
+        let wanted: Vec<(String, String, u64)> = snap
+            .stored()
+            .filter_map(|a| {
+                a.idp
+                    .metadata_url
+                    .clone()
+                    .map(|u| (a.id.clone(), u, a.idp.metadata_refresh_secs))
+            })
+            .collect();
+        due.retain(|(id, url), _| wanted.iter().any(|(i, u, _)| i == id && u == url));
+        for (id, url, every) in wanted {
+            let next = due
+                .entry((id.clone(), url.clone()))
+                .or_insert_with(|| now + Duration::from_secs(every));
+            if *next > now || running.len() >= METADATA_FETCHES {
+                continue;
+            }
+            *next = now + Duration::from_secs(every);
+            let (store, cfg, accounts) =
+                (Arc::clone(&store), Arc::clone(&cfg), Arc::clone(&accounts));
+            running.spawn(async move {
+                let fetched =
+                    crate::fetch::get_text(&url, 10 * 1024 * 1024, Duration::from_secs(10)).await;
+                match fetched {
+                    Ok(text) => match crate::account::manage::store_fetched_metadata(
+                        store.as_ref(),
+                        &cfg,
+                        Some(&accounts),
+                        &id,
+                        &url,
+                        text,
+                    )
+                    .await
+                    {
+                        Ok(true) => tracing::info!(account = %id, url = %url, "IdP metadata refreshed"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(account = %id, url = %url, code = e.code(), error = %e, "fetched IdP metadata is unusable; keeping the last good copy"),
+                    },
+                    Err(e) => tracing::warn!(account = %id, url = %url, error = %e, "IdP metadata refresh failed; keeping the last good copy"),
+                }
+            });
         }
     }
 }

@@ -251,6 +251,44 @@ async fn write(
     }
 }
 
+/// Stores `text`, freshly fetched from `url`, as account `id`'s last good
+/// metadata when the account still names `url`, the text differs from the
+/// copy kept, and it is usable; every replica then serves it (the write
+/// bumps the accounts version). `Ok(false)`: nothing to do. A change to the
+/// account meanwhile wins (the write is conditional on its revision).
+pub async fn store_fetched_metadata(
+    store: &dyn Store,
+    cfg: &Config,
+    registry: Option<&Registry>,
+    id: &str,
+    url: &str,
+    text: String,
+) -> Result<bool, AccountError> {
+    let Some(stored) = store.get_account(id).await? else {
+        return Ok(false);
+    };
+    let mut record = decode(id, &stored)?;
+    if metadata_url(&record.doc) != Some(url) || record.metadata_cache.as_deref() == Some(&text) {
+        return Ok(false);
+    }
+    record.metadata_cache = Some(text);
+    let account = from_record(cfg, id, &record)?;
+    match write(
+        store,
+        registry,
+        account,
+        record,
+        Expect::Revision(stored.revision),
+        false,
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(AccountError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Account `id`'s document and revision.
 pub async fn get(store: &dyn Store, id: &str) -> Result<(Value, u64), AccountError> {
     let stored = store

@@ -19,6 +19,8 @@ pub struct Snapshot {
     version: u64,
     by_id: HashMap<String, Arc<Account>>,
     by_host: HashMap<String, Arc<Account>>,
+    /// Associated domain → the accounts listing it (discovery).
+    by_domain: HashMap<String, Vec<Arc<Account>>>,
     default: Option<Arc<Account>>,
 }
 
@@ -59,6 +61,11 @@ impl Snapshot {
         self.by_host.get(host_name(host).as_ref())
     }
 
+    /// The accounts whose associated domains include `domain` (lowercase).
+    pub fn by_domain(&self, domain: &str) -> &[Arc<Account>] {
+        self.by_domain.get(domain).map_or(&[], Vec::as_slice)
+    }
+
     /// The config file's account, if any.
     pub fn default_account(&self) -> Option<&Arc<Account>> {
         self.default.as_ref()
@@ -86,6 +93,12 @@ impl Snapshot {
 
     fn insert(&mut self, account: Arc<Account>) {
         self.remove(&account.id);
+        for d in &account.provisioning.associated_domains {
+            self.by_domain
+                .entry(d.clone())
+                .or_default()
+                .push(Arc::clone(&account));
+        }
         if account.is_default() {
             self.default = Some(account);
             return;
@@ -97,8 +110,22 @@ impl Snapshot {
     }
 
     fn remove(&mut self, id: &str) {
+        let old = if id == DEFAULT_ID {
+            self.default.take()
+        } else {
+            self.by_id.get(id).cloned()
+        };
+        if let Some(old) = &old {
+            for d in &old.provisioning.associated_domains {
+                if let Some(list) = self.by_domain.get_mut(d) {
+                    list.retain(|a| a.id != old.id);
+                    if list.is_empty() {
+                        self.by_domain.remove(d);
+                    }
+                }
+            }
+        }
         if id == DEFAULT_ID {
-            self.default = None;
             return;
         }
         if let Some(old) = self.by_id.remove(id) {

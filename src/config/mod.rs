@@ -278,6 +278,16 @@ pub struct GatewayProvisioning {
     pub outbox_dir: PathBuf,
 }
 
+/// `[accounts]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountsConfig {
+    /// Count login decisions per account too
+    /// (`samlgate_account_logins_total{account,...}`; default true): one
+    /// series per account and code, which a fleet of very many accounts
+    /// may turn off.
+    pub metrics_label: bool,
+}
+
 /// The typed configuration: what belongs to the gateway, and the config
 /// file's account (`default`).
 #[derive(Debug, Clone)]
@@ -305,6 +315,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Admin bearer tokens (config plus `SAMLGATE_ADMIN_TOKENS`).
     pub admin_tokens: Vec<String>,
+    /// `[accounts]`: how the gateway treats its many accounts.
+    pub accounts: AccountsConfig,
     /// The account `default`, from `[sp]`, `[idp]`, `[mapping]`,
     /// `[provisioning]` and `[session]`; `None` without `[idp]` (a gateway
     /// whose accounts all live in the store).
@@ -823,6 +835,13 @@ impl Config {
             demo_upstream,
             smtp,
             admin_tokens,
+            accounts: AccountsConfig {
+                metrics_label: raw
+                    .accounts
+                    .as_ref()
+                    .and_then(|a| a.metrics_label)
+                    .unwrap_or(true),
+            },
             account,
         })
     }

@@ -21,6 +21,13 @@ pub struct RawConfig {
     pub session: Option<RawSession>,
     pub demo: Option<RawDemo>,
     pub smtp: Option<RawSmtp>,
+    pub accounts: Option<RawAccounts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounts {
+    pub metrics_label: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -421,6 +421,10 @@ impl Gateway {
                 return self.demo_idp(idp, acct, req).await;
             }
         }
+        // Which account? Asked on any host, the unknown ones included.
+        if path.strip_prefix(cfg.path_prefix.as_str()) == Some("/discover") {
+            return self.discover(&cfg, &req);
+        }
         // Every other request is one account's: the one its host names.
         let snap = self.accounts.snapshot();
         let Some(acct) = snap.for_host(request_host(&req)) else {
@@ -487,6 +491,95 @@ impl Gateway {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         Some(r)
+    }
+
+    /// `/saml/discover`: a work email, a company domain or an account id
+    /// → that account's login (at the origin of its own ACS: never a URL
+    /// the request chose); unknown → the same page, saying so.
+    fn discover(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {
+        let q = form_pairs(req.uri().query().unwrap_or("").as_bytes());
+        let asked = field(&q, "q").map(str::trim).unwrap_or("");
+        let return_to = field(&q, "return_to").and_then(safe_return_path);
+        let form = |message: &str, value: &str| {
+            format!(
+                "{message}<form method=\"get\"><p><label>Work email or company domain <input name=\"q\" value=\"{}\" autocomplete=\"email\" autofocus required maxlength=\"320\"></label></p>{}<button type=\"submit\">Continue</button></form>",
+                esc(value),
+                return_to
+                    .as_deref()
+                    .map(|r| format!(
+                        "<input type=\"hidden\" name=\"return_to\" value=\"{}\">",
+                        esc(r)
+                    ))
+                    .unwrap_or_default()
+            )
+        };
+        if asked.is_empty() {
+            return html(StatusCode::OK, "Sign in", &form("", ""));
+        }
+        if asked.len() > 320 {
+            return html(
+                StatusCode::BAD_REQUEST,
+                "Sign in",
+                &form(
+                    "<p class=\"error\">That is too long for an email address or a domain.</p>",
+                    "",
+                ),
+            );
+        }
+        let key = asked.to_ascii_lowercase();
+        let domain = key.rsplit_once('@').map_or(key.as_str(), |(_, d)| d);
+        let snap = self.accounts.snapshot();
+        let mut found: Vec<&Arc<Account>> = snap.by_domain(domain).iter().collect();
+        if found.is_empty()
+            && let Some(a) = snap.by_id(&key)
+        {
+            found.push(a);
+        }
+        found.retain(|a| a.is_active());
+        let login_of = |a: &Account| {
+            let origin = crate::provisioning::origin_of(&a.sp.acs_url);
+            let mut url = format!("{origin}{}/login", cfg.path_prefix);
+            if let Some(r) = &return_to {
+                url.push_str("?return_to=");
+                url.push_str(&url_encode(r));
+            }
+            url
+        };
+        match found.as_slice() {
+            [one] => redirect(StatusCode::FOUND, &login_of(one)),
+            [] => html(
+                StatusCode::NOT_FOUND,
+                "Sign in",
+                &form(
+                    &format!(
+                        "<p class=\"error\">No account signs in <strong>{}</strong> here. Check the address, or ask your administrator for your company's sign-in page.</p>",
+                        esc(asked)
+                    ),
+                    asked,
+                ),
+            ),
+            many => {
+                let links: String = many
+                    .iter()
+                    .map(|a| {
+                        let name = if a.name.is_empty() { &a.id } else { &a.name };
+                        format!(
+                            "<li><a href=\"{}\">{}</a></li>",
+                            esc(&login_of(a)),
+                            esc(name)
+                        )
+                    })
+                    .collect();
+                html(
+                    StatusCode::OK,
+                    "Sign in",
+                    &format!(
+                        "<p>Several accounts use {}: choose yours.</p><ul>{links}</ul>",
+                        esc(domain)
+                    ),
+                )
+            }
+        }
     }
 
     fn metadata(&self, _cfg: &Config, cfg: &Account) -> Response<Body> {
@@ -672,7 +765,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         self.metrics.verify_latency.observe(start.elapsed());
         match result {
             Ok(done) => {
-                self.metrics.login("accept", "");
+                self.metrics.account_login(&acct.id, "accept", "");
                 let binding = match (&done.answered, &bound) {
                     (None, _) => "unsolicited",
                     (Some(_), Some(_)) => "cookie",
@@ -704,7 +797,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         name_id: Option<&str>,
     ) -> Response<Body> {
         let code = e.code();
-        self.metrics.login("reject", code);
+        self.metrics.account_login(&acct.id, "reject", code);
         if matches!(
             e,
             LoginError::Store(_) | LoginError::Refused(Refusal::Store(_))

@@ -294,7 +294,8 @@ fn sanitize(email: &str) -> String {
         .collect()
 }
 
-fn origin_of(url: &str) -> String {
+/// The `scheme://host[:port]` of a URL.
+pub fn origin_of(url: &str) -> String {
     let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
     match url.get(after_scheme..).and_then(|rest| rest.find('/')) {
         Some(i) => url.get(..after_scheme + i).unwrap_or(url).to_owned(),

@@ -1427,3 +1427,178 @@ fn command_line_accounts_put_get_list_delete_and_check_response_per_account() {
     assert_eq!(code, Some(0));
     assert!(out.contains("1 user(s)"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_sends_a_work_email_or_domain_to_its_accounts_login() {
+    let (f, _d, _a, b) = two_accounts().await;
+    // Any host, an unknown one included: the form.
+    let r = f.on("unknown.test", "/saml/discover", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("Work email or company domain"));
+    // By email, by domain, by account id (case-insensitive), with a safe return path.
+    for q in ["Ann%40ACME.example", "acme.example", "acme"] {
+        let r = f
+            .on(
+                "globex.test",
+                &format!("/saml/discover?q={q}&return_to=%2Fmeetings%2F1"),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 302, "{q}: {}", r.text());
+        assert_eq!(
+            r.header("location"),
+            Some("http://acme.test/saml/login?return_to=%2Fmeetings%2F1"),
+            "{q}"
+        );
+    }
+    // An off-site return_to is dropped, never followed.
+    let r = f
+        .on(
+            "acme.test",
+            "/saml/discover?q=acme.example&return_to=https%3A%2F%2Fevil.test%2F",
+            &[],
+        )
+        .await;
+    assert_eq!(r.header("location"), Some("http://acme.test/saml/login"));
+    // Unknown: the same page with a clear message (escaped).
+    let r = f
+        .on(
+            "acme.test",
+            "/saml/discover?q=%3Cb%3E%40nowhere.example",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("No account signs in"), "{}", r.text());
+    assert!(r.text().contains("&lt;b&gt;@nowhere.example"));
+    assert!(!r.text().contains("<b>@nowhere"));
+    // Two accounts claiming one domain: a choice, not a guess.
+    let mut d = doc("initech", "initech.test", &b);
+    d["provisioning"]["associated_domains"] = json!(["acme.example"]);
+    assert_eq!(f.put("initech", &d).await.status, 201);
+    let r = f
+        .on("acme.test", "/saml/discover?q=acme.example", &[])
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("http://acme.test/saml/login"));
+    assert!(r.text().contains("http://initech.test/saml/login"));
+    // A suspended account is not offered.
+    assert_eq!(
+        f.patch("initech", json!({"status": "suspended"}))
+            .await
+            .status,
+        200
+    );
+    let r = f
+        .on("acme.test", "/saml/discover?q=acme.example", &[])
+        .await;
+    assert_eq!(r.status, 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_by_url_per_account_fetched_refreshed_and_a_failing_one_blocks_nobody() {
+    use super::metadata_url::MetadataServer;
+    let (f, _d) = fleet(bare_config()).await;
+    let first = new_idp("https://idp.acme.example/saml");
+    let server = Arc::new(MetadataServer(std::sync::Mutex::new((
+        200,
+        first.metadata.clone(),
+    ))));
+    let (md_addr, _g) = spawn(server.clone()).await;
+    // A metadata server that never answers (a stalled IdP).
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_addr = stalled.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = stalled.accept().await {
+            held.push(s);
+        }
+    });
+    let mut d = doc("acme", "acme.test", &first);
+    d["idp"] = json!({"metadata_url": format!("http://{md_addr}/md"), "metadata_refresh_secs": 10});
+    let r = f.put("acme", &d).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        f.login("acme.test", &first, "ann@acme.example")
+            .await
+            .status,
+        303
+    );
+    // A URL that cannot be fetched at creation: refused, by key.
+    let mut bad = doc("globex", "globex.test", &first);
+    bad["idp"] = json!({"metadata_url": format!("http://{md_addr}/md"), "entity_id": "https://nope.example"});
+    let r = f.put("globex", &bad).await;
+    assert_eq!(problem_keys(&r), ["idp.metadata_url"]);
+    // The stalled one: refused after the fetch timeout, and meanwhile acme
+    // keeps signing people in.
+    let slow = {
+        let f_admin = f.admin.clone();
+        let mut d = doc("initech", "initech.test", &first);
+        d["idp"] = json!({"metadata_url": format!("http://{stalled_addr}/md")});
+        tokio::spawn(async move {
+            request(
+                Method::PUT,
+                &format!("{f_admin}/api/v2/accounts/initech"),
+                &[("authorization", &format!("Bearer {ADMIN}"))],
+                d.to_string(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        f.login("acme.test", &first, "bob@acme.example")
+            .await
+            .status,
+        303
+    );
+    let r = slow.await.unwrap();
+    assert_eq!(
+        (r.status, problem_keys(&r)),
+        (400, vec!["idp.metadata_url".to_owned()])
+    );
+    // Key rollover at the IdP: the refresher stores the new copy; the old
+    // key stops working, the new one works. A failing fetch after that
+    // keeps the last good copy.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(samlgate::serve::refresh_stored_metadata(
+        Arc::clone(&f.store),
+        Arc::new(bare_config()),
+        Arc::clone(&f.registry),
+        stop_rx,
+    ));
+    let second = new_idp("https://idp.acme.example/saml");
+    *server.0.lock().unwrap() = (200, second.metadata.clone());
+    let start = std::time::Instant::now();
+    while f
+        .login(
+            "acme.test",
+            &second,
+            &format!("c{}@acme.example", start.elapsed().as_millis()),
+        )
+        .await
+        .status
+        != 303
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "the rollover was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        f.login("acme.test", &first, "dan@acme.example")
+            .await
+            .status,
+        403
+    );
+    *server.0.lock().unwrap() = (500, "down".into());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        f.login("acme.test", &second, "eve@acme.example")
+            .await
+            .status,
+        303
+    );
+    let _ = stop_tx.send(true);
+}

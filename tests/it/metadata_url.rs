@@ -14,7 +14,7 @@ use super::gateway::{gateway, idp, spawn};
 use super::support::fixtures;
 
 /// Serves whatever (status, body) it currently holds.
-struct MetadataServer(Mutex<(u16, String)>);
+pub struct MetadataServer(pub Mutex<(u16, String)>);
 
 impl Handler for MetadataServer {
     fn call(self: Arc<Self>, _req: Request<Incoming>, _peer: SocketAddr) -> HandlerFuture {
