@@ -328,7 +328,15 @@ fn build() -> Result<Harness, String> {
             .map_err(|e| e.to_string())?;
         let sessions = Arc::new(Sessions::sharded(1));
         let metrics = Arc::new(Metrics::default());
-        let accounts = Arc::new(Registry::new(cfg.account.clone()));
+        // The default account (host gw.test and anything unknown), and
+        // acme at acme.test: a default session is none there, on both paths.
+        let accounts = Arc::new(Registry::new(cfg.account.clone().into_iter().chain(
+            cfg.account.clone().map(|mut a| {
+                a.id = "acme".into();
+                a.hosts = vec!["acme.test".into()];
+                a
+            }),
+        )));
         let make = |up: SocketAddr, fast_path: bool| {
             let mut c = cfg.clone();
             c.upstream.url = format!("http://{up}");
@@ -440,6 +448,12 @@ const HEADERS: &[&str] = &[
     "Host: {H}",
     "Host: {H}",
     "Host: other.example",
+    "Host: acme.test",
+    "Host: ACME.Test:8080",
+    "Host: acme.test.",
+    "Host: acme.test\t",
+    "Host: acme.t\u{e9}st",
+    "Host: [::1]:80",
     "Host: ",
     "Host: a@{H}",
     "Cookie: {C}",
