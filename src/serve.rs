@@ -188,14 +188,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     // per worker).
     let workers = worker_count();
     let sessions = Arc::new(crate::gateway::session::Sessions::sharded(workers));
-    let accounts = Arc::new(Registry::new(cfg.account.clone()));
-    // The stored accounts: loaded now (a store that cannot be read at start
-    // leaves only the default account until it can), then kept in step.
-    let mut sync = crate::account::manage::Sync::new();
-    match sync.poll(store.as_ref(), &cfg, &accounts).await {
-        Ok(n) => tracing::info!(accounts = n, "stored accounts loaded"),
-        Err(e) => tracing::warn!(error = %e, "cannot read the stored accounts yet; retrying"),
-    }
+    // The stored accounts are read in the background (`sync_accounts`):
+    // the listeners open at once, the default account serves meanwhile and
+    // `/readyz` answers 503 until every stored account is loaded.
+    let accounts = Arc::new(Registry::loading(cfg.account.clone()));
+    let sync = crate::account::manage::Sync::new();
     let mut gateways = Vec::new();
     let mut threads = Vec::new();
     for i in 0..workers {
@@ -386,12 +383,24 @@ pub async fn sync_accounts(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failing = false;
+    let mut first = !accounts.loaded();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(ACCOUNT_POLL) => {}
-            _ = stop.changed() => return,
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(ACCOUNT_POLL) => {}
+                _ = stop.changed() => return,
+            }
         }
+        let started = std::time::Instant::now();
         match sync.poll(store.as_ref(), &cfg, &accounts).await {
+            Ok(n) if first => {
+                first = false;
+                tracing::info!(
+                    accounts = n,
+                    secs = started.elapsed().as_secs_f64(),
+                    "stored accounts loaded"
+                );
+            }
             Ok(n) => {
                 if failing {
                     tracing::info!("accounts are in step with the store again");
@@ -406,6 +415,9 @@ pub async fn sync_accounts(
                 }
             }
             Err(e) => {
+                // Retried after ACCOUNT_POLL (a store down at start: only
+                // the default account serves, `/readyz` says not ready).
+                first = false;
                 if !failing {
                     tracing::warn!(error = %e, "cannot read account changes; serving the accounts as last read");
                     failing = true;

@@ -145,6 +145,8 @@ impl Snapshot {
 pub struct Registry {
     version: AtomicU64,
     current: RwLock<Arc<Snapshot>>,
+    /// The stored accounts have been read once (readiness).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 /// One change to the registry.
@@ -157,8 +159,17 @@ pub enum Change {
 }
 
 impl Registry {
-    /// A registry holding `accounts` (the default among them, if any).
+    /// A registry holding `accounts` (the default among them, if any), and
+    /// nothing more to load.
     pub fn new(accounts: impl IntoIterator<Item = Account>) -> Self {
+        let r = Self::loading(accounts);
+        r.set_loaded();
+        r
+    }
+
+    /// A registry holding `accounts` while the stored ones are still to be
+    /// read (a replica starting: not ready until [`Registry::set_loaded`]).
+    pub fn loading(accounts: impl IntoIterator<Item = Account>) -> Self {
         let r = Self::default();
         r.apply(accounts.into_iter().map(|a| Change::Put(Arc::new(a))));
         r
@@ -194,6 +205,18 @@ impl Registry {
         let v = next.version;
         *guard = Arc::new(next);
         self.version.store(v, Ordering::Release);
+    }
+
+    /// Records that the stored accounts have been read once.
+    pub fn set_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Whether the stored accounts have been read once since start: until
+    /// then a replica serves only the config file's account (`/readyz`
+    /// answers 503).
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// The account `id`, as now in force.

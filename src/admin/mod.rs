@@ -224,6 +224,12 @@ impl Admin {
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
+                if !self.accounts.loaded() {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: accounts_loading\n",
+                    );
+                }
                 return match self.store.ping().await {
                     Ok(()) => text(StatusCode::OK, "ready\n"),
                     Err(e) => text(

@@ -310,6 +310,21 @@ pub trait Store: Send + Sync {
     /// Account `id`'s record.
     fn get_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAccount>>;
 
+    /// Several accounts' records, in order (one round trip where the
+    /// backend allows).
+    fn get_accounts<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<StoredAccount>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.get_account(id).await?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Deletes account `id` (its record, its hosts and its tokens); `true`
     /// when it existed. Its users are the caller's to delete first.
     fn delete_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;

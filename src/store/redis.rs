@@ -605,6 +605,41 @@ impl Store for RedisStore {
         })
     }
 
+    fn get_accounts<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<StoredAccount>>> {
+        Box::pin(async move {
+            // Every account key is in one slot: one pipeline on a cluster too.
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(500) {
+                let mut p = Pipeline::with_capacity(chunk.len());
+                for id in chunk {
+                    p.add_command(
+                        redis::cmd("EVAL")
+                            .arg(GET_ACCOUNT_SCRIPT)
+                            .arg(2)
+                            .arg(self.acct_key("doc"))
+                            .arg(self.acct_key("rev"))
+                            .arg(id)
+                            .clone(),
+                    );
+                }
+                let replies: Vec<Value> = match &self.conn {
+                    Conn::Single(c) => p.query_async(&mut c.clone()).await.map_err(err)?,
+                    Conn::Cluster(c) => p.query_async(&mut c.clone()).await.map_err(err)?,
+                };
+                for v in replies {
+                    out.push(match v {
+                        Value::Array(pair) => stored_account(pair.first(), pair.get(1)),
+                        _ => None,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn delete_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let mut cmd = redis::cmd("EVAL");
@@ -642,14 +677,12 @@ impl Store for RedisStore {
                         .arg(limit),
                 )
                 .await?;
-            let mut out = Vec::with_capacity(ids.len());
-            // One script per account: its record and revision read together.
-            for id in ids {
-                if let Some(a) = self.get_account(&id).await? {
-                    out.push((id, a));
-                }
-            }
-            Ok(out)
+            let got = self.get_accounts(&ids).await?;
+            Ok(ids
+                .into_iter()
+                .zip(got)
+                .filter_map(|(id, a)| a.map(|a| (id, a)))
+                .collect())
         })
     }
 

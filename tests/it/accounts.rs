@@ -1602,3 +1602,34 @@ async fn metadata_by_url_per_account_fetched_refreshed_and_a_failing_one_blocks_
     );
     let _ = stop_tx.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_stored_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(
+            &dir.path().join("s.db"),
+            Arc::new(samlgate::clock::SystemClock),
+        )
+        .unwrap(),
+    );
+    let cfg = Arc::new(bare_config());
+    let registry = Arc::new(Registry::loading(None));
+    let admin = Arc::new(Admin {
+        config: Arc::clone(&cfg),
+        accounts: Arc::clone(&registry),
+        store: Arc::clone(&store),
+        clock: Arc::new(samlgate::clock::SystemClock),
+        metrics: Arc::new(String::new),
+    });
+    let (addr, _g) = spawn(admin).await;
+    let r = request(Method::GET, &format!("http://{addr}/readyz"), &[], "").await;
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (503, "not ready: accounts_loading")
+    );
+    let mut sync = samlgate::account::manage::Sync::new();
+    sync.poll(store.as_ref(), &cfg, &registry).await.unwrap();
+    let r = request(Method::GET, &format!("http://{addr}/readyz"), &[], "").await;
+    assert_eq!(r.status, 200);
+}
