@@ -427,25 +427,33 @@ fn users(command: UsersCommand) -> ExitCode {
                 account,
                 ..
             } => {
-                // One account's users: scanned in pages, filtered.
+                let limit = limit.max(1);
                 let mut out = Vec::new();
                 let mut cursor = after;
                 loop {
-                    let page = match store.list_users(cursor.as_deref(), limit.max(1)).await {
-                        Ok(p) => p,
+                    let page = match &account {
+                        Some(a) => {
+                            store
+                                .list_account_users(a, cursor.as_deref(), limit - out.len())
+                                .await
+                        }
+                        None => store
+                            .list_users(cursor.as_deref(), limit)
+                            .await
+                            .map(|p| (p, None)),
+                    };
+                    match page {
+                        Ok((p, next)) => {
+                            out.extend(p);
+                            match next {
+                                Some(n) if out.len() < limit => cursor = Some(n),
+                                _ => break,
+                            }
+                        }
                         Err(e) => {
                             eprintln!("samlgate: [{}] {e}", e.code());
                             return ExitCode::from(1);
                         }
-                    };
-                    let done = page.len() < limit.max(1);
-                    cursor = page.last().map(|u| u.email.clone());
-                    out.extend(
-                        page.into_iter()
-                            .filter(|u| account.as_ref().is_none_or(|a| *a == u.account)),
-                    );
-                    if done || out.len() >= limit || account.is_none() {
-                        break;
                     }
                 }
                 out.truncate(limit);

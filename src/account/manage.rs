@@ -194,6 +194,36 @@ pub async fn patch(
     Err(AccountError::Conflict(id.to_owned()))
 }
 
+/// Problems with `account`'s SP identity given the others: two accounts
+/// with one SP entity id or ACS URL would accept each other's assertions
+/// (and each keeps its own replay cache).
+fn sp_identity_problems(registry: &Registry, account: &Account) -> Vec<ConfigProblem> {
+    let snap = registry.snapshot();
+    let others = snap
+        .stored()
+        .chain(snap.default_account())
+        .filter(|o| o.id != account.id);
+    let mut problems = Vec::new();
+    for o in others {
+        if o.sp.entity_id == account.sp.entity_id {
+            problems.push(ConfigProblem {
+                key: "sp.entity_id".into(),
+                message: format!(
+                    "is account {}'s SP entity id: each account is its own relying party",
+                    o.id
+                ),
+            });
+        }
+        if o.sp.acs_url == account.sp.acs_url {
+            problems.push(ConfigProblem {
+                key: "sp.acs_url".into(),
+                message: format!("is account {}'s ACS URL", o.id),
+            });
+        }
+    }
+    problems
+}
+
 async fn write(
     store: &dyn Store,
     registry: Option<&Registry>,
@@ -203,6 +233,12 @@ async fn write(
     dry_run: bool,
 ) -> Result<Written, AccountError> {
     let id = account.id.clone();
+    if let Some(r) = registry {
+        let problems = sp_identity_problems(r, &account);
+        if !problems.is_empty() {
+            return Err(AccountError::Invalid(problems));
+        }
+    }
     if dry_run {
         // Still say whether the hosts are free.
         for h in &account.hosts {
@@ -324,21 +360,26 @@ pub async fn delete(
         return Err(AccountError::NotFound(id.to_owned()));
     }
     let mut purged = 0;
-    let mut cursor: Option<String> = None;
     loop {
-        let page = store.list_users(cursor.as_deref(), 1000).await?;
-        let done = page.len() < 1000;
-        cursor = page.last().map(|u| u.email.clone());
-        for u in page.iter().filter(|u| u.account == id) {
-            if !purge {
-                return Err(AccountError::NotEmpty(id.to_owned()));
-            }
+        // Always from the start: the users of the last page are gone.
+        let (page, _) = store.list_account_users(id, None, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        if !purge {
+            return Err(AccountError::NotEmpty(id.to_owned()));
+        }
+        let before = purged;
+        for u in &page {
             if store.delete_user(&u.email).await? {
                 purged += 1;
             }
         }
-        if done {
-            break;
+        if purged == before {
+            // Nothing listed could be deleted: never loop on it.
+            return Err(AccountError::Store(StoreError::Unavailable(format!(
+                "the users of account {id} could not be deleted"
+            ))));
         }
     }
     if !store.delete_account(id).await? {

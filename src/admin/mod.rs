@@ -607,27 +607,39 @@ impl Admin {
         };
         let mut cursor = get("cursor").filter(|c| !c.is_empty()).map(str::to_owned);
         let mut users = Vec::new();
-        // Users of this account (and with the status asked for): scan at
-        // most 20 pages per call; the cursor lets the caller continue where
-        // the scan stopped.
+        // This account's users (with the status asked for): at most 20
+        // pages per call; the cursor continues where this call stopped.
         for _ in 0..20 {
-            let page = match self.store.list_users(cursor.as_deref(), limit).await {
+            let (page, next) = match self
+                .store
+                .list_account_users(&acct.id, cursor.as_deref(), limit)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => return store_error(&e),
             };
-            let exhausted = page.len() < limit;
+            let mut stopped_early = false;
             for u in page {
+                if users.len() == limit {
+                    stopped_early = true;
+                    break;
+                }
                 cursor = Some(u.email.clone());
-                if u.account == acct.id && status.is_none_or(|s| s == u.status) {
+                if status.is_none_or(|s| s == u.status) {
                     users.push(u);
-                    if users.len() == limit {
-                        break;
-                    }
                 }
             }
-            if exhausted {
-                cursor = None;
+            if stopped_early {
                 break;
+            }
+            match next {
+                None => {
+                    if users.len() < limit {
+                        cursor = None;
+                    }
+                    break;
+                }
+                Some(n) => cursor = Some(n),
             }
             if users.len() == limit {
                 break;

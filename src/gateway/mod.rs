@@ -443,7 +443,7 @@ impl Gateway {
                 (&Method::GET, "/login") => return self.login(&cfg, acct, &req).await,
                 (&Method::POST, "/acs") => return self.acs(&cfg, acct, req, peer).await,
                 (&Method::GET | &Method::POST, "/logout") => {
-                    return self.logout(&cfg, &req).await;
+                    return self.logout(&cfg, acct, &req).await;
                 }
                 (&Method::GET, "/verify") => return self.verify(&cfg, req.uri().query()).await,
                 (_, "/metadata" | "/login" | "/acs" | "/logout" | "/verify") => {
@@ -943,10 +943,18 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         })
     }
 
-    async fn logout(&self, cfg: &Config, req: &Request<Incoming>) -> Response<Body> {
+    async fn logout(
+        &self,
+        cfg: &Config,
+        acct: &Account,
+        req: &Request<Incoming>,
+    ) -> Response<Body> {
         let name = self.cookie_name(cfg);
         if let Some(id) = self.session_cookie(req, &name)
-            && let Err(e) = self.sessions.destroy(self.store.as_ref(), id).await
+            && let Err(e) = self
+                .sessions
+                .destroy_on(self.store.as_ref(), acct, id)
+                .await
         {
             tracing::error!(error = %e, "cannot delete the session at logout");
         }

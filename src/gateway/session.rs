@@ -229,6 +229,28 @@ impl Sessions {
         Ok(Some(data))
     }
 
+    /// Ends session `id` if it is `account`'s (another account's session is
+    /// not one here, so not this host's to end); `true` when it was.
+    pub async fn destroy_on(
+        &self,
+        store: &dyn Store,
+        account: &Account,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = token_hash(id);
+        let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
+            self.forget(id);
+            return Ok(false);
+        };
+        match serde_json::from_slice::<SessionData>(&raw) {
+            Ok(d) if d.account != account.id => Ok(false),
+            _ => {
+                self.destroy(store, id).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Ends a session.
     pub async fn destroy(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
         let key = token_hash(id);

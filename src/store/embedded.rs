@@ -17,6 +17,7 @@ use super::{
     AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
     TokenRecord, UserRecord, decode_user, encode_user,
 };
+use super::{DEFAULT_SCAN_FACTOR, indexed};
 use crate::clock::Clock;
 
 /// redb page cache size.
@@ -33,6 +34,9 @@ const ACCOUNT_HOSTS: TableDefinition<&str, &str> = TableDefinition::new("account
 const ACCOUNT_LOG: TableDefinition<&str, u64> = TableDefinition::new("account_log");
 /// `accounts_version` → the accounts version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `account \u{1} email` → nothing: the users of every account but the
+/// default one, by account.
+const ACCOUNT_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("account_users");
 /// SHA-256 of a token's secret → the token as JSON.
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
@@ -45,6 +49,10 @@ pub struct EmbeddedStore {
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {e}"))
+}
+
+fn member_key(account: &str, email: &str) -> String {
+    format!("{account}\u{1}{email}")
 }
 
 fn eph_key(kind: Ephemeral, key: &str) -> String {
@@ -84,6 +92,8 @@ impl EmbeddedStore {
             txn.open_table(META)
                 .map_err(|e| StoreError::Open(e.to_string()))?;
             txn.open_table(TOKENS)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(ACCOUNT_USERS)
                 .map_err(|e| StoreError::Open(e.to_string()))?;
         }
         txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
@@ -196,12 +206,18 @@ impl Store for EmbeddedStore {
             let mut out = Vec::with_capacity(users.len());
             {
                 let mut t = txn.open_table(USERS).map_err(err)?;
+                let mut members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
                 for u in &users {
                     if t.get(u.email.as_str()).map_err(err)?.is_some() {
                         out.push(false);
                     } else {
                         t.insert(u.email.as_str(), encode_user(u).as_slice())
                             .map_err(err)?;
+                        if indexed(&u.account) {
+                            members
+                                .insert(member_key(&u.account, &u.email).as_str(), &b""[..])
+                                .map_err(err)?;
+                        }
                         out.push(true);
                     }
                 }
@@ -217,9 +233,15 @@ impl Store for EmbeddedStore {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut t = txn.open_table(USERS).map_err(err)?;
+                let mut members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
                 for u in &users {
                     t.insert(u.email.as_str(), encode_user(u).as_slice())
                         .map_err(err)?;
+                    if indexed(&u.account) {
+                        members
+                            .insert(member_key(&u.account, &u.email).as_str(), &b""[..])
+                            .map_err(err)?;
+                    }
                 }
             }
             txn.commit().map_err(err)
@@ -238,6 +260,14 @@ impl Store for EmbeddedStore {
                     .map_err(err)?
                     .map(|v| decode_user(&email, v.value()));
                 existed = old.is_some();
+                if let Some(Ok(u)) = &old
+                    && indexed(&u.account)
+                {
+                    let mut members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
+                    members
+                        .remove(member_key(&u.account, &email).as_str())
+                        .map_err(err)?;
+                }
                 if let Some(Ok(UserRecord {
                     vanity: Some(name), ..
                 })) = old
@@ -282,6 +312,72 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn list_account_users<'a>(
+        &'a self,
+        account: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, (Vec<UserRecord>, Option<String>)> {
+        let (account, after) = (account.to_owned(), after.map(str::to_owned));
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let users = txn.open_table(USERS).map_err(err)?;
+            let mut out = Vec::new();
+            if !indexed(&account) {
+                // A bounded scan of every user.
+                let iter = match &after {
+                    Some(a) => users.range::<&str>(a.as_str()..).map_err(err)?,
+                    None => users.iter().map_err(err)?,
+                };
+                let mut seen = 0usize;
+                let mut last: Option<String>;
+                for item in iter {
+                    let (k, v) = item.map_err(err)?;
+                    if after.as_deref() == Some(k.value()) {
+                        continue;
+                    }
+                    let u = decode_user(k.value(), v.value())?;
+                    last = Some(u.email.clone());
+                    if u.account == account {
+                        out.push(u);
+                    }
+                    seen += 1;
+                    if out.len() >= limit || seen >= limit.saturating_mul(DEFAULT_SCAN_FACTOR) {
+                        return Ok((out, last));
+                    }
+                }
+                return Ok((out, None));
+            }
+            let members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
+            let prefix = member_key(&account, "");
+            let start = match &after {
+                Some(a) => member_key(&account, a),
+                None => prefix.clone(),
+            };
+            let mut last = None;
+            for item in members.range::<&str>(start.as_str()..).map_err(err)? {
+                let (k, _) = item.map_err(err)?;
+                let Some(email) = k.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                if after.as_deref() == Some(email) {
+                    continue;
+                }
+                if let Some(v) = users.get(email).map_err(err)? {
+                    let u = decode_user(email, v.value())?;
+                    if u.account == account {
+                        out.push(u);
+                    }
+                }
+                if out.len() >= limit {
+                    last = Some(email.to_owned());
+                    break;
+                }
+            }
+            Ok((out, last))
         })
     }
 

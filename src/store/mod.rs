@@ -253,6 +253,18 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> StoreFuture<'a, Vec<UserRecord>>;
 
+    /// Account `account`'s users ordered by email, after `after`, at most
+    /// `limit`, and the cursor to continue from (`None`: no more). The
+    /// default account's users are found by a bounded scan of every user
+    /// (records from before accounts existed have no index entry); every
+    /// other account's through its own index.
+    fn list_account_users<'a>(
+        &'a self,
+        account: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, (Vec<UserRecord>, Option<String>)>;
+
     /// Claims each vanity name for its email, atomically: `true` where the
     /// name is now (or already was) owned by that email.
     fn claim_vanities<'a>(&'a self, claims: &'a [(String, String)]) -> StoreFuture<'a, Vec<bool>>;
@@ -392,6 +404,15 @@ fn record_hosts(record: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether `account` has a user index (every account but the default).
+fn indexed(account: &str) -> bool {
+    account != crate::account::DEFAULT_ID
+}
+
+/// How many users a listing of the default account examines per call, per
+/// user asked for: the scan is bounded, the cursor continues it.
+const DEFAULT_SCAN_FACTOR: usize = 20;
+
 fn decode_user(key: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
@@ -436,6 +457,14 @@ impl Store for EmptyStore {
     }
     fn list_users<'a>(&'a self, _: Option<&'a str>, _: usize) -> StoreFuture<'a, Vec<UserRecord>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+    fn list_account_users<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: usize,
+    ) -> StoreFuture<'a, (Vec<UserRecord>, Option<String>)> {
+        Box::pin(async { Ok((Vec::new(), None)) })
     }
     fn claim_vanities<'a>(&'a self, _: &'a [(String, String)]) -> StoreFuture<'a, Vec<bool>> {
         Self::refuse()

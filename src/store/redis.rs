@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | `P:user:{email}` | string | the user as JSON |
 //! | `P:users` | sorted set | every email, score 0 (lexicographic index for listing) |
+//! | `P:account-users:{ACCOUNT}` | sorted set | the emails of one account (every account but `default`), score 0 |
 //! | `P:vanity:{name}` | string | the email owning the vanity name |
 //! | `P:session:{id}` | string, TTL | session data |
 //! | `P:request:{id}` | string, TTL | outstanding AuthnRequest id → RelayState |
@@ -216,8 +217,18 @@ impl RedisStore {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(self.index_key()).arg(0).arg(&u.email);
             cmds.push((zadd, false));
+            if super::indexed(&u.account) {
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(self.account_index_key(&u.account))
+                    .arg(0)
+                    .arg(&u.email);
+                cmds.push((zadd, false));
+            }
         }
         cmds
+    }
+    fn account_index_key(&self, account: &str) -> String {
+        format!("{}:account-users:{{{account}}}", self.prefix)
     }
     fn index_key(&self) -> String {
         format!("{}:users", self.prefix)
@@ -366,6 +377,17 @@ impl Store for RedisStore {
             let _: i64 = self
                 .query(redis::cmd("ZREM").arg(self.index_key()).arg(email))
                 .await?;
+            if let Some(u) = &old
+                && super::indexed(&u.account)
+            {
+                let _: i64 = self
+                    .query(
+                        redis::cmd("ZREM")
+                            .arg(self.account_index_key(&u.account))
+                            .arg(email),
+                    )
+                    .await?;
+            }
             if let Some(UserRecord {
                 vanity: Some(name), ..
             }) = old
@@ -413,6 +435,68 @@ impl Store for RedisStore {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn list_account_users<'a>(
+        &'a self,
+        account: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, (Vec<UserRecord>, Option<String>)> {
+        Box::pin(async move {
+            if !super::indexed(account) {
+                // A bounded scan of every user.
+                let mut out = Vec::new();
+                let mut cursor = after.map(str::to_owned);
+                let mut seen = 0usize;
+                while out.len() < limit && seen < limit.saturating_mul(super::DEFAULT_SCAN_FACTOR) {
+                    let page = self.list_users(cursor.as_deref(), limit).await?;
+                    let done = page.len() < limit;
+                    seen += page.len();
+                    for u in page {
+                        cursor = Some(u.email.clone());
+                        if u.account == account {
+                            out.push(u);
+                            if out.len() == limit {
+                                return Ok((out, cursor));
+                            }
+                        }
+                    }
+                    if done {
+                        return Ok((out, None));
+                    }
+                }
+                return Ok((out, cursor));
+            }
+            let min = match after {
+                Some(a) => format!("({a}"),
+                None => "-".to_owned(),
+            };
+            let emails: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGE")
+                        .arg(self.account_index_key(account))
+                        .arg(&min)
+                        .arg("+")
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit),
+                )
+                .await?;
+            let next = (emails.len() == limit)
+                .then(|| emails.last().cloned())
+                .flatten();
+            let users = self.get_users(&emails).await?;
+            Ok((
+                users
+                    .into_iter()
+                    .flatten()
+                    .filter(|u| u.account == account)
+                    .collect(),
+                next,
+            ))
         })
     }
 

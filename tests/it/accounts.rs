@@ -939,8 +939,10 @@ async fn account_documents_with_problems_are_refused_whole_and_change_nothing() 
         (r.status, r.json()["code"].as_str()),
         (400, Some("invalid_json"))
     );
-    // A host another account lists.
-    let r = f.put("initech", &doc("initech", "acme.test", &b)).await;
+    // A host another account lists (its SP identity its own).
+    let mut taker = doc("initech", "acme.test", &b);
+    taker["sp"] = json!({"entity_id": "http://initech.test/saml/metadata", "acs_url": "http://initech.test/saml/acs"});
+    let r = f.put("initech", &taker).await;
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
         (409, Some("host_taken"))
@@ -1632,4 +1634,35 @@ async fn readyz_waits_for_the_stored_accounts() {
     sync.poll(store.as_ref(), &cfg, &registry).await.unwrap();
     let r = request(Method::GET, &format!("http://{addr}/readyz"), &[], "").await;
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_cannot_share_an_sp_identity_and_logout_ends_only_its_own_accounts_session() {
+    let (f, _d, a, b) = two_accounts().await;
+    // initech at its own host, but claiming acme's SP entity id / ACS.
+    let mut d = doc("initech", "initech.test", &b);
+    d["sp"]["entity_id"] = json!("http://acme.test/saml/metadata");
+    let r = f.put("initech", &d).await;
+    assert_eq!(problem_keys(&r), ["sp.entity_id"]);
+    let mut d = doc("initech", "initech.test", &b);
+    d["sp"]["acs_url"] = json!("http://acme.test/saml/acs");
+    assert_eq!(problem_keys(&f.put("initech", &d).await), ["sp.acs_url"]);
+    let r = f
+        .patch(
+            "globex",
+            json!({"sp": {"entity_id": "http://acme.test/saml/metadata"}}),
+        )
+        .await;
+    assert_eq!(problem_keys(&r), ["sp.entity_id"]);
+    // A's session presented to B's logout is not ended.
+    let cookie = cookie_of(&f.login("acme.test", &a, "ann@acme.example").await);
+    let json = [("cookie", cookie.as_str()), ("accept", "application/json")];
+    assert_eq!(f.on("globex.test", "/saml/logout", &json).await.status, 200);
+    assert_eq!(
+        f.on("acme.test", "/x", &json).await.status,
+        200,
+        "still signed in on A"
+    );
+    assert_eq!(f.on("acme.test", "/saml/logout", &json).await.status, 200);
+    assert_eq!(f.on("acme.test", "/x", &json).await.status, 401);
 }
