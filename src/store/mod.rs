@@ -399,8 +399,15 @@ fn record_hosts(record: &[u8]) -> Vec<String> {
     struct Record {
         doc: Doc,
     }
+    // As claimed: normalised the way `account::doc` lists them.
     serde_json::from_slice::<Record>(record)
-        .map(|r| r.doc.hosts)
+        .map(|r| {
+            r.doc
+                .hosts
+                .iter()
+                .filter_map(|h| crate::account::doc::host(h).ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -978,6 +978,10 @@ async fn account_documents_with_problems_are_refused_whole_and_change_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_api_replace_list_dry_run_and_delete() {
     let (f, _d, a, _b) = two_accounts().await;
+    // A host written in upper case is claimed (and released) as listed.
+    let mut d = doc("acme", "ACME.test", &a);
+    d["sp"] = json!({"entity_id": "http://acme.test/saml/metadata", "acs_url": "http://acme.test/saml/acs"});
+    assert_eq!(f.put("acme", &d).await.status, 200);
     // Replace: 200, hosts moved (the old host freed).
     let mut d = doc("acme", "acme2.test", &a);
     d["name"] = json!("Acme Two");
