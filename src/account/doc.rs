@@ -391,6 +391,11 @@ pub fn build(
             Err(e) => p.add(format!("hosts[{i}]"), e),
         }
     }
+    if let Some(n) = &raw.name
+        && (n.chars().count() > 200 || n.chars().any(char::is_control))
+    {
+        p.add("name", "at most 200 characters, no control characters");
+    }
     let status = match raw.status.as_deref().unwrap_or("active") {
         "active" => AccountStatus::Active,
         "suspended" => AccountStatus::Suspended,
@@ -585,6 +590,16 @@ mod tests {
         )
         .unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        let long = serde_json::json!({"name": "x".repeat(201), "hosts": ["a.test"]});
+        let p = build(
+            "acme",
+            &long,
+            &Security::default(),
+            "/saml",
+            Fetched::Cached(None),
+        )
+        .unwrap_err();
+        assert!(p.iter().any(|p| p.key == "name"), "{p:?}");
         for k in [
             "hosts",
             "colour",
