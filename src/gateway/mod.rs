@@ -58,6 +58,9 @@ pub enum LoginError {
     /// The account is suspended.
     #[error("account {0} is suspended: its sign-ins are turned off")]
     Suspended(String),
+    /// The POST is larger than any SAMLResponse the gateway accepts.
+    #[error("the POST body is over {0} bytes")]
+    TooLarge(usize),
 }
 
 impl LoginError {
@@ -69,6 +72,7 @@ impl LoginError {
             Self::Store(e) => e.code(),
             Self::Pool(e) => e.code(),
             Self::Suspended(_) => "account_suspended",
+            Self::TooLarge(_) => "too_large",
         }
     }
 
@@ -80,6 +84,7 @@ impl LoginError {
             | Self::Refused(Refusal::Store(_))
             | Self::Pool(pool::PoolError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Pool(pool::PoolError::Lost) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -745,15 +750,24 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             .session_cookie(&req, &self.request_cookie_name(cfg))
             .map(bound_request_ids);
         let limit = cfg.security.max_response_bytes.saturating_mul(2) + 16 * 1024;
-        let body = match read_body(req.into_body(), limit).await {
+        let h2 = req.version() == http::Version::HTTP_2;
+        let body = match crate::server::read_body_draining(req.into_body(), limit).await {
             Ok(b) => b,
-            Err(_) => {
-                let e = LoginError::Saml(SamlError::TooLarge {
-                    what: "POST body",
-                    size: limit,
-                    limit,
-                });
-                return self.refuse(cfg, acct, &e, &tracking, peer, None);
+            Err(why) => {
+                let e = match why {
+                    crate::server::BodyError::TooLarge => LoginError::TooLarge(limit),
+                    crate::server::BodyError::Unreadable => LoginError::Saml(
+                        SamlError::MalformedXml("the POST body could not be read".into()),
+                    ),
+                };
+                let mut r = self.refuse(cfg, acct, &e, &tracking, peer, None);
+                // What is left of the body is not read: close after the
+                // answer (HTTP/2 resets just the stream).
+                if !h2 {
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return r;
             }
         };
         let start = Instant::now();

@@ -118,6 +118,62 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
+/// Why [`read_body_draining`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over the limit (what was sent beyond it has been read and dropped,
+    /// up to the drain bound, so the client reads the answer).
+    TooLarge,
+    /// The body could not be read (the client went away, bad framing).
+    Unreadable,
+}
+
+/// Most bytes read and dropped after a body went over its limit.
+pub const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+/// Longest time spent dropping them.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a whole request body of at most `limit` bytes. A larger one (a
+/// `Content-Length` over the limit, or a chunked body that grows past it)
+/// is refused, but only after reading and dropping what else the client
+/// sends, up to [`DRAIN_BYTES`] within [`DRAIN_TIME`]: a client that is
+/// still writing its body (curl, Python's http.client, a browser) then
+/// reads the refusal instead of a reset connection. The caller closes the
+/// connection after answering.
+pub async fn read_body_draining(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let declared = hyper::body::Body::size_hint(&body).exact();
+    let mut body = body;
+    if declared.is_none_or(|n| n <= limit as u64) {
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => return Ok(buf.freeze()),
+                Some(Err(_)) => return Err(BodyError::Unreadable),
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        if buf.len() + d.len() > limit {
+                            break;
+                        }
+                        buf.extend_from_slice(d);
+                    }
+                }
+            }
+        }
+    }
+    let mut dropped = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while dropped < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(f)) => dropped += f.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    Err(BodyError::TooLarge)
+}
+
 /// Reads a whole request body, refusing more than `limit` bytes.
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Body>> {
     match http_body_util::Limited::new(body, limit).collect().await {

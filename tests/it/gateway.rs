@@ -1023,3 +1023,85 @@ pub mod tls {
         assert_eq!(j["headers"]["x-samlgate-email"], "alice@example.com");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acs_answers_an_oversized_post_with_413_that_the_client_reads() {
+    let g = gateway(|_| {}).await;
+    let addr = g.base.trim_start_matches("http://").to_owned();
+    let big = vec![b'A'; 3 * 1024 * 1024];
+    // Declared (Content-Length) and undeclared (chunked) alike: the client
+    // writes its whole body without a reset and then reads the refusal.
+    for chunked in [false, true] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = if chunked {
+            "POST /saml/acs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned()
+        } else {
+            format!(
+                "POST /saml/acs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+                big.len() + 13
+            )
+        };
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut body = b"SAMLResponse=".to_vec();
+        body.extend_from_slice(&big);
+        let reader = tokio::spawn({
+            let (mut rd, mut wr) = s.into_split();
+            let body = body.clone();
+            let writer = tokio::spawn(async move {
+                for part in body.chunks(64 * 1024) {
+                    if chunked {
+                        wr.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                            .await?;
+                        wr.write_all(part).await?;
+                        wr.write_all(b"\r\n").await?;
+                    } else {
+                        wr.write_all(part).await?;
+                    }
+                }
+                if chunked {
+                    wr.write_all(b"0\r\n\r\n").await?;
+                }
+                Ok::<_, std::io::Error>(wr)
+            });
+            async move {
+                let mut out = Vec::new();
+                let _ = rd.read_to_end(&mut out).await;
+                (out, writer.await.unwrap().map(|_| ()))
+            }
+        });
+        let (out, wrote) = reader.await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {text:.200}"
+        );
+        assert!(text.contains("too_large"), "{text:.400}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"));
+        assert!(
+            wrote.is_ok(),
+            "chunked={chunked}: the client's write failed: {wrote:?}"
+        );
+    }
+    // Python's http.client, as an ordinary client does it.
+    let script = format!(
+        "import http.client\nc = http.client.HTTPConnection('{addr}', timeout=30)\n\
+c.request('POST', '/saml/acs', body=b'SAMLResponse=' + b'A' * (3 * 1024 * 1024), headers={{'Content-Type': 'application/x-www-form-urlencoded'}})\n\
+r = c.getresponse()\nprint(r.status, r.read().decode())\n"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("413"), "{stdout}");
+    assert!(stdout.contains("too_large"), "{stdout}");
+}
