@@ -245,6 +245,17 @@ impl RedisStore {
         format!("{{{}:accounts}}:{what}", self.prefix)
     }
 
+    /// Reads account `id`'s record and revision together.
+    fn get_account_cmd(&self, id: &str) -> Cmd {
+        redis::cmd("EVAL")
+            .arg(GET_ACCOUNT_SCRIPT)
+            .arg(2)
+            .arg(self.acct_key("doc"))
+            .arg(self.acct_key("rev"))
+            .arg(id)
+            .clone()
+    }
+
     /// The seven keys an account write touches, in the scripts' order.
     fn account_keys(&self) -> [String; 7] {
         ["doc", "rev", "host", "version", "log", "ids", "hosts"].map(|k| self.acct_key(k))
@@ -675,16 +686,7 @@ impl Store for RedisStore {
 
     fn get_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
         Box::pin(async move {
-            let v: Vec<Value> = self
-                .query(
-                    redis::cmd("EVAL")
-                        .arg(GET_ACCOUNT_SCRIPT)
-                        .arg(2)
-                        .arg(self.acct_key("doc"))
-                        .arg(self.acct_key("rev"))
-                        .arg(id),
-                )
-                .await?;
+            let v: Vec<Value> = self.query(&self.get_account_cmd(id)).await?;
             Ok(stored_account(v.first(), v.get(1)))
         })
     }
@@ -699,15 +701,7 @@ impl Store for RedisStore {
             for chunk in ids.chunks(500) {
                 let mut p = Pipeline::with_capacity(chunk.len());
                 for id in chunk {
-                    p.add_command(
-                        redis::cmd("EVAL")
-                            .arg(GET_ACCOUNT_SCRIPT)
-                            .arg(2)
-                            .arg(self.acct_key("doc"))
-                            .arg(self.acct_key("rev"))
-                            .arg(id)
-                            .clone(),
-                    );
+                    p.add_command(self.get_account_cmd(id));
                 }
                 let replies: Vec<Value> = match &self.conn {
                     Conn::Single(c) => p.query_async(&mut c.clone()).await.map_err(err)?,
