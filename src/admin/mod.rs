@@ -455,15 +455,21 @@ impl Admin {
         match self.store.insert_users(std::slice::from_ref(&user)).await {
             Ok(v) if v.first() == Some(&true) => {}
             Ok(_) => {
-                if let Some(name) = &user.vanity {
-                    let _ = self.store.release_vanity(name, &email).await;
-                }
                 // Lost a race: say whose the winner is.
-                return match self.store.get_user(&email).await {
-                    Ok(Some(u)) => exists(acct, &u),
-                    Ok(None) => exists(acct, &user),
-                    Err(e) => store_error(&e),
+                let winner = match self.store.get_user(&email).await {
+                    Ok(w) => w,
+                    Err(e) => return store_error(&e),
                 };
+                if let Some(name) = &user.vanity {
+                    let _ = crate::provisioning::give_back_vanity(
+                        self.store.as_ref(),
+                        name,
+                        &email,
+                        winner.as_ref(),
+                    )
+                    .await;
+                }
+                return exists(acct, winner.as_ref().unwrap_or(&user));
             }
             Err(e) => return store_error(&e),
         }

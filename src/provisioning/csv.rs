@@ -12,7 +12,7 @@ use std::io::Read;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{assign_vanities, new_record, send_verification};
+use super::{assign_vanities, give_back_vanity, new_record, send_verification};
 use crate::account::Account;
 use crate::config::Config;
 use crate::mapping::License;
@@ -428,7 +428,12 @@ async fn flush(
     };
     let mut new_users: Vec<UserRecord> = Vec::with_capacity(rows.len());
     let mut new_lines: Vec<u64> = Vec::with_capacity(rows.len());
-    if opts.update_existing || opts.dry_run {
+    // Existing users are looked up first (one batched read) when the rows
+    // need more than an insert-if-absent: updates, a dry run, and licensed
+    // users, whose vanity names would otherwise be claimed (and released)
+    // for every row of a rerun.
+    let look_first = opts.update_existing || opts.dry_run || opts.license == License::Licensed;
+    if look_first {
         let emails: Vec<String> = rows.iter().map(|r| r.user.email.clone()).collect();
         let existing = store.get_users(&emails).await.map_err(fail)?;
         let mut updates = Vec::new();
@@ -468,7 +473,7 @@ async fn flush(
     let inserted = store.insert_users(&new_users).await.map_err(fail)?;
     // Rows whose email exists already: skipped when the user is this
     // account's, an error when another account's.
-    let mut taken: Vec<(u64, String)> = Vec::new();
+    let mut taken: Vec<(u64, String, Option<String>)> = Vec::new();
     for ((u, ok), line) in new_users.iter().zip(inserted).zip(new_lines) {
         if ok {
             report.created += 1;
@@ -478,16 +483,18 @@ async fn flush(
                     .map_err(fail)?;
             }
         } else {
-            taken.push((line, u.email.clone()));
-            if let Some(name) = &u.vanity {
-                store.release_vanity(name, &u.email).await.map_err(fail)?;
-            }
+            taken.push((line, u.email.clone(), u.vanity.clone()));
         }
     }
     if !taken.is_empty() {
-        let emails: Vec<String> = taken.iter().map(|(_, e)| e.clone()).collect();
+        let emails: Vec<String> = taken.iter().map(|(_, e, _)| e.clone()).collect();
         let owners = store.get_users(&emails).await.map_err(fail)?;
-        for ((line, email), owner) in taken.into_iter().zip(owners) {
+        for ((line, email, vanity), owner) in taken.into_iter().zip(owners) {
+            if let Some(name) = &vanity {
+                give_back_vanity(store, name, &email, owner.as_ref())
+                    .await
+                    .map_err(fail)?;
+            }
             match owner {
                 Some(o) if o.account != account.id => {
                     add_error(report, line, other_account(&email));

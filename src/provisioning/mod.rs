@@ -150,6 +150,22 @@ pub async fn assign_vanities(
     ))
 }
 
+/// Gives back vanity name `name`, claimed for `email` by an insert that
+/// lost (the email exists already) — unless the existing record of that
+/// email holds it: a claim is keyed by email, so the loser's claim of the
+/// local-part name may be the winner's own.
+pub async fn give_back_vanity(
+    store: &dyn Store,
+    name: &str,
+    email: &str,
+    winner: Option<&UserRecord>,
+) -> Result<(), StoreError> {
+    if winner.is_some_and(|w| w.vanity.as_deref() == Some(name)) {
+        return Ok(());
+    }
+    store.release_vanity(name, email).await
+}
+
 /// Builds a new record of `account` for `email` from a source, with the
 /// status the account's associated domains give it.
 pub fn new_record(
@@ -406,9 +422,11 @@ pub async fn decide(
                 action: Action::Created,
             });
         }
-        // Lost the race: give back the vanity name and read the winner's record.
+        // Lost the race: give back the vanity name (unless the winner holds
+        // it) and read the winner's record on the next pass.
         if let Some(name) = &user.vanity {
-            store.release_vanity(name, &email).await?;
+            let winner = store.get_user(&email).await?;
+            give_back_vanity(store, name, &email, winner.as_ref()).await?;
         }
     }
     Err(Refusal::Store(StoreError::Unavailable(format!(

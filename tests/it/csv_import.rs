@@ -382,3 +382,54 @@ fn cli_import_json_and_users_get() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_licensed_rerun_claims_no_vanity_name_and_keeps_every_users_own() {
+    for redis in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_guard, store): (Option<_>, Arc<dyn Store>) = if redis {
+            let (url, g) = standalone();
+            (
+                Some(g),
+                Arc::new(
+                    RedisStore::standalone(&url, &unique_prefix("rerun"))
+                        .await
+                        .unwrap(),
+                ),
+            )
+        } else {
+            (
+                None,
+                Arc::new(
+                    EmbeddedStore::open(&dir.path().join("s.db"), Arc::new(SystemClock)).unwrap(),
+                ),
+            )
+        };
+        let csv = "email,first_name\nalice.smith@example.com,Alice\nbob.jones@example.com,Bob\n";
+        let opts = ImportOptions {
+            license: License::Licensed,
+            ..Default::default()
+        };
+        let first = run(store.as_ref(), csv, &opts).await;
+        assert_eq!(first.created, 2);
+        let again = run(store.as_ref(), csv, &opts).await;
+        assert_eq!((again.created, again.skipped), (0, 2), "redis={redis}");
+        for (email, name) in [
+            ("alice.smith@example.com", "alice.smith"),
+            ("bob.jones@example.com", "bob.jones"),
+        ] {
+            let u = store.get_user(email).await.unwrap().unwrap();
+            assert_eq!(u.vanity.as_deref(), Some(name));
+            // The claim still stands: nobody else can take the name.
+            let won = store
+                .claim_vanities(&[(name.to_owned(), "intruder@example.com".to_owned())])
+                .await
+                .unwrap();
+            assert_eq!(
+                won,
+                [false],
+                "redis={redis}: {name} was given back by the rerun"
+            );
+        }
+    }
+}

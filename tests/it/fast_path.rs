@@ -44,6 +44,9 @@ pub(super) struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
+    /// For each connection the gateway closed between requests, the path
+    /// of the last request it carried.
+    pub closed_after: Arc<Mutex<Vec<String>>>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -147,18 +150,30 @@ async fn upstream() -> Upstream {
     let addr = l.local_addr().unwrap();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let connections = Arc::new(AtomicUsize::new(0));
-    let (s2, c2) = (Arc::clone(&seen), Arc::clone(&connections));
+    let closed_after: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (s2, c2, ca2) = (
+        Arc::clone(&seen),
+        Arc::clone(&connections),
+        Arc::clone(&closed_after),
+    );
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             c2.fetch_add(1, Ordering::SeqCst);
             let seen = Arc::clone(&s2);
+            let closed_after = Arc::clone(&ca2);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut last = String::new();
                 loop {
                     while find(&buf, b"\r\n\r\n").is_none() {
                         let mut tmp = [0u8; 65536];
                         match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => {
+                                if buf.is_empty() && !last.is_empty() {
+                                    closed_after.lock().unwrap().push(last);
+                                }
+                                return;
+                            }
                             Ok(n) => buf.extend_from_slice(&tmp[..n]),
                         }
                     }
@@ -199,6 +214,7 @@ async fn upstream() -> Upstream {
                         buf.drain(..len).collect()
                     };
                     let path = target.split('?').next().unwrap().to_owned();
+                    last.clone_from(&path);
                     seen.lock().unwrap().push(Seen {
                         method: method.clone(),
                         target: target.clone(),
@@ -278,6 +294,7 @@ async fn upstream() -> Upstream {
         addr,
         seen,
         connections,
+        closed_after,
     }
 }
 
