@@ -261,6 +261,31 @@ impl RedisStore {
         ["doc", "rev", "host", "version", "log", "ids", "hosts"].map(|k| self.acct_key(k))
     }
 
+    /// At most `limit` members of the lexicographic index `key` (a sorted
+    /// set of score 0) after `after`, in order.
+    async fn members_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let min = match after {
+            Some(a) => format!("({a}"),
+            None => "-".to_owned(),
+        };
+        self.query(
+            redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(min)
+                .arg("+")
+                .arg("BYLEX")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit),
+        )
+        .await
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         let v = match &self.conn {
             Conn::Single(c) => c.clone().req_packed_command(cmd).await,
@@ -418,22 +443,9 @@ impl Store for RedisStore {
             let mut out = Vec::new();
             let mut cursor = after.map(str::to_owned);
             while out.len() < limit {
-                let min = match &cursor {
-                    Some(a) => format!("({a}"),
-                    None => "-".to_owned(),
-                };
                 let want = limit - out.len();
-                let emails: Vec<String> = self
-                    .query(
-                        redis::cmd("ZRANGE")
-                            .arg(self.index_key())
-                            .arg(&min)
-                            .arg("+")
-                            .arg("BYLEX")
-                            .arg("LIMIT")
-                            .arg(0)
-                            .arg(want),
-                    )
+                let emails = self
+                    .members_after(&self.index_key(), cursor.as_deref(), want)
                     .await?;
                 if emails.is_empty() {
                     break;
@@ -480,21 +492,8 @@ impl Store for RedisStore {
                 }
                 return Ok((out, cursor));
             }
-            let min = match after {
-                Some(a) => format!("({a}"),
-                None => "-".to_owned(),
-            };
-            let emails: Vec<String> = self
-                .query(
-                    redis::cmd("ZRANGE")
-                        .arg(self.account_index_key(account))
-                        .arg(&min)
-                        .arg("+")
-                        .arg("BYLEX")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit),
-                )
+            let emails = self
+                .members_after(&self.account_index_key(account), after, limit)
                 .await?;
             let next = (emails.len() == limit)
                 .then(|| emails.last().cloned())
@@ -739,21 +738,8 @@ impl Store for RedisStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<(String, StoredAccount)>> {
         Box::pin(async move {
-            let min = match after {
-                Some(a) => format!("({a}"),
-                None => "-".to_owned(),
-            };
-            let ids: Vec<String> = self
-                .query(
-                    redis::cmd("ZRANGE")
-                        .arg(self.acct_key("ids"))
-                        .arg(&min)
-                        .arg("+")
-                        .arg("BYLEX")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit),
-                )
+            let ids = self
+                .members_after(&self.acct_key("ids"), after, limit)
                 .await?;
             let got = self.get_accounts(&ids).await?;
             Ok(ids
