@@ -615,7 +615,8 @@ impl Admin {
         let mut users = Vec::new();
         // This account's users (with the status asked for): at most 20
         // pages per call; the cursor continues where this call stopped.
-        for _ in 0..20 {
+        let mut more = true;
+        'pages: for _ in 0..20 {
             let (page, next) = match self
                 .store
                 .list_account_users(&acct.id, cursor.as_deref(), limit)
@@ -624,25 +625,18 @@ impl Admin {
                 Ok(p) => p,
                 Err(e) => return store_error(&e),
             };
-            let mut stopped_early = false;
             for u in page {
                 if users.len() == limit {
-                    stopped_early = true;
-                    break;
+                    break 'pages;
                 }
                 cursor = Some(u.email.clone());
                 if status.is_none_or(|s| s == u.status) {
                     users.push(u);
                 }
             }
-            if stopped_early {
-                break;
-            }
             match next {
                 None => {
-                    if users.len() < limit {
-                        cursor = None;
-                    }
+                    more = false;
                     break;
                 }
                 Some(n) => cursor = Some(n),
@@ -650,6 +644,9 @@ impl Admin {
             if users.len() == limit {
                 break;
             }
+        }
+        if !more {
+            cursor = None;
         }
         json(
             StatusCode::OK,
