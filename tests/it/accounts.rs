@@ -19,7 +19,7 @@ use samlgate::store::Store;
 use samlgate::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 
-use super::gateway::{EchoUpstream, TestClock, cookie_of, spawn};
+use super::gateway::{EchoUpstream, TestClock, code_in_page, cookie_of, spawn};
 use super::http_support::{Reply, request};
 
 pub const ADMIN: &str = "accounts-admin-token-0123456789";
@@ -274,16 +274,6 @@ impl Fleet {
             .unwrap();
         self.post_acs(host, &b64).await
     }
-}
-
-/// The refusal code on an error page.
-pub fn code_in_page(r: &Reply) -> String {
-    let t = r.text();
-    t.split("Code: <code>")
-        .nth(1)
-        .and_then(|s| s.split('<').next())
-        .unwrap_or("")
-        .to_owned()
 }
 
 fn problem_keys(r: &Reply) -> Vec<String> {
@@ -1116,21 +1106,9 @@ async fn an_account_deleted_while_its_users_are_signed_in_ends_their_sessions() 
     assert_eq!(f.on("acme.test", "/x", &json).await.status, 401);
 }
 
+use super::shutdown::Proc as Replica;
+
 /// A `samlgate serve` process with no default account on Redis `url`.
-struct Replica {
-    child: std::process::Child,
-    public: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn replica(url: &str, upstream: &str) -> Replica {
     use super::redis_support::free_port;
     let dir = tempfile::tempdir().unwrap();
@@ -1146,29 +1124,11 @@ async fn replica(url: &str, upstream: &str) -> Replica {
         ),
     )
     .unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"))
-        .args(["serve", "--config"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"));
+    cmd.args(["serve", "--config"])
         .arg(&config)
-        .env("SAMLGATE_WORKERS", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let r = Replica {
-        child,
-        public: format!("http://127.0.0.1:{public}"),
-        admin: format!("http://127.0.0.1:{admin}"),
-        _dir: dir,
-    };
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(r.admin.trim_start_matches("http://")).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "samlgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    r
+        .env("SAMLGATE_WORKERS", "1");
+    super::shutdown::launch(cmd, public, admin, config, dir).await
 }
 
 /// Retries `check` every 100 ms until it holds; returns how long that took

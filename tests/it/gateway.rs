@@ -231,7 +231,8 @@ pub fn cookie_of(r: &Reply) -> String {
     c.split(';').next().unwrap().to_owned()
 }
 
-fn code_in_page(r: &Reply) -> String {
+/// The refusal code on an error page.
+pub(super) fn code_in_page(r: &Reply) -> String {
     let t = r.text();
     t.split("Code: <code>")
         .nth(1)

@@ -15,10 +15,10 @@ use super::http_support::request;
 use super::redis_support::free_port;
 use super::support::fixtures;
 
-struct Proc {
-    child: Child,
-    public: String,
-    admin: String,
+pub(super) struct Proc {
+    pub(super) child: Child,
+    pub(super) public: String,
+    pub(super) admin: String,
     config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -96,7 +96,7 @@ async fn start_full(
 
 /// Spawns `cmd` (a `serve` of `config`) and waits until its admin listener
 /// accepts.
-async fn launch(
+pub(super) async fn launch(
     mut cmd: Command,
     public: u16,
     admin: u16,
