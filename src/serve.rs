@@ -462,15 +462,19 @@ pub async fn refresh_stored_metadata(
                     .map(|u| (a.id.clone(), u, a.idp.metadata_refresh_secs))
             })
             .collect();
-        due.retain(|(id, url), _| wanted.iter().any(|(i, u, _)| i == id && u == url));
+        // Linear in the accounts: what is no longer wanted is not carried
+        // over.
+        let mut next_due = HashMap::with_capacity(wanted.len());
         for (id, url, every) in wanted {
-            let next = due
-                .entry((id.clone(), url.clone()))
-                .or_insert_with(|| now + Duration::from_secs(every));
-            if *next > now || running.len() >= METADATA_FETCHES {
+            let every = Duration::from_secs(every);
+            let key = (id, url);
+            let at = due.remove(&key).unwrap_or(now + every);
+            if at > now || running.len() >= METADATA_FETCHES {
+                next_due.insert(key, at);
                 continue;
             }
-            *next = now + Duration::from_secs(every);
+            next_due.insert(key.clone(), now + every);
+            let (id, url) = key;
             let (store, cfg, accounts) =
                 (Arc::clone(&store), Arc::clone(&cfg), Arc::clone(&accounts));
             running.spawn(async move {
@@ -495,6 +499,7 @@ pub async fn refresh_stored_metadata(
                 }
             });
         }
+        due = next_due;
     }
 }
 
