@@ -91,11 +91,14 @@ pub async fn add_provisioning(
     store: &dyn crate::store::Store,
     config: &Config,
     account: &Account,
+    owners: &dyn crate::provisioning::DomainOwners,
     clock: &dyn Clock,
 ) {
     let Some(user) = &report.user else { return };
     let v =
-        match crate::provisioning::decide(store, config, account, user, clock.now(), false).await {
+        match crate::provisioning::decide(store, config, account, owners, user, clock.now(), false)
+            .await
+        {
             Ok(a) => ProvisioningVerdict {
                 verdict: "would_admit",
                 action: Some(a.action),

@@ -295,15 +295,27 @@ fn main() -> ExitCode {
                         };
                     match store {
                         Ok(s) => {
-                            if let Some(acct) = account.as_ref().or(cfg.account.as_ref()) {
-                                samlgate::check::add_provisioning(
-                                    &mut report,
-                                    s.as_ref(),
-                                    &cfg,
-                                    acct,
-                                    clock.as_ref(),
-                                )
-                                .await
+                            let owners =
+                                samlgate::account::manage::domain_owners(s.as_ref(), &cfg).await;
+                            match (account.as_ref().or(cfg.account.as_ref()), owners) {
+                                (Some(acct), Ok(owners)) => {
+                                    samlgate::check::add_provisioning(
+                                        &mut report,
+                                        s.as_ref(),
+                                        &cfg,
+                                        acct,
+                                        &owners,
+                                        clock.as_ref(),
+                                    )
+                                    .await
+                                }
+                                (Some(_), Err(e)) => {
+                                    report.trace.push(samlgate::mapping::TraceLine::new(
+                                        "provision",
+                                        format!("unknown: [{}] {e}", e.code()),
+                                    ))
+                                }
+                                (None, _) => {}
                             }
                         }
                         Err(e) => report.trace.push(samlgate::mapping::TraceLine::new(
@@ -593,10 +605,18 @@ async fn import(
             b.set_message(format!("{rows} rows"));
         }
     };
+    let owners = match samlgate::account::manage::domain_owners(store, cfg).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("samlgate: [{}] reading the accounts: {e}", e.code());
+            return ExitCode::from(2);
+        }
+    };
     let result = samlgate::provisioning::csv::import(
         store,
         cfg,
         account,
+        &owners,
         reader,
         &opts,
         SystemClock.now(),

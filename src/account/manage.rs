@@ -347,6 +347,44 @@ pub async fn list(
     Ok(out)
 }
 
+/// Every account's associated domains (`cfg`'s account and the stored
+/// ones), for a command that runs without a registry: read from the
+/// documents, without building the accounts.
+pub async fn domain_owners(
+    store: &dyn Store,
+    cfg: &Config,
+) -> Result<std::collections::HashMap<String, Vec<String>>, AccountError> {
+    let mut owners: std::collections::HashMap<String, Vec<String>> = Default::default();
+    if let Some(a) = &cfg.account {
+        for d in &a.provisioning.associated_domains {
+            owners.entry(d.clone()).or_default().push(a.id.clone());
+        }
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_accounts(after.as_deref(), PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (id, stored) in &page {
+            let record = decode(id, stored)?;
+            let domains = record
+                .doc
+                .pointer("/provisioning/associated_domains")
+                .and_then(Value::as_array);
+            for d in domains.into_iter().flatten().filter_map(Value::as_str) {
+                owners
+                    .entry(d.trim().trim_start_matches('@').to_ascii_lowercase())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    Ok(owners)
+}
+
 /// Deletes account `id`. While it has users this is refused unless
 /// `purge`, which deletes them first (and ends their sessions within
 /// `session.recheck_secs`).

@@ -448,6 +448,18 @@ impl Admin {
             Ok(None) => {}
             Err(e) => return store_error(&e),
         }
+        if crate::provisioning::domain_of_other_account(
+            self.accounts.snapshot().as_ref(),
+            acct,
+            &email,
+        ) {
+            return json_error(
+                StatusCode::CONFLICT,
+                "user_in_other_account",
+                "the email's domain is an associated domain of another account of this gateway",
+                Some("user_info.email"),
+            );
+        }
         if let Err(e) = assign_vanities(self.store.as_ref(), std::slice::from_mut(&mut user)).await
         {
             return store_error(&e);
@@ -731,10 +743,12 @@ impl Admin {
             );
         }
         let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let owners = self.accounts.snapshot();
         match import(
             self.store.as_ref(),
             &self.config,
             acct,
+            owners.as_ref(),
             reader,
             &opts,
             self.clock.now(),

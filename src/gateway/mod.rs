@@ -935,8 +935,17 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             return Err(SamlError::Replayed(verified.assertion_id().to_owned()).into());
         }
         let mapped = saml::map_user(&verified, acct, &cfg.security, &mut trace)?;
-        let admission =
-            provisioning::decide(self.store.as_ref(), cfg, acct, &mapped, now, true).await?;
+        let owners = self.accounts.snapshot();
+        let admission = provisioning::decide(
+            self.store.as_ref(),
+            cfg,
+            acct,
+            owners.as_ref(),
+            &mapped,
+            now,
+            true,
+        )
+        .await?;
         let name_id = verified.name_id().map(|n| n.value.clone());
         let email = admission.user.email.clone();
         let facts = session::LoginFacts {

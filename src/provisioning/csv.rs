@@ -12,7 +12,10 @@ use std::io::Read;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{assign_vanities, give_back_vanity, new_record, send_verification};
+use super::{
+    DomainOwners, assign_vanities, domain_of_other_account, give_back_vanity, new_record,
+    send_verification,
+};
 use crate::account::Account;
 use crate::config::Config;
 use crate::mapping::License;
@@ -232,10 +235,15 @@ impl<R: Read> Read for CrlfToLf<R> {
 }
 
 /// Imports `reader`. `progress` is called after each batch with the rows read.
+/// A new user whose email domain another account lists as associated (and
+/// `account` does not; `owners`) is refused on its line, as for a user of
+/// another account.
+#[allow(clippy::too_many_arguments)]
 pub async fn import(
     store: &dyn Store,
     cfg: &Config,
     account: &Account,
+    owners: &dyn DomainOwners,
     reader: impl Read,
     opts: &ImportOptions,
     now: DateTime<Utc>,
@@ -305,7 +313,7 @@ pub async fn import(
         }
         if batch.len() >= opts.batch_size {
             let rows = std::mem::take(&mut batch);
-            if let Err(e) = flush(store, cfg, account, opts, rows, &mut report).await {
+            if let Err(e) = flush(store, cfg, account, owners, opts, rows, &mut report).await {
                 report.interrupted = Some(e);
                 return Ok(report);
             }
@@ -313,7 +321,7 @@ pub async fn import(
         }
     }
     if !batch.is_empty()
-        && let Err(e) = flush(store, cfg, account, opts, batch, &mut report).await
+        && let Err(e) = flush(store, cfg, account, owners, opts, batch, &mut report).await
     {
         report.interrupted = Some(e);
         return Ok(report);
@@ -410,10 +418,18 @@ fn other_account(email: &str) -> String {
     format!("user_in_other_account: {email} belongs to another account of this gateway")
 }
 
+/// The row error for a new user in another account's associated domain.
+fn other_accounts_domain(email: &str) -> String {
+    format!(
+        "user_in_other_account: the domain of {email} is an associated domain of another account of this gateway"
+    )
+}
+
 async fn flush(
     store: &dyn Store,
     cfg: &Config,
     account: &Account,
+    owners: &dyn DomainOwners,
     opts: &ImportOptions,
     rows: Vec<Row>,
     report: &mut ImportReport,
@@ -450,6 +466,17 @@ async fn flush(
                 }
             }
         }
+        drop_foreign(
+            store,
+            account,
+            owners,
+            true,
+            &mut new_users,
+            &mut new_lines,
+            report,
+        )
+        .await
+        .map_err(fail)?;
         if opts.dry_run {
             report.updated += updates.len() as u64;
             report.created += new_users.len() as u64;
@@ -465,6 +492,17 @@ async fn flush(
             new_lines.push(r.line);
             new_users.push(r.user);
         }
+        drop_foreign(
+            store,
+            account,
+            owners,
+            false,
+            &mut new_users,
+            &mut new_lines,
+            report,
+        )
+        .await
+        .map_err(fail)?;
     }
     if new_users.is_empty() {
         return Ok(());
@@ -501,6 +539,53 @@ async fn flush(
                 }
                 _ => report.skipped += 1,
             }
+        }
+    }
+    Ok(())
+}
+
+/// Takes the new users in another account's associated domain out of
+/// `users`/`lines` and reports them. `looked_up`: the users were found
+/// absent already; otherwise one of this account's existing users (created
+/// before the other account listed the domain) is skipped as any existing
+/// user is.
+async fn drop_foreign(
+    store: &dyn Store,
+    account: &Account,
+    owners: &dyn DomainOwners,
+    looked_up: bool,
+    users: &mut Vec<UserRecord>,
+    lines: &mut Vec<u64>,
+    report: &mut ImportReport,
+) -> Result<(), StoreError> {
+    if !users
+        .iter()
+        .any(|u| domain_of_other_account(owners, account, &u.email))
+    {
+        return Ok(());
+    }
+    let (mut kept_users, mut kept_lines) = (Vec::new(), Vec::new());
+    let mut foreign = Vec::new();
+    for (u, line) in std::mem::take(users).into_iter().zip(std::mem::take(lines)) {
+        if domain_of_other_account(owners, account, &u.email) {
+            foreign.push((line, u.email));
+        } else {
+            kept_users.push(u);
+            kept_lines.push(line);
+        }
+    }
+    (*users, *lines) = (kept_users, kept_lines);
+    let existing = if looked_up {
+        vec![None; foreign.len()]
+    } else {
+        let emails: Vec<String> = foreign.iter().map(|(_, e)| e.clone()).collect();
+        store.get_users(&emails).await?
+    };
+    for ((line, email), old) in foreign.into_iter().zip(existing) {
+        match old {
+            Some(o) if o.account == account.id => report.skipped += 1,
+            Some(_) => add_error(report, line, other_account(&email)),
+            None => add_error(report, line, other_accounts_domain(&email)),
         }
     }
     Ok(())

@@ -30,6 +30,12 @@ pub enum Refusal {
     /// The email belongs to another account of this gateway.
     #[error("{0} belongs to another account of this gateway; sign in through that account")]
     WrongAccount(String),
+    /// A new user whose email domain another account lists as associated
+    /// (and this one does not): that account's people sign in through it.
+    #[error(
+        "{0}: its domain belongs to another account of this gateway; sign in through that account"
+    )]
+    DomainOfOtherAccount(String),
     /// The store cannot be reached: fail closed.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -42,7 +48,7 @@ impl Refusal {
             Self::NotProvisioned(_) => "not_provisioned",
             Self::Deactivated(_) => "deactivated",
             Self::PendingVerification(_) => "pending_verification",
-            Self::WrongAccount(_) => "wrong_account",
+            Self::WrongAccount(_) | Self::DomainOfOtherAccount(_) => "wrong_account",
             Self::Store(e) => e.code(),
         }
     }
@@ -80,6 +86,52 @@ pub fn in_associated_domain(email: &str, account: &Account) -> bool {
         .map(|(_, d)| d.to_ascii_lowercase())
         .unwrap_or_default();
     account.provisioning.associated_domains.contains(&domain)
+}
+
+/// Who lists which associated domains, across the gateway's accounts.
+pub trait DomainOwners: Send + Sync {
+    /// Whether an account other than `account` lists `domain` (lowercase)
+    /// as associated.
+    fn listed_by_other(&self, domain: &str, account: &str) -> bool;
+}
+
+impl DomainOwners for crate::account::registry::Snapshot {
+    fn listed_by_other(&self, domain: &str, account: &str) -> bool {
+        self.by_domain(domain).iter().any(|a| a.id != account)
+    }
+}
+
+/// A gateway of one account: no other account lists any domain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOtherAccounts;
+
+impl DomainOwners for NoOtherAccounts {
+    fn listed_by_other(&self, _domain: &str, _account: &str) -> bool {
+        false
+    }
+}
+
+/// Associated domain → the ids of the accounts listing it.
+impl DomainOwners for std::collections::HashMap<String, Vec<String>> {
+    fn listed_by_other(&self, domain: &str, account: &str) -> bool {
+        self.get(domain)
+            .is_some_and(|ids| ids.iter().any(|id| id != account))
+    }
+}
+
+/// Whether a new user `email` of `account` must be refused because its
+/// domain is another account's associated domain, which `account` does not
+/// also list. Without this an account's IdP could assert (or its admin
+/// create) addresses of another company's domain and so take the rightful
+/// account's people: the first account to create a user owns the email.
+/// Existing users are not affected.
+pub fn domain_of_other_account(owners: &dyn DomainOwners, account: &Account, email: &str) -> bool {
+    let Some((_, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.to_ascii_lowercase();
+    !account.provisioning.associated_domains.contains(&domain)
+        && owners.listed_by_other(&domain, &account.id)
 }
 
 /// A vanity name is 5-40 characters, starts with a letter, and has only
@@ -348,11 +400,13 @@ fn check_status(user: &UserRecord) -> Result<(), Refusal> {
 /// The login decision on `account`, shared by the ACS and `check-response`
 /// (read-only: `write = false` stores nothing and reports what would
 /// happen). A user of another account is refused (`wrong_account`) and
-/// left untouched.
+/// left untouched; so is a newcomer whose domain another account lists
+/// as associated (`owners`, see [`domain_of_other_account`]).
 pub async fn decide(
     store: &dyn Store,
     cfg: &Config,
     account: &Account,
+    owners: &dyn DomainOwners,
     mapped: &MappedUser,
     now: DateTime<Utc>,
     write: bool,
@@ -393,6 +447,9 @@ pub async fn decide(
                 user,
                 action: Action::Updated,
             });
+        }
+        if domain_of_other_account(owners, account, &email) {
+            return Err(Refusal::DomainOfOtherAccount(email));
         }
         if account.provisioning.mode == ProvisioningMode::PriorToSignIn {
             return Err(Refusal::NotProvisioned(email));

@@ -611,6 +611,164 @@ async fn isolation_sso_create_and_csv_on_b_for_an_email_of_a_are_refused() {
     );
 }
 
+/// An account's IdP (or admin) cannot take another company's people by
+/// creating users in that company's associated domain first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_no_account_creates_users_in_another_accounts_associated_domain() {
+    let (f, _d, a, b) = two_accounts().await;
+    // A user of globex in partner.example, created while globex listed that
+    // domain; then the domain moves to acme: existing users are not
+    // affected.
+    let mut globex = doc("globex", "globex.test", &b);
+    globex["provisioning"]["associated_domains"] = json!(["globex.example", "partner.example"]);
+    assert_eq!(f.put("globex", &globex).await.status, 200);
+    assert_eq!(
+        f.login("globex.test", &b, "old@partner.example")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        f.put("globex", &doc("globex", "globex.test", &b))
+            .await
+            .status,
+        200
+    );
+    let mut acme = doc("acme", "acme.test", &a);
+    acme["provisioning"]["associated_domains"] = json!(["acme.example", "partner.example"]);
+    assert_eq!(f.put("acme", &acme).await.status, 200);
+
+    // JIT on globex for an address of acme's domain: refused, nothing stored.
+    let r = f.login("globex.test", &b, "eve@acme.example").await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (403, "wrong_account")
+    );
+    assert!(r.header("set-cookie").is_none());
+    assert!(
+        f.store
+            .get_user("eve@acme.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Case and the domain's form do not matter.
+    let r = f.login("globex.test", &b, "Eve@ACME.Example").await;
+    assert_eq!(code_in_page(&r), "wrong_account");
+    // The existing globex user in partner.example still signs in.
+    assert_eq!(
+        f.login("globex.test", &b, "old@partner.example")
+            .await
+            .status,
+        303
+    );
+
+    // ssoCreate on globex for an address of acme's domain: 409.
+    assert_eq!(
+        f.patch(
+            "globex",
+            json!({"provisioning": {"mode": "prior_to_sign_in"}})
+        )
+        .await
+        .status,
+        200
+    );
+    let r = f
+        .api(
+            Method::POST,
+            "/api/v2/accounts/globex/users",
+            ADMIN,
+            json!({"action": "ssoCreate", "user_info": {"email": "mallory@acme.example", "type": 2, "first_name": "M", "last_name": "X"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (409, Some("user_in_other_account")),
+        "{}",
+        r.text()
+    );
+    assert!(
+        f.store
+            .get_user("mallory@acme.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        f.store
+            .claim_vanities(&[("mallory".into(), "m@globex.example".into())])
+            .await
+            .unwrap(),
+        vec![true],
+        "no vanity name was claimed for the refused user"
+    );
+
+    // CSV on globex: the row in acme's domain is refused on its line, the
+    // existing globex user in partner.example is skipped as existing, the
+    // others are created. Both the insert-only and the look-up path.
+    for license in ["basic", "licensed"] {
+        let csv = format!(
+            "email,first_name\nx.{license}@acme.example,X\nok.{license}@globex.example,Ok\nold@partner.example,Old\nfree.{license}@elsewhere.example,F\n"
+        );
+        let r = request(
+            Method::POST,
+            &format!(
+                "{}/api/v2/accounts/globex/users/import?license={license}",
+                f.admin
+            ),
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            csv,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let rep = r.json();
+        assert_eq!(
+            (&rep["created"], &rep["skipped"], &rep["error_count"]),
+            (&json!(2), &json!(1), &json!(1)),
+            "{license}: {rep}"
+        );
+        assert_eq!(rep["errors"][0]["line"], 2);
+        let reason = rep["errors"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("user_in_other_account") && reason.contains("associated domain"),
+            "{reason}"
+        );
+        assert!(
+            f.store
+                .get_user(&format!("x.{license}@acme.example"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    // The rightful account creates its people as before.
+    assert_eq!(
+        f.login("acme.test", &a, "eve@acme.example").await.status,
+        303
+    );
+    assert_eq!(
+        f.store
+            .get_user("eve@acme.example")
+            .await
+            .unwrap()
+            .unwrap()
+            .account,
+        "acme"
+    );
+
+    // A domain both accounts list may be used by either.
+    let mut globex = doc("globex", "globex.test", &b);
+    globex["provisioning"]["associated_domains"] = json!(["globex.example", "acme.example"]);
+    assert_eq!(f.put("globex", &globex).await.status, 200);
+    assert_eq!(
+        f.login("globex.test", &b, "shared@acme.example")
+            .await
+            .status,
+        303
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_a_users_token_reaches_only_its_own_account() {
     let (f, _d, _a, _b) = two_accounts().await;

@@ -51,6 +51,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         store.as_ref(),
         &prior,
         prior.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("new@example.com", License::Basic),
         now(),
         true,
@@ -65,6 +66,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         store.as_ref(),
         &jit,
         jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("Alice.Smith@Example.com", License::Licensed),
         now(),
         true,
@@ -77,9 +79,17 @@ async fn decision_suite(store: Arc<dyn Store>) {
     assert_eq!(a.user.vanity.as_deref(), Some("alice.smith"));
     let mut changed = mapped("alice.smith@example.com", License::Licensed);
     changed.last_name = "Married".into();
-    let a = decide(store.as_ref(), &jit, jit.acct(), &changed, now(), true)
-        .await
-        .unwrap();
+    let a = decide(
+        store.as_ref(),
+        &jit,
+        jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
+        &changed,
+        now(),
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(a.action, Action::Updated);
     assert_eq!(
         store
@@ -90,16 +100,32 @@ async fn decision_suite(store: Arc<dyn Store>) {
             .last_name,
         "Married"
     );
-    let a = decide(store.as_ref(), &jit, jit.acct(), &changed, now(), true)
-        .await
-        .unwrap();
+    let a = decide(
+        store.as_ref(),
+        &jit,
+        jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
+        &changed,
+        now(),
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(a.action, Action::Unchanged);
 
     // the existing user is admitted in prior_to_sign_in too
     assert!(
-        decide(store.as_ref(), &prior, prior.acct(), &changed, now(), true)
-            .await
-            .is_ok()
+        decide(
+            store.as_ref(),
+            &prior,
+            prior.acct(),
+            &samlgate::provisioning::NoOtherAccounts,
+            &changed,
+            now(),
+            true
+        )
+        .await
+        .is_ok()
     );
 
     // deactivated users are refused
@@ -110,9 +136,17 @@ async fn decision_suite(store: Arc<dyn Store>) {
         .unwrap();
     u.status = UserStatus::Deactivated;
     store.put_users(&[u]).await.unwrap();
-    let e = decide(store.as_ref(), &jit, jit.acct(), &changed, now(), true)
-        .await
-        .unwrap_err();
+    let e = decide(
+        store.as_ref(),
+        &jit,
+        jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
+        &changed,
+        now(),
+        true,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), "deactivated");
 
     // outside the associated domains: created pending, mailed, refused until verified
@@ -120,6 +154,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         store.as_ref(),
         &jit,
         jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("bob.jones@elsewhere.org", License::Basic),
         now(),
         true,
@@ -148,6 +183,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         store.as_ref(),
         &jit,
         jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("bob.jones@elsewhere.org", License::Basic),
         now(),
         true,
@@ -182,6 +218,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
             store.as_ref(),
             &jit,
             jit.acct(),
+            &samlgate::provisioning::NoOtherAccounts,
             &mapped("bob.jones@elsewhere.org", License::Basic),
             now(),
             true
@@ -195,6 +232,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
         store.as_ref(),
         &jit,
         jit.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("carol.ro@example.com", License::Basic),
         now(),
         false,
@@ -214,6 +252,7 @@ async fn decision_suite(store: Arc<dyn Store>) {
                 s.as_ref(),
                 &c,
                 c.acct(),
+                &samlgate::provisioning::NoOtherAccounts,
                 &mapped("racer.one@example.com", License::Licensed),
                 now(),
                 true,
@@ -274,6 +313,7 @@ async fn same_local_part_on_two_processes_gets_two_vanity_names() {
                 a.as_ref(),
                 &ca,
                 ca.acct(),
+                &samlgate::provisioning::NoOtherAccounts,
                 &mapped(&format!("{la}@example.com"), License::Licensed),
                 now(),
                 true,
@@ -285,6 +325,7 @@ async fn same_local_part_on_two_processes_gets_two_vanity_names() {
                 b.as_ref(),
                 &cb,
                 cb.acct(),
+                &samlgate::provisioning::NoOtherAccounts,
                 &mapped(&format!("{lb}@example.com.au"), License::Licensed),
                 now(),
                 true,
@@ -328,6 +369,7 @@ async fn store_outage_refuses_logins_with_store_unavailable() {
             &s,
             &cfg(mode, dir.path()),
             cfg(mode, dir.path()).acct(),
+            &samlgate::provisioning::NoOtherAccounts,
             &mapped("known@example.com", License::Licensed),
             now(),
             true,
@@ -424,6 +466,7 @@ async fn verification_mail_goes_out_through_smtp() {
         &store,
         &c,
         c.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("frank@outside.org", License::Basic),
         now(),
         true,
@@ -446,6 +489,7 @@ async fn verification_mail_goes_out_through_smtp() {
         &store,
         &c,
         c.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         &mapped("frank@outside.org", License::Basic),
         now(),
         true,

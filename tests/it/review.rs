@@ -925,6 +925,7 @@ async fn csv_import_applies_the_same_email_rules() {
         &store,
         &cfg,
         cfg.acct(),
+        &samlgate::provisioning::NoOtherAccounts,
         csv.as_bytes(),
         &opts,
         now,
