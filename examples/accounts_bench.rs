@@ -23,15 +23,14 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use samlgate::account::registry::{Change, Registry};
 use samlgate::clock::{Clock, SystemClock};
 use samlgate::config::Config;
@@ -39,14 +38,11 @@ use samlgate::devidp::{DevIdp, ResponseParams};
 use samlgate::gateway::url_encode;
 use samlgate::store::Store;
 use samlgate::store::redis::RedisStore;
+
+use common::{TOKEN, client, cpu_ticks, drive, fixtures, median, rss_kib, serve, until_served};
 use serde_json::json;
 
-const TOKEN: &str = "bench-admin-token-0123456789";
 const CONCURRENCY: usize = 16;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn id(i: usize) -> String {
     format!("a{i:05}")
@@ -61,6 +57,11 @@ fn doc(i: usize, metadata: &str) -> serde_json::Value {
         "mapping": {"rules": [{"name": "lic", "attribute": "groups", "contains": "Meetings-Licensed", "license": "licensed"}]},
         "provisioning": {"mode": "jit", "associated_domains": ["example.com"]},
     })
+}
+
+/// The config section for a Redis store at `url`.
+fn store_section(url: &str) -> String {
+    format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n[provisioning]\n")
 }
 
 fn bare_config() -> Config {
@@ -83,113 +84,6 @@ async fn seed(store: &'static dyn Store, range: std::ops::Range<usize>, metadata
         });
     }
     while set.join_next().await.is_some() {}
-}
-
-struct Serve {
-    child: Child,
-    public: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(url: &str) -> Serve {
-    let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (free_port(), free_port());
-    let config = dir.path().join("samlgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\n\
-[store]\nkind = \"redis\"\nurl = \"{url}\"\n[provisioning]\noutbox_dir = \"{}\"\n\
-[admin]\ntokens = [\"{TOKEN}\"]\n",
-            dir.path().join("outbox").display()
-        ),
-    )
-    .unwrap();
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/samlgate");
-    let taskset = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if taskset {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&bin);
-        c
-    } else {
-        Command::new(&bin)
-    };
-    let child = cmd
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("SAMLGATE_WORKERS", "1")
-        .env("SAMLGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Serve {
-        child,
-        public: format!("http://127.0.0.1:{public}"),
-        admin: format!("http://127.0.0.1:{admin}"),
-        _dir: dir,
-    }
-}
-
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
-}
-
-async fn status(url: &str, host: &str) -> Option<u16> {
-    let req = http::Request::get(url)
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = client().request(req).await.ok()?;
-    let s = resp.status().as_u16();
-    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-    Some(s)
-}
-
-async fn until_served(s: &Serve, host: &str, limit: Duration) -> Duration {
-    let start = Instant::now();
-    while status(&format!("{}/saml/metadata", s.public), host).await != Some(200) {
-        assert!(
-            start.elapsed() < limit,
-            "{host} not served within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of `pid`, in clock ticks (100/s).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// `count` responses, each a new user of a random account among
@@ -235,59 +129,6 @@ fn responses(
         .collect()
 }
 
-/// Posts every response (16 at a time); returns logins per second.
-async fn drive(s: &Serve, bodies: Vec<(String, Bytes)>) -> f64 {
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let client = client();
-    let url = format!("{}/saml/acs", s.public);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, bodies, next, url) = (
-            client.clone(),
-            Arc::clone(&bodies),
-            Arc::clone(&next),
-            url.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((host, body)) = bodies.get(i) else {
-                    return;
-                };
-                let req = http::Request::post(&url)
-                    .header("host", host.as_str())
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(Full::new(body.clone()))
-                    .unwrap();
-                let resp = client.request(req).await.unwrap();
-                let status = resp.status();
-                let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-                if status != 303 {
-                    let text = body.map(|b| b.to_bytes()).unwrap_or_default();
-                    let text = String::from_utf8_lossy(&text);
-                    let code = text
-                        .split("Code: <code>")
-                        .nth(1)
-                        .and_then(|s| s.split('<').next())
-                        .unwrap_or("?");
-                    panic!("a login at {host} failed: {status} {code}");
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    bodies.len() as f64 / start.elapsed().as_secs_f64()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -326,11 +167,11 @@ async fn main() {
 
     // Start-up and RSS.
     let t = Instant::now();
-    let big = serve(&many_url);
+    let big = serve(&store_section(&many_url));
     let last = format!("{}.test", id(n - 1));
     let big_start = until_served(&big, &last, Duration::from_secs(300)).await;
     let t1 = Instant::now();
-    let small = serve(&one_url);
+    let small = serve(&store_section(&one_url));
     let small_start =
         until_served(&small, &format!("{}.test", id(0)), Duration::from_secs(60)).await;
     let _ = (t, t1);
@@ -394,7 +235,7 @@ async fn main() {
     }
 
     // Propagation: a change through replica 1's admin API, served by replica 2.
-    let second = serve(&many_url);
+    let second = serve(&store_section(&many_url));
     until_served(&second, &last, Duration::from_secs(300)).await;
     let mut took = Vec::new();
     for k in 0..20 {
@@ -430,15 +271,15 @@ async fn main() {
     // Warm-up: one login on every account (each account's first login also
     // pays for its keys' first use), and as many on the single one.
     println!("warm-up: one login per account...");
-    drive(&big, responses(&idp, n, n, "wn", true)).await;
-    drive(&small, responses(&idp, 1, n.min(5000), "w1", true)).await;
+    drive(&big, responses(&idp, n, n, "wn", true), CONCURRENCY).await;
+    drive(&small, responses(&idp, 1, n.min(5000), "w1", true), CONCURRENCY).await;
     for r in 0..rounds * 2 {
         let which = if r % 2 == 0 { "N" } else { "1" };
         let (s, accounts) = if which == "N" { (&big, n) } else { (&small, 1) };
         let bodies = responses(&idp, accounts, per_round, &format!("r{r}"), false);
         let count = bodies.len();
         let c0 = cpu_ticks(s.child.id());
-        let rate = drive(s, bodies).await;
+        let rate = drive(s, bodies, CONCURRENCY).await;
         let cpu_ms = (cpu_ticks(s.child.id()) - c0) as f64 * 10.0 / count as f64;
         println!(
             "  round: {which:>1} account(s) {rate:>6.0} logins/s, {cpu_ms:.3} ms CPU per login"
