@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Import benchmark: a generated CSV (default 1,000,000 rows, a sprinkling of
-# bad rows) into a fresh embedded store and a fresh redis-server, then a rerun
-# into Redis (must create nothing). Prints rows/s and peak RSS of each run.
-#   bench/import.sh [ROWS]
+# bad rows) into a fresh embedded store and a fresh redis-server, each
+# imported twice (the rerun must create nothing), as basic users and as
+# licensed SSO users (a vanity name claimed for each). Prints seconds, rows/s
+# and peak RSS of each run.
+#   bench/import.sh [ROWS] [LICENSES...]   (default: licensed basic)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
+shift || true
+licenses=("${@:-licensed basic}")
+read -r -a licenses <<< "${licenses[*]}"
 scripts/install-deps.sh --test
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 cargo build --release -q
@@ -27,11 +32,12 @@ outbox_dir = \"$work/outbox\""
 printf '%s\n[store]\npath = "%s/embedded.db"\n' "$common" "$work" > "$work/embedded.toml"
 printf '%s\n[store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$common" "$port" > "$work/redis.toml"
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
-run() { # label config
-  local start end
+run() { # label config license
+  local start end extra=()
+  [ "$3" = licensed ] && extra=(--sso)
   start=$(date +%s.%N)
   /usr/bin/time -f "%M" -o "$work/rss" target/release/samlgate users import --config "$2" "$work/users.csv" \
-    --license basic --json > "$work/report.json"
+    --license "$3" "${extra[@]}" --json > "$work/report.json"
   end=$(date +%s.%N)
   python3 - "$1" "$start" "$end" "$work/rss" "$work/report.json" "$rows" <<'PY'
 import json, sys
@@ -43,6 +49,11 @@ print(f"{label:<22} {int(rows):>9} rows  {secs:7.1f} s  {int(rows)/secs:>9.0f} r
 PY
 }
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
-run "embedded (redb)" "$work/embedded.toml"
-run "redis" "$work/redis.toml"
-run "redis rerun" "$work/redis.toml"
+for lic in "${licenses[@]}"; do
+  rm -f "$work/embedded.db"
+  redis-cli -p "$port" flushall >/dev/null
+  run "embedded $lic" "$work/embedded.toml" "$lic"
+  run "embedded $lic rerun" "$work/embedded.toml" "$lic"
+  run "redis $lic" "$work/redis.toml" "$lic"
+  run "redis $lic rerun" "$work/redis.toml" "$lic"
+done

@@ -272,7 +272,12 @@ async fn main() {
     // pays for its keys' first use), and as many on the single one.
     println!("warm-up: one login per account...");
     drive(&big, responses(&idp, n, n, "wn", true), CONCURRENCY).await;
-    drive(&small, responses(&idp, 1, n.min(5000), "w1", true), CONCURRENCY).await;
+    drive(
+        &small,
+        responses(&idp, 1, n.min(5000), "w1", true),
+        CONCURRENCY,
+    )
+    .await;
     for r in 0..rounds * 2 {
         let which = if r % 2 == 0 { "N" } else { "1" };
         let (s, accounts) = if which == "N" { (&big, n) } else { (&small, 1) };

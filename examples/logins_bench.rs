@@ -77,10 +77,7 @@ fn responses(idp: &DevIdp, count: usize, tag: &str) -> Vec<(String, Bytes)> {
                 })
             })
             .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+        parts.into_iter().flat_map(|h| h.join().unwrap()).collect()
     })
 }
 
@@ -108,7 +105,12 @@ async fn main() {
     let gateways: [(&str, &Serve); 2] = [("embedded", &embedded), ("redis", &redis)];
     // Warm-up: a round each, not counted.
     for (name, s) in gateways {
-        drive(s, responses(&idp, per_round / 5, &format!("w{name}")), clients).await;
+        drive(
+            s,
+            responses(&idp, per_round / 5, &format!("w{name}")),
+            clients,
+        )
+        .await;
     }
     let mut rates = [vec![], vec![]];
     let mut cpus = [vec![], vec![]];

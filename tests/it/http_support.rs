@@ -31,6 +31,18 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
+    try_request(method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// [`request`], with the connection's failure as an error.
+pub async fn try_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut b = Request::builder().method(method).uri(url);
     for (k, v) in headers {
@@ -39,13 +51,18 @@ pub async fn request(
     let resp = client
         .request(b.body(Full::new(body.into())).unwrap())
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
 }

@@ -41,7 +41,9 @@ fn config_text(
     format!(
         "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\ndrain_secs = 5\n\
 [sp]\nentity_id = \"https://sp.example.com/saml/metadata\"\nacs_url = \"http://127.0.0.1:{public}/saml/acs\"\n\
-[idp]\nmetadata_file = \"{}\"\n[provisioning]\nassociated_domains = [\"example.com\"]\noutbox_dir = \"{}\"\n\
+[idp]\nmetadata_file = \"{}\"\n\
+[mapping]\n[[mapping.rules]]\nname = \"lic\"\nattribute = \"groups\"\ncontains = \"Meetings-Licensed\"\nlicense = \"licensed\"\n\
+[provisioning]\nassociated_domains = [\"example.com\"]\noutbox_dir = \"{}\"\n\
 {store}\n[upstream]\nurl = \"{upstream}\"\n",
         f.join("idp-metadata.xml").display(),
         dir.join("outbox").display(),
@@ -143,10 +145,19 @@ async fn login(p: &Proc) -> String {
 }
 
 fn signed(acs: &str) -> String {
+    signed_for(acs, "alice@example.com")
+}
+
+/// An IdP-initiated response for `email`, in the group that grants the
+/// licensed type (so a first login also claims a vanity name).
+fn signed_for(acs: &str, email: &str) -> String {
     let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
     let params = samlgate::devidp::ResponseParams {
-        name_id: "alice@example.com".into(),
-        attributes: vec![],
+        name_id: email.into(),
+        attributes: vec![
+            ("email".into(), vec![email.into()]),
+            ("groups".into(), vec!["Meetings-Licensed".into()]),
+        ],
         acs_url: acs.to_owned(),
         audience: "https://sp.example.com/saml/metadata".into(),
         in_response_to: None,
@@ -372,4 +383,100 @@ async fn serve_raises_its_open_files_limit() {
     // "Max open files  SOFT  HARD  files"
     let (soft, hard) = (fields[3], fields[4]);
     assert_eq!(soft, hard, "raised from 256 to the hard limit: {line}");
+}
+
+/// The durability promise of the embedded store's group commit: a login
+/// answered 303 is on disk. A burst of concurrent first logins; the process
+/// is killed with SIGKILL as soon as half of them are answered (the rest
+/// still in flight), then restarted on the same database: every answered
+/// login's session cookie works, its user exists with its vanity name, and
+/// its assertion is still refused as a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_a_burst_of_logins_loses_none_that_were_answered() {
+    const BURST: usize = 120;
+    let (up, _g) = spawn(Arc::new(EchoUpstream)).await;
+    let mut p = start(&format!("http://{up}")).await;
+    let acs = format!("{}/saml/acs", p.public);
+    let signed: Vec<(String, String)> = (0..BURST)
+        .map(|i| {
+            let email = format!("burst.user{i}@example.com");
+            (email.clone(), signed_for(&acs, &email))
+        })
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (email, b64) in signed.iter().cloned() {
+        let (tx, url) = (tx.clone(), acs.clone());
+        tokio::spawn(async move {
+            let body = format!("SAMLResponse={}", samlgate::gateway::url_encode(&b64));
+            let r = super::http_support::try_request(
+                Method::POST,
+                &url,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                body,
+            )
+            .await;
+            let _ = tx.send((email, b64, r));
+        });
+    }
+    drop(tx);
+    let mut answered = Vec::new();
+    let mut other = 0;
+    while let Some((email, b64, r)) = rx.recv().await {
+        match r {
+            Ok(r) if r.status == 303 => {
+                answered.push((email, b64, super::gateway::cookie_of(&r)));
+                if answered.len() == BURST / 2 {
+                    signal(&p, "-KILL");
+                }
+            }
+            // Cut off by the kill: no answer, so no promise.
+            _ => other += 1,
+        }
+    }
+    assert!(answered.len() >= BURST / 2, "{} answered", answered.len());
+    assert!(
+        other > 0,
+        "the kill must land while logins are still in flight (all {BURST} were answered first)"
+    );
+    let code = tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(5)));
+    assert_eq!(code, None, "killed by a signal, no exit code");
+
+    // Restart on the same database, ports and config.
+    let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let (public, admin) = (port(&p.public), port(&p.admin));
+    let dir = std::mem::replace(&mut p._dir, tempfile::tempdir().unwrap());
+    let config = p.config.clone();
+    drop(p);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_samlgate"));
+    cmd.args(["serve", "--config"]).arg(&config);
+    let q = launch(cmd, public, admin, config, dir).await;
+    for (email, b64, cookie) in &answered {
+        let r = request(
+            Method::GET,
+            &format!("{}/after-restart", q.public),
+            &[("cookie", cookie), ("accept", "application/json")],
+            "",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            200,
+            "{email}'s session after kill -9: {}",
+            r.text()
+        );
+        let seen = r.json();
+        let local = email.split('@').next().unwrap();
+        assert_eq!(
+            seen["headers"]["x-samlgate-email"],
+            email.as_str(),
+            "{seen}"
+        );
+        assert_eq!(seen["headers"]["x-samlgate-vanity"], local, "{seen}");
+        let again = post_acs(&q, b64).await;
+        assert_eq!(
+            (again.status, super::gateway::code_in_page(&again).as_str()),
+            (403, "replayed"),
+            "{email}'s assertion after kill -9"
+        );
+    }
 }
