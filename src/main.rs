@@ -413,9 +413,20 @@ fn users(command: UsersCommand) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let store = match open_store(&cfg).await {
+        // One-shot commands: a small embedded page cache keeps a
+        // million-row import within 64 MiB.
+        let store = match samlgate::store::open_with_cache(
+            &cfg.store,
+            std::sync::Arc::new(SystemClock),
+            8 * 1024 * 1024,
+        )
+        .await
+        {
             Ok(s) => s,
-            Err(code) => return code,
+            Err(e) => {
+                eprintln!("samlgate: [{}] {e}", e.code());
+                return ExitCode::from(1);
+            }
         };
         match command {
             UsersCommand::Get { email, account, .. } => {

@@ -33,8 +33,8 @@ use super::{
 use super::{DEFAULT_SCAN_FACTOR, indexed};
 use crate::clock::Clock;
 
-/// redb page cache size.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// redb page cache size of a gateway.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const VANITY: TableDefinition<&str, &str> = TableDefinition::new("vanity");
@@ -169,8 +169,20 @@ fn eph_key(kind: Ephemeral, key: &str) -> String {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database file, creating its folder.
+    /// Opens (or creates) the database file, creating its folder, with the
+    /// gateway's page cache ([`CACHE_BYTES`]).
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, clock, CACHE_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`] with a page cache of `cache_bytes` (a
+    /// one-shot command such as an import keeps its memory small; the OS's
+    /// page cache still holds the file).
+    pub fn open_with_cache(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
@@ -178,7 +190,7 @@ impl EmbeddedStore {
         // A bounded page cache: redb's default would grow to 1 GiB during a
         // large import.
         let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         // Create the tables once so readers never meet a missing table.

@@ -370,8 +370,21 @@ pub async fn open(
     config: &StoreConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_cache(config, clock, embedded::CACHE_BYTES).await
+}
+
+/// [`open`], an embedded store with a page cache of `cache_bytes`.
+pub async fn open_with_cache(
+    config: &StoreConfig,
+    clock: Arc<dyn Clock>,
+    cache_bytes: usize,
+) -> Result<Arc<dyn Store>, StoreError> {
     match config {
-        StoreConfig::Embedded { path } => Ok(Arc::new(embedded::EmbeddedStore::open(path, clock)?)),
+        StoreConfig::Embedded { path } => Ok(Arc::new(embedded::EmbeddedStore::open_with_cache(
+            path,
+            clock,
+            cache_bytes,
+        )?)),
         StoreConfig::Redis { url, nodes } => {
             let s = if nodes.is_empty() {
                 redis::RedisStore::standalone(

@@ -205,8 +205,12 @@ impl RedisStore {
     }
     /// Per user: SET its record (NX: only if absent, the answer that
     /// counts) and ZADD it to the ordered index.
+    /// The writes of `users`: each record (`SET`, `NX` when
+    /// `only_if_absent`, its reply kept), then one `ZADD` per index with
+    /// every member at once (a member-per-command `ZADD` cost a million
+    /// command dispatches per million-row import).
     fn user_writes(&self, users: &[UserRecord], only_if_absent: bool) -> Vec<(Cmd, bool)> {
-        let mut cmds = Vec::with_capacity(users.len() * 2);
+        let mut cmds = Vec::with_capacity(users.len() + 2);
         for u in users {
             let mut set = redis::cmd("SET");
             set.arg(self.user_key(&u.email)).arg(encode_user(u));
@@ -214,17 +218,32 @@ impl RedisStore {
                 set.arg("NX");
             }
             cmds.push((set, only_if_absent));
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(self.index_key()).arg(0).arg(&u.email);
-            cmds.push((zadd, false));
-            if super::indexed(&u.account) {
-                let mut zadd = redis::cmd("ZADD");
-                zadd.arg(self.account_index_key(&u.account))
-                    .arg(0)
-                    .arg(&u.email);
-                cmds.push((zadd, false));
+        }
+        if users.is_empty() {
+            return cmds;
+        }
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.index_key());
+        for u in users {
+            zadd.arg(0).arg(&u.email);
+        }
+        cmds.push((zadd, false));
+        let mut per_account: Vec<(&str, Cmd)> = Vec::new();
+        for u in users.iter().filter(|u| super::indexed(&u.account)) {
+            let at = match per_account.iter().position(|(a, _)| *a == u.account) {
+                Some(i) => i,
+                None => {
+                    let mut z = redis::cmd("ZADD");
+                    z.arg(self.account_index_key(&u.account));
+                    per_account.push((&u.account, z));
+                    per_account.len() - 1
+                }
+            };
+            if let Some((_, z)) = per_account.get_mut(at) {
+                z.arg(0).arg(&u.email);
             }
         }
+        cmds.extend(per_account.into_iter().map(|(_, z)| (z, false)));
         cmds
     }
     fn account_index_key(&self, account: &str) -> String {
@@ -303,22 +322,23 @@ impl RedisStore {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
+        let keep: Vec<bool> = cmds.iter().map(|(_, k)| *k).collect();
         let replies: Vec<Value> = match &self.conn {
             Conn::Single(c) => {
                 let mut p = Pipeline::with_capacity(cmds.len());
-                for (cmd, _) in &cmds {
-                    p.add_command(cmd.clone());
+                for (cmd, _) in cmds {
+                    p.add_command(cmd);
                 }
                 p.query_async(&mut c.clone()).await.map_err(err)?
             }
             Conn::Cluster(c) => {
                 let mut set = tokio::task::JoinSet::new();
-                for (i, (cmd, _)) in cmds.iter().enumerate() {
+                let n = cmds.len();
+                for (i, (cmd, _)) in cmds.into_iter().enumerate() {
                     let mut conn = c.clone();
-                    let cmd = cmd.clone();
                     set.spawn(async move { (i, conn.req_packed_command(&cmd).await) });
                 }
-                let mut out = vec![Value::Nil; cmds.len()];
+                let mut out = vec![Value::Nil; n];
                 while let Some(joined) = set.join_next().await {
                     let (i, r) =
                         joined.map_err(|e| StoreError::Unavailable(format!("redis task: {e}")))?;
@@ -331,8 +351,8 @@ impl RedisStore {
         };
         Ok(replies
             .into_iter()
-            .zip(cmds.iter())
-            .filter(|(_, (_, keep))| *keep)
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
             .map(|(v, _)| v)
             .collect())
     }
@@ -377,11 +397,49 @@ impl Store for RedisStore {
 
     fn get_users<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, Vec<Option<UserRecord>>> {
         Box::pin(async move {
-            let cmds = emails
-                .iter()
-                .map(|e| (redis::cmd("GET").arg(self.user_key(e)).clone(), true))
-                .collect();
-            let vals = self.many(cmds).await?;
+            let vals: Vec<Value> = match &self.conn {
+                // One MGET per 1,000 keys: a command per key cost a
+                // dispatch each on the server.
+                Conn::Single(_) => {
+                    let cmds = emails
+                        .chunks(1000)
+                        .map(|part| {
+                            let mut m = redis::cmd("MGET");
+                            for e in part {
+                                m.arg(self.user_key(e));
+                            }
+                            (m, true)
+                        })
+                        .collect();
+                    let mut out = Vec::with_capacity(emails.len());
+                    for v in self.many(cmds).await? {
+                        match v {
+                            Value::Array(items) => out.extend(items),
+                            other => {
+                                return Err(StoreError::Unavailable(format!(
+                                    "redis: MGET answered {other:?}"
+                                )));
+                            }
+                        }
+                    }
+                    out
+                }
+                // Keys of different slots: one GET each, concurrently.
+                Conn::Cluster(_) => {
+                    let cmds = emails
+                        .iter()
+                        .map(|e| (redis::cmd("GET").arg(self.user_key(e)).clone(), true))
+                        .collect();
+                    self.many(cmds).await?
+                }
+            };
+            if vals.len() != emails.len() {
+                return Err(StoreError::Unavailable(format!(
+                    "redis: {} values for {} keys",
+                    vals.len(),
+                    emails.len()
+                )));
+            }
             vals.iter()
                 .zip(emails)
                 .map(|(v, e)| {
@@ -395,6 +453,22 @@ impl Store for RedisStore {
 
     fn insert_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(async move {
+            // Standalone, several users: first all at once with MSETNX
+            // (every key or none), which is what a first import meets;
+            // when any exists, one SET NX each as below.
+            if matches!(self.conn, Conn::Single(_)) && users.len() > 1 {
+                let mut m = redis::cmd("MSETNX");
+                for u in users {
+                    m.arg(self.user_key(&u.email)).arg(encode_user(u));
+                }
+                let mut cmds = vec![(m, true)];
+                cmds.extend(self.user_writes(users, true).into_iter().skip(users.len()));
+                // The index commands are harmless when MSETNX set nothing.
+                let vals = self.many(cmds).await?;
+                if matches!(vals.first(), Some(Value::Int(1))) {
+                    return Ok(vec![true; users.len()]);
+                }
+            }
             let vals = self.many(self.user_writes(users, true)).await?;
             Ok(vals.iter().map(is_ok).collect())
         })
@@ -512,6 +586,18 @@ impl Store for RedisStore {
 
     fn claim_vanities<'a>(&'a self, claims: &'a [(String, String)]) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(async move {
+            // Standalone, several names: all at once with MSETNX when none
+            // is taken (a first import), else one SET NX GET each.
+            if matches!(self.conn, Conn::Single(_)) && claims.len() > 1 {
+                let mut m = redis::cmd("MSETNX");
+                for (name, email) in claims {
+                    m.arg(self.vanity_key(name)).arg(email);
+                }
+                let won: i64 = self.query(&m).await?;
+                if won == 1 {
+                    return Ok(vec![true; claims.len()]);
+                }
+            }
             let cmds = claims
                 .iter()
                 .map(|(name, email)| {

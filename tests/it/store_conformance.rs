@@ -132,6 +132,32 @@ async fn suite(store: Arc<dyn Store>) {
         vec![false],
         "non-owner cannot release"
     );
+    // batches: all free (claimed at once), then free, own and taken mixed
+    let free: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("batch.free{i}"), format!("f{i}@example.com")))
+        .collect();
+    assert_eq!(store.claim_vanities(&free).await.unwrap(), vec![true; 5]);
+    let mixed = vec![
+        ("batch.new".to_string(), "n@example.com".to_string()),
+        ("batch.free0".to_string(), "f0@example.com".to_string()),
+        (
+            "batch.free1".to_string(),
+            "intruder@example.com".to_string(),
+        ),
+        ("alice.smith".to_string(), "a@other.org".to_string()),
+    ];
+    assert_eq!(
+        store.claim_vanities(&mixed).await.unwrap(),
+        vec![true, true, false, false]
+    );
+    assert_eq!(
+        store
+            .claim_vanities(&[("batch.new".to_string(), "x@example.com".to_string())])
+            .await
+            .unwrap(),
+        vec![false],
+        "the mixed batch claimed its free name"
+    );
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = Arc::clone(&store);
