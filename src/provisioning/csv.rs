@@ -650,65 +650,37 @@ async fn flush(
     };
     let mut new_users: Vec<UserRecord> = Vec::with_capacity(rows.len());
     let mut new_lines: Vec<u64> = Vec::with_capacity(rows.len());
-    // Existing users are looked up first (one batched read) when the rows
-    // need more than an insert-if-absent: updates, a dry run, and licensed
-    // users, whose vanity names would otherwise be claimed (and released)
-    // for every row of a rerun.
-    let look_first = opts.update_existing || opts.dry_run || opts.license == License::Licensed;
-    if look_first {
-        let emails: Vec<String> = rows.iter().map(|r| r.user.email.clone()).collect();
-        let existing = store.get_users(&emails).await.map_err(fail)?;
-        let mut updates = Vec::new();
-        for (row, old) in rows.into_iter().zip(existing) {
-            match old {
-                Some(old) if old.account != account.id => {
-                    report.error(row.line, other_account(&old.email));
-                }
-                Some(old) if opts.update_existing => updates.push(merge(old, row.user)),
-                Some(_) => report.skipped += 1,
-                None => {
-                    new_lines.push(row.line);
-                    new_users.push(row.user);
-                }
+    // Existing users are looked up first (one batched read): a rerun then
+    // writes nothing for them (no vanity name claimed and released, no
+    // insert that fails one key at a time), so it costs no more than the
+    // first run. Only the insert still settles a race with a login or
+    // another import creating the same user meanwhile.
+    let emails: Vec<String> = rows.iter().map(|r| r.user.email.clone()).collect();
+    let existing = store.get_users(&emails).await.map_err(fail)?;
+    let mut updates = Vec::new();
+    for (row, old) in rows.into_iter().zip(existing) {
+        match old {
+            Some(old) if old.account != account.id => {
+                report.error(row.line, other_account(&old.email));
+            }
+            Some(old) if opts.update_existing => updates.push(merge(old, row.user)),
+            Some(_) => report.skipped += 1,
+            None => {
+                new_lines.push(row.line);
+                new_users.push(row.user);
             }
         }
-        drop_foreign(
-            store,
-            account,
-            owners,
-            true,
-            &mut new_users,
-            &mut new_lines,
-            report,
-        )
-        .await
-        .map_err(fail)?;
-        if opts.dry_run {
-            report.updated += updates.len() as u64;
-            report.created += new_users.len() as u64;
-            return Ok(out);
-        }
-        if !updates.is_empty() {
-            assign_vanities(store, &mut updates).await.map_err(fail)?;
-            store.put_users(&updates).await.map_err(fail)?;
-            report.updated += updates.len() as u64;
-        }
-    } else {
-        for r in rows {
-            new_lines.push(r.line);
-            new_users.push(r.user);
-        }
-        drop_foreign(
-            store,
-            account,
-            owners,
-            false,
-            &mut new_users,
-            &mut new_lines,
-            report,
-        )
-        .await
-        .map_err(fail)?;
+    }
+    drop_foreign(account, owners, &mut new_users, &mut new_lines, report);
+    if opts.dry_run {
+        report.updated += updates.len() as u64;
+        report.created += new_users.len() as u64;
+        return Ok(out);
+    }
+    if !updates.is_empty() {
+        assign_vanities(store, &mut updates).await.map_err(fail)?;
+        store.put_users(&updates).await.map_err(fail)?;
+        report.updated += updates.len() as u64;
     }
     if new_users.is_empty() {
         return Ok(out);
@@ -750,51 +722,31 @@ async fn flush(
     Ok(out)
 }
 
-/// Takes the new users in another account's associated domain out of
-/// `users`/`lines` and reports them. `looked_up`: the users were found
-/// absent already; otherwise one of this account's existing users (created
-/// before the other account listed the domain) is skipped as any existing
-/// user is.
-async fn drop_foreign(
-    store: &dyn Store,
+/// Takes the new users (found absent) in another account's associated
+/// domain out of `users`/`lines` and reports them on their lines.
+fn drop_foreign(
     account: &Account,
     owners: &dyn DomainOwners,
-    looked_up: bool,
     users: &mut Vec<UserRecord>,
     lines: &mut Vec<u64>,
     report: &mut Outcome,
-) -> Result<(), StoreError> {
+) {
     if !users
         .iter()
         .any(|u| domain_of_other_account(owners, account, &u.email))
     {
-        return Ok(());
+        return;
     }
     let (mut kept_users, mut kept_lines) = (Vec::new(), Vec::new());
-    let mut foreign = Vec::new();
     for (u, line) in std::mem::take(users).into_iter().zip(std::mem::take(lines)) {
         if domain_of_other_account(owners, account, &u.email) {
-            foreign.push((line, u.email));
+            report.error(line, other_accounts_domain(&u.email));
         } else {
             kept_users.push(u);
             kept_lines.push(line);
         }
     }
     (*users, *lines) = (kept_users, kept_lines);
-    let existing = if looked_up {
-        vec![None; foreign.len()]
-    } else {
-        let emails: Vec<String> = foreign.iter().map(|(_, e)| e.clone()).collect();
-        store.get_users(&emails).await?
-    };
-    for ((line, email), old) in foreign.into_iter().zip(existing) {
-        match old {
-            Some(o) if o.account == account.id => report.skipped += 1,
-            Some(_) => report.error(line, other_account(&email)),
-            None => report.error(line, other_accounts_domain(&email)),
-        }
-    }
-    Ok(())
 }
 
 /// An existing user updated from a CSV row: names, department and groups
