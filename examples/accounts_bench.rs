@@ -34,12 +34,14 @@ use http_body_util::Full;
 use samlgate::account::registry::{Change, Registry};
 use samlgate::clock::{Clock, SystemClock};
 use samlgate::config::Config;
-use samlgate::devidp::{DevIdp, ResponseParams};
-use samlgate::gateway::url_encode;
+use samlgate::devidp::DevIdp;
 use samlgate::store::Store;
 use samlgate::store::redis::RedisStore;
 
-use common::{TOKEN, client, cpu_ticks, drive, fixtures, median, rss_kib, serve, until_served};
+use common::{
+    TOKEN, client, cpu_ticks, drive, first_login_body, fixtures, median, rss_kib, serve,
+    until_served,
+};
 use serde_json::json;
 
 const CONCURRENCY: usize = 16;
@@ -106,25 +108,8 @@ fn responses(
                 rand::random_range(0..accounts)
             };
             let host = format!("{}.test", id(a));
-            let email = format!("bench-{tag}-{i}@example.com");
-            let p = ResponseParams {
-                name_id: email.clone(),
-                attributes: vec![
-                    ("email".into(), vec![email]),
-                    ("groups".into(), vec!["Meetings-Licensed".into()]),
-                ],
-                acs_url: format!("http://{host}/saml/acs"),
-                audience: format!("http://{host}/saml/metadata"),
-                in_response_to: None,
-                now,
-                validity: chrono::Duration::minutes(60),
-                assertion_id: None,
-            };
-            let body = format!(
-                "SAMLResponse={}",
-                url_encode(&idp.response_b64(&p).unwrap())
-            );
-            (host, Bytes::from(body))
+            let body = first_login_body(idp, &host, &format!("bench-{tag}-{i}@example.com"), now);
+            (host, body)
         })
         .collect()
 }

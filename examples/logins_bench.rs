@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use samlgate::clock::{Clock, SystemClock};
-use samlgate::devidp::{DevIdp, ResponseParams};
-use samlgate::gateway::url_encode;
+use samlgate::devidp::DevIdp;
 
-use common::{Serve, cpu_ticks, drive, fixtures, median, rss_kib, serve, until_served};
+use common::{
+    Serve, cpu_ticks, drive, first_login_body, fixtures, median, rss_kib, serve, until_served,
+};
 
 const HOST: &str = "meet.bench.test";
 
@@ -54,24 +55,7 @@ fn responses(idp: &DevIdp, count: usize, tag: &str) -> Vec<(String, Bytes)> {
                     (c * per..((c + 1) * per).min(count))
                         .map(|i| {
                             let email = format!("bench.{tag}.{i}@example.com");
-                            let p = ResponseParams {
-                                name_id: email.clone(),
-                                attributes: vec![
-                                    ("email".into(), vec![email]),
-                                    ("groups".into(), vec!["Meetings-Licensed".into()]),
-                                ],
-                                acs_url: format!("http://{HOST}/saml/acs"),
-                                audience: format!("http://{HOST}/saml/metadata"),
-                                in_response_to: None,
-                                now,
-                                validity: chrono::Duration::minutes(60),
-                                assertion_id: None,
-                            };
-                            let body = format!(
-                                "SAMLResponse={}",
-                                url_encode(&idp.response_b64(&p).unwrap())
-                            );
-                            (HOST.to_owned(), Bytes::from(body))
+                            (HOST.to_owned(), first_login_body(idp, HOST, &email, now))
                         })
                         .collect::<Vec<_>>()
                 })

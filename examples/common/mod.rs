@@ -198,6 +198,35 @@ pub async fn drive(s: &Serve, bodies: Vec<(String, Bytes)>, clients: usize) -> f
     bodies.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The form body of an IdP-initiated response (the test fixtures' IdP,
+/// signed now, valid an hour) for a new user `email` in the group that
+/// grants the licensed type, posted to `host`'s ACS.
+pub fn first_login_body(
+    idp: &samlgate::devidp::DevIdp,
+    host: &str,
+    email: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Bytes {
+    let p = samlgate::devidp::ResponseParams {
+        name_id: email.to_owned(),
+        attributes: vec![
+            ("email".into(), vec![email.to_owned()]),
+            ("groups".into(), vec!["Meetings-Licensed".into()]),
+        ],
+        acs_url: format!("http://{host}/saml/acs"),
+        audience: format!("http://{host}/saml/metadata"),
+        in_response_to: None,
+        now,
+        validity: chrono::Duration::minutes(60),
+        assertion_id: None,
+    };
+    let b64 = idp.response_b64(&p).unwrap();
+    Bytes::from(format!(
+        "SAMLResponse={}",
+        samlgate::gateway::url_encode(&b64)
+    ))
+}
+
 /// The median (sorts `v`).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
