@@ -470,8 +470,9 @@ impl Outcome {
 type BatchFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, Interrupted>> + Send + 'a>>;
 
-/// At most this many batches in flight: the store writes one while the
-/// next is parsed and another is on the wire.
+/// At most this many batches in flight: the store works on several while
+/// the next is parsed (Redis answers pipelines back to back; the embedded
+/// store's writer commits them together).
 const IN_FLIGHT: usize = 8;
 
 #[derive(Default)]

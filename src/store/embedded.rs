@@ -109,7 +109,14 @@ fn writer(db: std::sync::Weak<Database>, jobs: std::sync::mpsc::Receiver<Box<dyn
             }
         }
         match db.upgrade() {
-            Some(db) => commit_batch(&db, batch),
+            // A write that panicked drops its batch's answers (its callers
+            // see the store unavailable) but not the thread: later writes
+            // are still served.
+            Some(db) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    commit_batch(&db, batch);
+                }));
+            }
             None => {
                 for j in batch {
                     j.finish(Err(err("the store is closed")));
@@ -231,27 +238,8 @@ impl EmbeddedStore {
         Ok(Self { db, clock, writes })
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
-    }
-
-    /// Runs `f` on the blocking pool.
-    fn blocking<'a, T: Send + 'static>(
-        &'a self,
-        f: impl FnOnce(&Database, u64) -> Result<T, StoreError> + Send + 'static,
-    ) -> StoreFuture<'a, T> {
-        let db = Arc::clone(&self.db);
-        let now = self.now_ms();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&db, now))
-                .await
-                .map_err(|e| err(format!("worker failed: {e}")))?
-        })
-    }
-}
-
-impl EmbeddedStore {
-    /// Queues `f` for the next group commit; resolves when it is durable.
+    /// Queues `f` for the next group commit (at once, not when the future
+    /// is first polled); resolves when it is durable.
     fn write<'a, T: Send + 'static>(
         &'a self,
         mut f: impl FnMut(&WriteTransaction, u64) -> Result<T, StoreError> + Send + 'static,
@@ -269,6 +257,24 @@ impl EmbeddedStore {
             answer
                 .await
                 .map_err(|_| err("the writer thread has stopped"))?
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// Runs `f` on the blocking pool.
+    fn blocking<'a, T: Send + 'static>(
+        &'a self,
+        f: impl FnOnce(&Database, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        let db = Arc::clone(&self.db);
+        let now = self.now_ms();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&db, now))
+                .await
+                .map_err(|e| err(format!("worker failed: {e}")))?
         })
     }
 }
