@@ -408,17 +408,27 @@ fn users(command: UsersCommand) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match runtime() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("samlgate: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _unused = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     rt.block_on(async move {
-        // One-shot commands: a small embedded page cache keeps a
-        // million-row import within 64 MiB.
+        // One-shot commands: a small embedded page cache (the OS caches
+        // the file anyway) keeps a million-row import within 64 MiB.
         let store = match samlgate::store::open_with_cache(
             &cfg.store,
             std::sync::Arc::new(SystemClock),
-            8 * 1024 * 1024,
+            4 * 1024 * 1024,
         )
         .await
         {

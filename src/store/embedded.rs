@@ -12,7 +12,7 @@
 //! corrupt record) is taken out and the rest of its batch applied again
 //! without it, so one bad write never fails or half-applies another.
 //!
-//! Reads run on tokio's blocking pool, each in its own read transaction
+//! Reads run on a reader thread per core, each in its own read transaction
 //! (redb's MVCC: they never wait for the writer). Neither path stalls the
 //! request threads.
 //!
@@ -59,9 +59,38 @@ pub const MAX_BATCH: usize = 512;
 /// The embedded redb store.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    /// The database's only strong handle (the writer and reader threads
+    /// hold it weakly): it closes when the last store handle is dropped.
+    _db: Arc<Database>,
     clock: Arc<dyn Clock>,
     writes: std::sync::mpsc::Sender<Box<dyn Job>>,
+    /// Reads for the reader threads (one per core). On tokio's blocking
+    /// pool a burst of reads (eight import batches, many logins) grew the
+    /// pool to a thread each, and every thread's allocator heap kept its
+    /// memory.
+    reads: std::sync::mpsc::Sender<Read>,
+}
+
+/// A read waiting for a reader thread.
+type Read = Box<dyn FnOnce(&Database) + Send>;
+
+/// A reader thread: runs reads until every store handle is gone.
+fn reader(
+    db: std::sync::Weak<Database>,
+    reads: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Read>>>,
+) {
+    loop {
+        let next = match reads.lock() {
+            Ok(r) => r.recv(),
+            Err(p) => p.into_inner().recv(),
+        };
+        let Ok(read) = next else { return };
+        // Without the database the read's answer is dropped: its caller
+        // sees the store closed.
+        if let Some(db) = db.upgrade() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&db)));
+        }
+    }
 }
 
 /// A write waiting for the writer thread.
@@ -235,7 +264,22 @@ impl EmbeddedStore {
             .name("samlgate-store-writer".into())
             .spawn(move || writer(weak, jobs))
             .map_err(|e| StoreError::Open(format!("writer thread: {e}")))?;
-        Ok(Self { db, clock, writes })
+        let (reads, queue) = std::sync::mpsc::channel();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        for i in 0..cores {
+            let (weak, queue) = (Arc::downgrade(&db), Arc::clone(&queue));
+            std::thread::Builder::new()
+                .name(format!("samlgate-store-reader-{i}"))
+                .spawn(move || reader(weak, queue))
+                .map_err(|e| StoreError::Open(format!("reader thread: {e}")))?;
+        }
+        Ok(Self {
+            _db: db,
+            clock,
+            writes,
+            reads,
+        })
     }
 
     /// Queues `f` for the next group commit (at once, not when the future
@@ -264,17 +308,20 @@ impl EmbeddedStore {
         u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
     }
 
-    /// Runs `f` on the blocking pool.
+    /// Runs `f` on a reader thread.
     fn blocking<'a, T: Send + 'static>(
         &'a self,
         f: impl FnOnce(&Database, u64) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        let db = Arc::clone(&self.db);
         let now = self.now_ms();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let queued = self.reads.send(Box::new(move |db: &Database| {
+            // The caller may have gone: nothing to answer.
+            let _ = done.send(f(db, now));
+        }));
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&db, now))
-                .await
-                .map_err(|e| err(format!("worker failed: {e}")))?
+            queued.map_err(|_| err("the reader threads have stopped"))?;
+            answer.await.map_err(|_| err("the store is closed"))?
         })
     }
 }
@@ -342,16 +389,23 @@ impl Store for EmbeddedStore {
     }
 
     fn get_users<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, Vec<Option<UserRecord>>> {
-        let emails = emails.to_vec();
-        self.blocking(move |db, _| {
+        // Decoded here, where the records are used and freed: a reader
+        // thread's allocations freed by another thread are memory that
+        // neither reuses at once (a rerun of a million-row import held
+        // 10 MiB more).
+        let keys = emails.to_vec();
+        let raw = self.blocking(move |db, _| {
             let txn = db.begin_read().map_err(err)?;
             let t = txn.open_table(USERS).map_err(err)?;
-            emails
-                .iter()
-                .map(|e| match t.get(e.as_str()).map_err(err)? {
-                    Some(v) => Ok(Some(decode_user(e, v.value())?)),
-                    None => Ok(None),
-                })
+            keys.iter()
+                .map(|e| Ok(t.get(e.as_str()).map_err(err)?.map(|v| v.value().to_vec())))
+                .collect::<Result<Vec<_>, StoreError>>()
+        });
+        Box::pin(async move {
+            raw.await?
+                .into_iter()
+                .zip(emails)
+                .map(|(v, e)| v.map(|b| decode_user(e, &b)).transpose())
                 .collect()
         })
     }
