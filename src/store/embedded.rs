@@ -5,12 +5,19 @@
 //! **Group commit.** Writes do not each open and commit their own
 //! transaction: they are queued to one writer thread, which takes every
 //! write waiting (up to [`MAX_BATCH`]), applies them in order in one redb
-//! transaction and commits it once; each write is answered when that commit
-//! has returned. Concurrent logins thus share one fsync instead of paying
-//! several each, and nobody waits for a timer: the batch is whatever queued
-//! up while the previous commit was on the disk. A write that fails (a
-//! corrupt record) is taken out and the rest of its batch applied again
-//! without it, so one bad write never fails or half-applies another.
+//! transaction and makes it durable once; each write is answered after
+//! that. Nobody waits for a timer: the batch is whatever queued up while
+//! the previous one was on the disk. A write that fails (a corrupt record)
+//! is taken out and the rest of its batch applied again without it, so one
+//! bad write never fails or half-applies another.
+//!
+//! **Log.** A batch is made durable by appending its changes to the
+//! write-ahead log (`<file>.wal`, one sequential sync) and committing to
+//! redb without a sync; a checkpoint (a durable redb commit) writes the
+//! pages every megabyte of log or second, and opening the store replays
+//! the log (see `wal`). A large batch (an import's) is committed durably
+//! to redb directly. Back up the database file and its `.wal` together, or
+//! stop the gateway first (a clean stop leaves the log empty).
 //!
 //! Reads run on a reader thread per core, each in its own read transaction
 //! (redb's MVCC: they never wait for the writer). Neither path stalls the
@@ -24,7 +31,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::wal::{self, Tx, Wal};
 
 use super::{
     AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
@@ -59,37 +68,46 @@ pub const MAX_BATCH: usize = 512;
 /// The embedded redb store.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    /// The database's only strong handle (the writer and reader threads
-    /// hold it weakly): it closes when the last store handle is dropped.
-    _db: Arc<Database>,
+    threads: Arc<Threads>,
     clock: Arc<dyn Clock>,
-    writes: std::sync::mpsc::Sender<Box<dyn Job>>,
+}
+
+/// The writer and reader threads, which alone hold the database. Dropping
+/// the last store handle closes their queues and waits for them: the writer
+/// checkpoints, and the file is closed when the drop returns (a restart in
+/// the same process can open it at once).
+struct Threads {
+    writes: Option<std::sync::mpsc::Sender<Box<dyn Job>>>,
     /// Reads for the reader threads (one per core). On tokio's blocking
     /// pool a burst of reads (eight import batches, many logins) grew the
     /// pool to a thread each, and every thread's allocator heap kept its
     /// memory.
-    reads: std::sync::mpsc::Sender<Read>,
+    reads: Option<std::sync::mpsc::Sender<Read>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.writes.take();
+        self.reads.take();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 /// A read waiting for a reader thread.
 type Read = Box<dyn FnOnce(&Database) + Send>;
 
 /// A reader thread: runs reads until every store handle is gone.
-fn reader(
-    db: std::sync::Weak<Database>,
-    reads: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Read>>>,
-) {
+fn reader(db: Arc<Database>, reads: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Read>>>) {
     loop {
         let next = match reads.lock() {
             Ok(r) => r.recv(),
             Err(p) => p.into_inner().recv(),
         };
         let Ok(read) = next else { return };
-        // Without the database the read's answer is dropped: its caller
-        // sees the store closed.
-        if let Some(db) = db.upgrade() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&db)));
-        }
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&db)));
     }
 }
 
@@ -97,7 +115,7 @@ fn reader(
 trait Job: Send {
     /// Applies the write to `txn` (keeping its result). May run again in a
     /// fresh transaction when another write of its batch failed.
-    fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    fn run(&mut self, tx: &Tx<'_>) -> Result<(), StoreError>;
     /// Answers the caller: the kept result when the transaction committed.
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
 }
@@ -111,10 +129,10 @@ struct Pending<T, F> {
 impl<T, F> Job for Pending<T, F>
 where
     T: Send,
-    F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
+    F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        self.out = Some((self.f)(txn)?);
+    fn run(&mut self, tx: &Tx<'_>) -> Result<(), StoreError> {
+        self.out = Some((self.f)(tx)?);
         Ok(())
     }
 
@@ -126,9 +144,82 @@ where
     }
 }
 
+/// The writer's log and when it last checkpointed.
+struct Log {
+    wal: Wal,
+    checkpointed: std::time::Instant,
+}
+
+impl Log {
+    /// Makes `txn` (whose changes are `redo`) durable and commits it.
+    fn commit(
+        &mut self,
+        db: &Database,
+        mut txn: redb::WriteTransaction,
+        redo: &[u8],
+    ) -> Result<(), StoreError> {
+        if redo.len() > wal::DIRECT_BYTES {
+            // Large (an import's batches): redb's own durable commit, which
+            // also makes every earlier logged change durable.
+            txn.commit().map_err(err)?;
+            return self.cleared();
+        }
+        if !redo.is_empty()
+            && let Err(e) = self.wal.append(redo)
+        {
+            let _ = txn.abort();
+            return Err(e);
+        }
+        txn.set_durability(redb::Durability::None).map_err(err)?;
+        txn.commit().map_err(err)?;
+        if self.wal.len() >= wal::CHECKPOINT_BYTES
+            || self.checkpointed.elapsed() >= wal::CHECKPOINT_AFTER
+        {
+            self.checkpoint(db);
+        }
+        Ok(())
+    }
+
+    /// A durable commit of everything logged so far, then an empty log. A
+    /// failure leaves the log as it is (still replayed at the next open).
+    fn checkpoint(&mut self, db: &Database) {
+        if self.wal.is_empty() {
+            self.checkpointed = std::time::Instant::now();
+            return;
+        }
+        let done = db
+            .begin_write()
+            .map_err(err)
+            .and_then(|t| t.commit().map_err(err))
+            .and_then(|()| self.cleared());
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "embedded store checkpoint failed; the log keeps the changes");
+        }
+    }
+
+    fn cleared(&mut self) -> Result<(), StoreError> {
+        self.checkpointed = std::time::Instant::now();
+        if self.wal.is_empty() {
+            return Ok(());
+        }
+        self.wal.clear()
+    }
+}
+
 /// The writer thread: group commits until every store handle is gone.
-fn writer(db: std::sync::Weak<Database>, jobs: std::sync::mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = jobs.recv() {
+fn writer(db: Arc<Database>, mut log: Log, jobs: std::sync::mpsc::Receiver<Box<dyn Job>>) {
+    loop {
+        let first = match jobs.recv_timeout(wal::CHECKPOINT_AFTER) {
+            Ok(j) => j,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                log.checkpoint(&db);
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                log.checkpoint(&db);
+                return;
+            }
+        };
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -137,27 +228,18 @@ fn writer(db: std::sync::Weak<Database>, jobs: std::sync::mpsc::Receiver<Box<dyn
                 Err(_) => break,
             }
         }
-        match db.upgrade() {
-            // A write that panicked drops its batch's answers (its callers
-            // see the store unavailable) but not the thread: later writes
-            // are still served.
-            Some(db) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    commit_batch(&db, batch);
-                }));
-            }
-            None => {
-                for j in batch {
-                    j.finish(Err(err("the store is closed")));
-                }
-            }
-        }
+        // A write that panicked drops its batch's answers (its callers see
+        // the store unavailable) but not the thread: later writes are still
+        // served.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_batch(&db, &mut log, batch);
+        }));
     }
 }
 
 /// Applies `batch` in one transaction and commits it; a write that fails is
 /// answered with its error and the others are applied again without it.
-fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
+fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>) {
     while !batch.is_empty() {
         let txn = match db.begin_write() {
             Ok(t) => t,
@@ -169,10 +251,12 @@ fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
                 return;
             }
         };
+        let tx = Tx::new(&txn);
         let failed = batch
             .iter_mut()
             .enumerate()
-            .find_map(|(i, j)| j.run(&txn).err().map(|e| (i, e)));
+            .find_map(|(i, j)| j.run(&tx).err().map(|e| (i, e)));
+        let redo = tx.into_redo();
         match failed {
             Some((i, e)) => {
                 // Whatever the failed write changed goes with the abort.
@@ -182,7 +266,7 @@ fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
                 }
             }
             None => {
-                let outcome = txn.commit().map_err(err);
+                let outcome = log.commit(db, txn, &redo);
                 for j in batch {
                     j.finish(outcome.clone());
                 }
@@ -258,27 +342,57 @@ impl EmbeddedStore {
         // The writer holds the database weakly: dropping the last handle
         // closes the file at once (a restart in the same process reopens
         // it), and ends the thread.
+        // Changes logged but not yet checkpointed: replayed in order onto
+        // the last durable state, made durable, and the log emptied.
+        let (mut wal, frames) = Wal::open(path)?;
+        if !frames.is_empty() {
+            let txn = db
+                .begin_write()
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            for f in &frames {
+                wal::replay(&txn, f).map_err(|e| {
+                    StoreError::Open(format!("{}: {e}", wal::path_of(path).display()))
+                })?;
+            }
+            txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
+        }
+        if !wal.is_empty() {
+            wal.clear()?;
+        }
+        let log = Log {
+            wal,
+            checkpointed: std::time::Instant::now(),
+        };
         let (writes, jobs) = std::sync::mpsc::channel();
-        let weak = Arc::downgrade(&db);
-        std::thread::Builder::new()
-            .name("samlgate-store-writer".into())
-            .spawn(move || writer(weak, jobs))
-            .map_err(|e| StoreError::Open(format!("writer thread: {e}")))?;
         let (reads, queue) = std::sync::mpsc::channel();
+        // Built before any thread starts: a failed spawn drops it, which
+        // closes the queues and joins the threads already started.
+        let mut threads = Threads {
+            writes: Some(writes),
+            reads: Some(reads),
+            handles: Vec::new(),
+        };
+        let d = Arc::clone(&db);
+        threads.handles.push(
+            std::thread::Builder::new()
+                .name("samlgate-store-writer".into())
+                .spawn(move || writer(d, log, jobs))
+                .map_err(|e| StoreError::Open(format!("writer thread: {e}")))?,
+        );
         let queue = Arc::new(std::sync::Mutex::new(queue));
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         for i in 0..cores {
-            let (weak, queue) = (Arc::downgrade(&db), Arc::clone(&queue));
-            std::thread::Builder::new()
-                .name(format!("samlgate-store-reader-{i}"))
-                .spawn(move || reader(weak, queue))
-                .map_err(|e| StoreError::Open(format!("reader thread: {e}")))?;
+            let (d, queue) = (Arc::clone(&db), Arc::clone(&queue));
+            threads.handles.push(
+                std::thread::Builder::new()
+                    .name(format!("samlgate-store-reader-{i}"))
+                    .spawn(move || reader(d, queue))
+                    .map_err(|e| StoreError::Open(format!("reader thread: {e}")))?,
+            );
         }
         Ok(Self {
-            _db: db,
+            threads: Arc::new(threads),
             clock,
-            writes,
-            reads,
         })
     }
 
@@ -286,16 +400,19 @@ impl EmbeddedStore {
     /// is first polled); resolves when it is durable.
     fn write<'a, T: Send + 'static>(
         &'a self,
-        mut f: impl FnMut(&WriteTransaction, u64) -> Result<T, StoreError> + Send + 'static,
+        mut f: impl FnMut(&Tx<'_>, u64) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
         let now = self.now_ms();
         let (done, answer) = tokio::sync::oneshot::channel();
         let job = Box::new(Pending {
-            f: move |txn: &WriteTransaction| f(txn, now),
+            f: move |tx: &Tx<'_>| f(tx, now),
             out: None,
             done,
         });
-        let queued = self.writes.send(job);
+        let queued = match &self.threads.writes {
+            Some(w) => w.send(job).map_err(|_| ()),
+            None => Err(()),
+        };
         Box::pin(async move {
             queued.map_err(|_| err("the writer thread has stopped"))?;
             answer
@@ -315,10 +432,14 @@ impl EmbeddedStore {
     ) -> StoreFuture<'a, T> {
         let now = self.now_ms();
         let (done, answer) = tokio::sync::oneshot::channel();
-        let queued = self.reads.send(Box::new(move |db: &Database| {
+        let read: Read = Box::new(move |db: &Database| {
             // The caller may have gone: nothing to answer.
             let _ = done.send(f(db, now));
-        }));
+        });
+        let queued = match &self.threads.reads {
+            Some(r) => r.send(read).map_err(|_| ()),
+            None => Err(()),
+        };
         Box::pin(async move {
             queued.map_err(|_| err("the reader threads have stopped"))?;
             answer.await.map_err(|_| err("the store is closed"))?
@@ -348,7 +469,7 @@ fn record_hosts(record: &[u8]) -> Vec<String> {
 }
 
 /// Bumps the accounts version and logs `id` at it; returns it.
-fn bump(txn: &redb::WriteTransaction, id: &str) -> Result<u64, StoreError> {
+fn bump(txn: &Tx<'_>, id: &str) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META).map_err(err)?;
     let v = meta
         .get("accounts_version")

@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod redis;
+mod wal;
 
 use std::future::Future;
 use std::pin::Pin;
