@@ -158,9 +158,10 @@ impl Log {
         mut txn: redb::WriteTransaction,
         redo: &[u8],
     ) -> Result<(), StoreError> {
-        if redo.len() > wal::DIRECT_BYTES {
-            // Large (an import's batches): redb's own durable commit, which
-            // also makes every earlier logged change durable.
+        if redo.len() > wal::DIRECT_BYTES || !self.wal.fits(redo.len()) {
+            // Large (an import's batches), or the log is full: redb's own
+            // durable commit, which also makes every earlier logged change
+            // durable.
             txn.commit().map_err(err)?;
             return self.cleared();
         }

@@ -24,7 +24,8 @@
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// A group's changes larger than this (an import's batches) are committed
 /// to redb durably at once instead of through the log: written twice they
 /// would cost more than they save.
-pub const DIRECT_BYTES: usize = 256 * 1024;
+pub const DIRECT_BYTES: usize = 64 * 1024;
 
 /// The tables whose changes the log records, by index.
 pub const TABLES: [&str; 9] = [
@@ -147,12 +148,27 @@ impl<K: Key + 'static, V: Value + 'static> RecTable<'_, K, V> {
     }
 }
 
-/// The log file.
+/// The log file: written in place over space allocated once, so a sync
+/// flushes the appended data only (an append that grew the file also made
+/// every sync write the inode).
 pub struct Wal {
     file: File,
     path: PathBuf,
-    len: u64,
+    /// Where the next frame goes.
+    end: u64,
+    /// The sequence number of the next frame.
+    next_seq: u64,
 }
+
+/// The log's header: magic, then the sequence number of its first frame.
+const MAGIC: &[u8; 8] = b"SGWAL001";
+const HEADER: u64 = 16;
+/// Frame head: payload length (4), sequence number (8), checksum (8).
+const FRAME_HEAD: usize = 20;
+/// The file's allocated size: a checkpoint's worth and the largest group
+/// that goes through the log. A frame that would not fit waits for a
+/// checkpoint (the caller's `Log` makes one).
+pub const CAPACITY: u64 = CHECKPOINT_BYTES + DIRECT_BYTES as u64 + 64 * 1024;
 
 /// The log of the database at `db`.
 pub fn path_of(db: &Path) -> PathBuf {
@@ -163,85 +179,146 @@ pub fn path_of(db: &Path) -> PathBuf {
 
 impl Wal {
     /// Opens (or creates) the log of the database at `db`; returns it and
-    /// the frames it holds (to replay before anything else is written).
+    /// the frames it holds (to replay, then [`Wal::clear`], before anything
+    /// else is written).
     pub fn open(db: &Path) -> Result<(Self, Vec<Vec<u8>>), StoreError> {
         let path = path_of(db);
+        let open = |e: std::io::Error| StoreError::Open(format!("{}: {e}", path.display()));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
-            .append(true)
+            .write(true)
             .open(&path)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+            .map_err(open)?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
-        let frames = frames(&bytes);
+        file.read_to_end(&mut bytes).map_err(open)?;
+        let (frames, next_seq) = frames(&bytes);
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        Ok((Self { file, path, len }, frames))
+        if len < CAPACITY {
+            // Real blocks (zeros), not a hole: writing into a hole would
+            // allocate, and every sync would write the inode again.
+            file.seek(std::io::SeekFrom::End(0)).map_err(open)?;
+            let zeros = vec![0u8; usize::try_from(CAPACITY - len).unwrap_or(0)];
+            file.write_all(&zeros)
+                .and_then(|()| file.sync_all())
+                .map_err(open)?;
+        }
+        let mut wal = Self {
+            file,
+            path,
+            end: CAPACITY,
+            next_seq,
+        };
+        if frames.is_empty() {
+            // A new file gets its header; an old one's stale frames are
+            // sealed off the same way.
+            wal.clear()?;
+        }
+        Ok((wal, frames))
     }
 
-    /// Appends `payload` as a frame and syncs it.
+    /// Whether a frame of `payload` bytes fits before the next checkpoint.
+    pub fn fits(&self, payload: usize) -> bool {
+        self.end + u64::try_from(payload + FRAME_HEAD).unwrap_or(u64::MAX) <= CAPACITY
+    }
+
+    /// Writes `payload` as the next frame and syncs it.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
-        let mut frame = Vec::with_capacity(payload.len() + 12);
+        if !self.fits(payload.len()) {
+            return Err(err("the log is full until the next checkpoint"));
+        }
+        let mut frame = Vec::with_capacity(payload.len() + FRAME_HEAD);
         frame.extend_from_slice(
             &u32::try_from(payload.len())
                 .map_err(|_| err("a group's changes exceed 4 GiB"))?
                 .to_le_bytes(),
         );
-        frame.extend_from_slice(openssl::sha::sha256(payload).get(..8).unwrap_or(&[0; 8]));
+        frame.extend_from_slice(&self.next_seq.to_le_bytes());
+        frame.extend_from_slice(&checksum(self.next_seq, payload));
         frame.extend_from_slice(payload);
         self.file
-            .write_all(&frame)
+            .write_all_at(&frame, self.end)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
-        self.len += u64::try_from(frame.len()).unwrap_or(u64::MAX);
+        self.end += u64::try_from(frame.len()).unwrap_or(u64::MAX);
+        self.next_seq += 1;
         Ok(())
     }
 
-    /// Bytes in the log.
+    /// Bytes of frames in the log.
     pub fn len(&self) -> u64 {
-        self.len
+        self.end.saturating_sub(HEADER)
     }
 
-    /// Whether the log is empty.
+    /// Whether the log holds no frame.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// Empties the log (after a durable commit holds all it recorded).
+    /// Empties the log (after a durable commit holds all it recorded): the
+    /// header now names the next sequence number, so the older frames still
+    /// in the file end any replay.
     pub fn clear(&mut self) -> Result<(), StoreError> {
+        let mut header = [0u8; 16];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&self.next_seq.to_le_bytes());
         self.file
-            .set_len(0)
+            .write_all_at(&header, 0)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
-        self.len = 0;
+        self.end = HEADER;
         Ok(())
     }
 }
 
-/// The whole, intact frames at the start of `bytes`.
-fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+/// The first 8 bytes of SHA-256 over a frame's sequence number and payload.
+fn checksum(seq: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = openssl::sha::Sha256::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    let d = h.finish();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
+    out
+}
+
+/// The intact frames after the header, in sequence from the header's
+/// number, and the number that follows them. A torn, corrupt or stale
+/// (earlier sequence) frame ends them.
+fn frames(bytes: &[u8]) -> (Vec<Vec<u8>>, u64) {
+    let Some((header, mut rest)) = bytes.split_at_checked(16) else {
+        return (Vec::new(), 1);
+    };
+    let (magic, seq) = header.split_at(8);
+    let start = seq.try_into().ok().map_or(1, u64::from_le_bytes);
+    if magic != MAGIC {
+        return (Vec::new(), 1);
+    }
     let mut out = Vec::new();
-    while let Some((head, rest)) = bytes.split_at_checked(12) {
-        let (len, sum) = head.split_at(4);
-        let Some(len) = len
-            .try_into()
+    let mut want = start;
+    while let Some((head, after)) = rest.split_at_checked(FRAME_HEAD) {
+        let (len, tail) = head.split_at(4);
+        let (seq, sum) = tail.split_at(8);
+        let len = len.try_into().ok().map(u32::from_le_bytes);
+        let seq = seq.try_into().ok().map(u64::from_le_bytes);
+        let (Some(len), Some(seq)) = (len, seq) else {
+            break;
+        };
+        let Some((payload, next)) = usize::try_from(len)
             .ok()
-            .map(u32::from_le_bytes)
-            .and_then(|l| usize::try_from(l).ok())
+            .and_then(|l| after.split_at_checked(l))
         else {
             break;
         };
-        let Some((payload, next)) = rest.split_at_checked(len) else {
-            break;
-        };
-        if openssl::sha::sha256(payload).get(..8) != Some(sum) {
+        if seq != want || checksum(seq, payload).as_slice() != sum {
             break;
         }
         out.push(payload.to_vec());
-        bytes = next;
+        want += 1;
+        rest = next;
     }
-    out
+    (out, want)
 }
 
 /// Applies a frame's records to `txn` (without recording them again).
@@ -304,30 +381,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_torn_or_corrupt_tail_ends_the_frames() {
+    fn frames_replay_in_sequence_and_a_torn_corrupt_or_stale_one_ends_them() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
         let (mut wal, frames0) = Wal::open(&db).unwrap();
         assert!(frames0.is_empty());
+        assert_eq!(std::fs::metadata(path_of(&db)).unwrap().len(), CAPACITY);
         wal.append(b"first").unwrap();
         wal.append(b"second").unwrap();
         drop(wal);
         let (_, frames) = Wal::open(&db).unwrap();
         assert_eq!(frames, vec![b"first".to_vec(), b"second".to_vec()]);
-        // A torn third frame (half written by a crash) is ignored.
-        let mut bytes = std::fs::read(path_of(&db)).unwrap();
-        let whole = bytes.len();
-        bytes.extend_from_slice(&100u32.to_le_bytes());
-        bytes.extend_from_slice(b"12345678partial");
-        std::fs::write(path_of(&db), &bytes).unwrap();
-        let (_, frames) = Wal::open(&db).unwrap();
-        assert_eq!(frames.len(), 2);
+        let pristine = std::fs::read(path_of(&db)).unwrap();
+        let second_at = HEADER as usize + FRAME_HEAD + 5;
+
         // A flipped byte in the second frame ends the replay before it.
-        bytes.truncate(whole);
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
+        let mut bytes = pristine.clone();
+        bytes[second_at + FRAME_HEAD] ^= 1;
         std::fs::write(path_of(&db), &bytes).unwrap();
-        let (_, frames) = Wal::open(&db).unwrap();
-        assert_eq!(frames, vec![b"first".to_vec()]);
+        assert_eq!(Wal::open(&db).unwrap().1, vec![b"first".to_vec()]);
+
+        // A torn second frame: its head written, its payload not.
+        let mut bytes = pristine.clone();
+        for b in &mut bytes[second_at + FRAME_HEAD..second_at + FRAME_HEAD + 6] {
+            *b = 0;
+        }
+        std::fs::write(path_of(&db), &bytes).unwrap();
+        assert_eq!(Wal::open(&db).unwrap().1, vec![b"first".to_vec()]);
+
+        // After a clear, the frames still in the file are stale: a new
+        // frame over the first is replayed, the old second is not.
+        std::fs::write(path_of(&db), &pristine).unwrap();
+        let (mut wal, frames) = Wal::open(&db).unwrap();
+        assert_eq!(frames.len(), 2);
+        wal.clear().unwrap();
+        drop(wal);
+        assert!(Wal::open(&db).unwrap().1.is_empty(), "cleared");
+        let (mut wal, _) = Wal::open(&db).unwrap();
+        wal.append(b"third").unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(&db).unwrap().1, vec![b"third".to_vec()]);
     }
 }
