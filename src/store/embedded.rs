@@ -148,6 +148,8 @@ where
 struct Log {
     wal: Wal,
     checkpointed: std::time::Instant,
+    /// The recording buffer, reused by every group.
+    redo: Vec<u8>,
 }
 
 impl Log {
@@ -252,7 +254,7 @@ fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>) {
                 return;
             }
         };
-        let tx = Tx::new(&txn);
+        let tx = Tx::new(&txn, std::mem::take(&mut log.redo));
         let failed = batch
             .iter_mut()
             .enumerate()
@@ -262,12 +264,14 @@ fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>) {
             Some((i, e)) => {
                 // Whatever the failed write changed goes with the abort.
                 let _ = txn.abort();
+                log.redo = redo;
                 if i < batch.len() {
                     batch.remove(i).finish(Err(e));
                 }
             }
             None => {
                 let outcome = log.commit(db, txn, &redo);
+                log.redo = redo;
                 for j in batch {
                     j.finish(outcome.clone());
                 }
@@ -363,6 +367,7 @@ impl EmbeddedStore {
         let log = Log {
             wal,
             checkpointed: std::time::Instant::now(),
+            redo: Vec::new(),
         };
         let (writes, jobs) = std::sync::mpsc::channel();
         let (reads, queue) = std::sync::mpsc::channel();

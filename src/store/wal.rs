@@ -66,11 +66,14 @@ pub struct Tx<'t> {
 }
 
 impl<'t> Tx<'t> {
-    /// Records the changes made through it to `txn`.
-    pub fn new(txn: &'t WriteTransaction) -> Self {
+    /// Records the changes made through it to `txn`, into `buffer`
+    /// (emptied first; the writer hands the same one back each time, so
+    /// recording allocates nothing once it has grown).
+    pub fn new(txn: &'t WriteTransaction, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
         Self {
             txn,
-            redo: RefCell::new(Vec::new()),
+            redo: RefCell::new(buffer),
         }
     }
 
@@ -228,20 +231,23 @@ impl Wal {
         if !self.fits(payload.len()) {
             return Err(err("the log is full until the next checkpoint"));
         }
-        let mut frame = Vec::with_capacity(payload.len() + FRAME_HEAD);
-        frame.extend_from_slice(
+        let mut head = [0u8; FRAME_HEAD];
+        let (len, rest) = head.split_at_mut(4);
+        let (seq, sum) = rest.split_at_mut(8);
+        len.copy_from_slice(
             &u32::try_from(payload.len())
                 .map_err(|_| err("a group's changes exceed 4 GiB"))?
                 .to_le_bytes(),
         );
-        frame.extend_from_slice(&self.next_seq.to_le_bytes());
-        frame.extend_from_slice(&checksum(self.next_seq, payload));
-        frame.extend_from_slice(payload);
+        seq.copy_from_slice(&self.next_seq.to_le_bytes());
+        sum.copy_from_slice(&checksum(self.next_seq, payload));
+        let at = self.end + FRAME_HEAD as u64;
         self.file
-            .write_all_at(&frame, self.end)
+            .write_all_at(&head, self.end)
+            .and_then(|()| self.file.write_all_at(payload, at))
             .and_then(|()| self.file.sync_data())
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
-        self.end += u64::try_from(frame.len()).unwrap_or(u64::MAX);
+        self.end = at + u64::try_from(payload.len()).unwrap_or(u64::MAX);
         self.next_seq += 1;
         Ok(())
     }
