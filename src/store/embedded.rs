@@ -163,15 +163,18 @@ impl Log {
         if redo.len() > wal::DIRECT_BYTES || !self.wal.fits(redo.len()) {
             // Large (an import's batches), or the log is full: redb's own
             // durable commit, which also makes every earlier logged change
-            // durable.
+            // durable, and says so (a crash before the log is cleared
+            // replays none of them over this group).
+            set_applied(&txn, self.wal.next_seq().saturating_sub(1))?;
             txn.commit().map_err(err)?;
             return self.cleared();
         }
-        if !redo.is_empty()
-            && let Err(e) = self.wal.append(redo)
-        {
-            let _ = txn.abort();
-            return Err(e);
+        if !redo.is_empty() {
+            set_applied(&txn, self.wal.next_seq())?;
+            if let Err(e) = self.wal.append(redo) {
+                let _ = txn.abort();
+                return Err(e);
+            }
         }
         txn.set_durability(redb::Durability::None).map_err(err)?;
         txn.commit().map_err(err)?;
@@ -207,6 +210,13 @@ impl Log {
         }
         self.wal.clear()
     }
+}
+
+/// Records in `txn` (not in the log) that it includes frame `seq`.
+fn set_applied(txn: &redb::WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(err)?;
+    meta.insert(wal::APPLIED, seq).map_err(err)?;
+    Ok(())
 }
 
 /// The writer thread: group commits until every store handle is gone.
@@ -354,10 +364,21 @@ impl EmbeddedStore {
             let txn = db
                 .begin_write()
                 .map_err(|e| StoreError::Open(e.to_string()))?;
-            for f in &frames {
+            let applied = {
+                let meta = txn
+                    .open_table(META)
+                    .map_err(|e| StoreError::Open(e.to_string()))?;
+                meta.get(wal::APPLIED)
+                    .map_err(|e| StoreError::Open(e.to_string()))?
+                    .map_or(0, |g| g.value())
+            };
+            for (seq, f) in frames.iter().filter(|(seq, _)| *seq > applied) {
                 wal::replay(&txn, f).map_err(|e| {
-                    StoreError::Open(format!("{}: {e}", wal::path_of(path).display()))
+                    StoreError::Open(format!("{} frame {seq}: {e}", wal::path_of(path).display()))
                 })?;
+            }
+            if let Some((last, _)) = frames.last() {
+                set_applied(&txn, *last).map_err(|e| StoreError::Open(e.to_string()))?;
             }
             txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
         }

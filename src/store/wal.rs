@@ -11,15 +11,19 @@
 //! group instead of redb's sync of every page each commit touches.
 //!
 //! The log records effects, not operations: each insert is the key and the
-//! final value, each remove the key, in order. Replaying a frame twice (a
-//! crash between a checkpoint and the log's truncation) ends in the same
-//! state.
+//! final value, each remove the key, in order. Every redb commit also
+//! records the last frame it includes ([`APPLIED`]), and a replay applies
+//! only the frames after it: a crash between a durable commit and the log's
+//! clearing replays nothing over newer values.
 //!
-//! Frame: 4-byte little-endian length of the payload, the first 8 bytes of
-//! its SHA-256, the payload. Payload: records of table (1 byte, an index in
+//! File: a 16-byte header (magic, the sequence number of the first frame),
+//! then frames, over space allocated once. Frame: 4-byte little-endian
+//! payload length, 8-byte sequence number, the first 8 bytes of the
+//! SHA-256 of both, the payload. Payload: records of table (1 byte, an index in
 //! [`TABLES`]), kind (1 = insert, 0 = remove), key length (4 bytes LE), key,
-//! and for an insert value length (4 bytes LE) and value. A torn or corrupt
-//! frame ends the replay: it was never acknowledged.
+//! and for an insert value length (4 bytes LE) and value. A torn, corrupt
+//! or out-of-sequence frame ends the replay: it was never acknowledged, or
+//! it is left from before the last clearing.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -41,6 +45,12 @@ pub const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// to redb durably at once instead of through the log: written twice they
 /// would cost more than they save.
 pub const DIRECT_BYTES: usize = 64 * 1024;
+
+/// The key in the `meta` table naming the last frame a redb commit
+/// includes: every group's commit sets it, so a replay skips the frames the
+/// database already holds (a crash between a durable commit and the log's
+/// clearing must not replay older values over newer ones).
+pub const APPLIED: &str = "wal_applied";
 
 /// The tables whose changes the log records, by index.
 pub const TABLES: [&str; 9] = [
@@ -173,6 +183,9 @@ const FRAME_HEAD: usize = 20;
 /// checkpoint (the caller's `Log` makes one).
 pub const CAPACITY: u64 = CHECKPOINT_BYTES + DIRECT_BYTES as u64 + 64 * 1024;
 
+/// A frame read back: its sequence number and payload.
+pub type Frame = (u64, Vec<u8>);
+
 /// The log of the database at `db`.
 pub fn path_of(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
@@ -184,7 +197,7 @@ impl Wal {
     /// Opens (or creates) the log of the database at `db`; returns it and
     /// the frames it holds (to replay, then [`Wal::clear`], before anything
     /// else is written).
-    pub fn open(db: &Path) -> Result<(Self, Vec<Vec<u8>>), StoreError> {
+    pub fn open(db: &Path) -> Result<(Self, Vec<Frame>), StoreError> {
         let path = path_of(db);
         let open = |e: std::io::Error| StoreError::Open(format!("{}: {e}", path.display()));
         let mut file = std::fs::OpenOptions::new()
@@ -252,6 +265,11 @@ impl Wal {
         Ok(())
     }
 
+    /// The sequence number the next frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Bytes of frames in the log.
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(HEADER)
@@ -292,7 +310,7 @@ fn checksum(seq: u64, payload: &[u8]) -> [u8; 8] {
 /// The intact frames after the header, in sequence from the header's
 /// number, and the number that follows them. A torn, corrupt or stale
 /// (earlier sequence) frame ends them.
-fn frames(bytes: &[u8]) -> (Vec<Vec<u8>>, u64) {
+fn frames(bytes: &[u8]) -> (Vec<Frame>, u64) {
     let Some((header, mut rest)) = bytes.split_at_checked(16) else {
         return (Vec::new(), 1);
     };
@@ -320,7 +338,7 @@ fn frames(bytes: &[u8]) -> (Vec<Vec<u8>>, u64) {
         if seq != want || checksum(seq, payload).as_slice() != sum {
             break;
         }
-        out.push(payload.to_vec());
+        out.push((seq, payload.to_vec()));
         want += 1;
         rest = next;
     }
@@ -386,6 +404,10 @@ fn apply<V: Value + 'static>(
 mod tests {
     use super::*;
 
+    fn payloads(frames: &[Frame]) -> Vec<Vec<u8>> {
+        frames.iter().map(|(_, p)| p.clone()).collect()
+    }
+
     #[test]
     fn frames_replay_in_sequence_and_a_torn_corrupt_or_stale_one_ends_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -397,7 +419,10 @@ mod tests {
         wal.append(b"second").unwrap();
         drop(wal);
         let (_, frames) = Wal::open(&db).unwrap();
-        assert_eq!(frames, vec![b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(
+            payloads(&frames),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
         let pristine = std::fs::read(path_of(&db)).unwrap();
         let second_at = HEADER as usize + FRAME_HEAD + 5;
 
@@ -405,7 +430,10 @@ mod tests {
         let mut bytes = pristine.clone();
         bytes[second_at + FRAME_HEAD] ^= 1;
         std::fs::write(path_of(&db), &bytes).unwrap();
-        assert_eq!(Wal::open(&db).unwrap().1, vec![b"first".to_vec()]);
+        assert_eq!(
+            payloads(&Wal::open(&db).unwrap().1),
+            vec![b"first".to_vec()]
+        );
 
         // A torn second frame: its head written, its payload not.
         let mut bytes = pristine.clone();
@@ -413,7 +441,10 @@ mod tests {
             *b = 0;
         }
         std::fs::write(path_of(&db), &bytes).unwrap();
-        assert_eq!(Wal::open(&db).unwrap().1, vec![b"first".to_vec()]);
+        assert_eq!(
+            payloads(&Wal::open(&db).unwrap().1),
+            vec![b"first".to_vec()]
+        );
 
         // After a clear, the frames still in the file are stale: a new
         // frame over the first is replayed, the old second is not.
@@ -426,6 +457,9 @@ mod tests {
         let (mut wal, _) = Wal::open(&db).unwrap();
         wal.append(b"third").unwrap();
         drop(wal);
-        assert_eq!(Wal::open(&db).unwrap().1, vec![b"third".to_vec()]);
+        assert_eq!(
+            payloads(&Wal::open(&db).unwrap().1),
+            vec![b"third".to_vec()]
+        );
     }
 }

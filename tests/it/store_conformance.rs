@@ -615,6 +615,50 @@ async fn embedded_store_replays_its_log_after_a_crash() {
     );
 }
 
+/// A crash after a large group's durable commit but before the log was
+/// cleared: the log's older frames must not be replayed over the newer
+/// values that commit holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_replays_no_frame_over_a_newer_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let store = EmbeddedStore::open(&live, Arc::new(SystemClock)).unwrap();
+    let mut x = user("x@example.com");
+    x.first_name = "Old".into();
+    store.put_users(&[x.clone()]).await.unwrap();
+    // The log as it is now: one frame, x = Old.
+    let logged = std::fs::read(dir.path().join("live.db.wal")).unwrap();
+    // A large group (over the log's limit): committed to the database file
+    // directly, x = New among 300 users.
+    x.first_name = "New".into();
+    let mut many: Vec<UserRecord> = (0..300)
+        .map(|i| user(&format!("bulk{i}@example.com")))
+        .collect();
+    many.push(x);
+    store.put_users(&many).await.unwrap();
+    // The crash: the database file as committed, the log not yet cleared.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::write(dir.path().join("copy.db.wal"), &logged).unwrap();
+    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        reopened
+            .get_user("x@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .first_name,
+        "New"
+    );
+    assert!(
+        reopened
+            .get_user("bulk299@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_a_prompt_store_unavailable_and_recovers() {
     let mut server = RedisServer::start();
