@@ -144,6 +144,7 @@ async fn decision(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path
         groups: vec![],
         license: samlgate::mapping::License::Basic,
         features: vec![],
+        license_by_rule: false,
     };
     let now = SystemClock.now();
     samlgate::provisioning::decide(

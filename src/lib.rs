@@ -21,6 +21,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod provisioning;
 pub mod saml;
+pub mod scim;
 pub mod serve;
 pub mod server;
 pub mod store;

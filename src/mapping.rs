@@ -426,6 +426,19 @@ pub struct MappedUser {
     pub license: License,
     /// Features, deduplicated.
     pub features: Vec<String>,
+    /// A rule set the license (else it is the default).
+    pub license_by_rule: bool,
+}
+
+/// What the rules make of a user's directory (SCIM) groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectoryOutcome {
+    /// The license of the first matching rule that sets one.
+    pub license: Option<License>,
+    /// Groups the matching rules add.
+    pub groups: Vec<String>,
+    /// Features the matching rules add.
+    pub features: Vec<String>,
 }
 
 /// One line of the mapping trace.
@@ -596,6 +609,7 @@ impl Mapping {
                 format!("{}: matched → {}", rule.name, did.join(", "))
             });
         }
+        let license_by_rule = license.is_some();
         let license = match license {
             Some((l, _)) => l,
             None => {
@@ -616,7 +630,71 @@ impl Mapping {
             groups: groups.list,
             license,
             features: features.list,
+            license_by_rule,
         })
+    }
+
+    /// The attribute names the rules see a user's directory (SCIM) groups
+    /// under: those the mapping reads groups from, and `groups`.
+    fn directory_attributes(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .groups
+            .from
+            .iter()
+            .filter_map(|s| match s {
+                Source::Attribute(n) => Some(n.clone()),
+                Source::NameId => None,
+            })
+            .collect();
+        if !names.iter().any(|n| n == "groups") {
+            names.push("groups".into());
+        }
+        names
+    }
+
+    /// What the rules make of directory groups `names` alone (as values of
+    /// the attributes the mapping reads groups from).
+    pub fn directory_outcome(&self, names: &[String]) -> DirectoryOutcome {
+        let mut out = DirectoryOutcome::default();
+        if names.is_empty() {
+            return out;
+        }
+        let attributes: Vec<SamlAttribute> = self
+            .directory_attributes()
+            .into_iter()
+            .map(|name| SamlAttribute {
+                name,
+                values: names.to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        let input = MappingInput {
+            name_id: None,
+            attributes: &attributes,
+        };
+        for rule in &self.rules {
+            // A rule about another attribute sees nothing here (a negated
+            // one would match every user): only rules over the groups
+            // attributes count.
+            let about_groups = matches!(&rule.source, Source::Attribute(a) if attributes.iter().any(|x| &x.name == a));
+            if !about_groups || !rule.matches(&input) {
+                continue;
+            }
+            if out.license.is_none() {
+                out.license = rule.license;
+            }
+            for g in &rule.groups {
+                if !out.groups.contains(g) {
+                    out.groups.push(g.clone());
+                }
+            }
+            for f in &rule.features {
+                if !out.features.contains(f) {
+                    out.features.push(f.clone());
+                }
+            }
+        }
+        out
     }
 }
 

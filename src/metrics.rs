@@ -106,6 +106,10 @@ pub struct Metrics {
     authn_requests: AtomicU64,
     /// Requests refused for their head (`gateway::head`), by code.
     refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// SCIM requests by method and status.
+    scim: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// SCIM authentication failures by reason.
+    scim_auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Time spent verifying a SAMLResponse.
     pub verify_latency: Histogram,
     /// Upstream response time (headers received).
@@ -156,6 +160,21 @@ impl Metrics {
     pub fn request_refused(&self, code: &'static str) {
         if let Ok(mut m) = self.refused.lock() {
             *m.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Counts a SCIM request by method and answer status.
+    pub fn scim(&self, method: &'static str, status: u16) {
+        if let Ok(mut m) = self.scim.lock() {
+            *m.entry((method, status)).or_default() += 1;
+        }
+    }
+
+    /// Counts a failed SCIM authentication (`missing`, `unknown`,
+    /// `other_account`, `scope`, `rate_limited`).
+    pub fn scim_auth_failure(&self, reason: &'static str) {
+        if let Ok(mut m) = self.scim_auth_failures.lock() {
+            *m.entry(reason).or_default() += 1;
         }
     }
 
@@ -222,6 +241,24 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "samlgate_requests_refused_total{{code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP samlgate_scim_requests_total SCIM requests by method and status.\n# TYPE samlgate_scim_requests_total counter\n");
+        if let Ok(m) = self.scim.lock() {
+            for ((method, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "samlgate_scim_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP samlgate_scim_auth_failures_total Failed SCIM authentications by reason.\n# TYPE samlgate_scim_auth_failures_total counter\n");
+        if let Ok(m) = self.scim_auth_failures.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "samlgate_scim_auth_failures_total{{reason=\"{reason}\"}} {n}"
                 );
             }
         }

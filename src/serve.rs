@@ -244,6 +244,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
         metrics: Arc::new(move || m.render()),
+        sessions: Arc::clone(&sessions),
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(serve(
@@ -272,6 +273,9 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
         );
     }
+    tasks.push(tokio::spawn(
+        Arc::clone(&sessions).watch(Arc::clone(&store), stop_rx.clone()),
+    ));
     tasks.push(tokio::spawn(sync_accounts(
         sync,
         Arc::clone(&store),

@@ -42,6 +42,9 @@ pub struct Admin {
     pub clock: Arc<dyn Clock>,
     /// Prometheus text for `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The public listener's sessions (deactivating or deleting a user
+    /// ends theirs at once, on every replica).
+    pub sessions: Arc<crate::gateway::session::Sessions>,
 }
 
 impl Handler for Admin {
@@ -502,11 +505,20 @@ impl Admin {
     }
 
     async fn delete(&self, acct: &Account, email: &str) -> Response<Body> {
-        if let Err(r) = self.user_of(acct, email).await {
-            return r;
-        }
+        let user = match self.user_of(acct, email).await {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
         match self.store.delete_user(email).await {
             Ok(true) => {
+                if let Err(e) = self
+                    .sessions
+                    .revoke(self.store.as_ref(), &[email.to_owned()])
+                    .await
+                {
+                    return store_error(&e);
+                }
+                crate::scim::forget_id(self.store.as_ref(), &user).await;
                 tracing::info!(target: "audit", event = "user_deleted", account = %acct.id, email = %email);
                 let mut r = text(StatusCode::NO_CONTENT, "");
                 r.headers_mut().remove(header::CONTENT_TYPE);
@@ -531,6 +543,7 @@ impl Admin {
             Ok(u) => u,
             Err(r) => return r,
         };
+        let was = user.status;
         if p.first_name.is_some() {
             match check_name(&p.first_name, "first_name") {
                 Ok(s) => user.first_name = s,
@@ -596,6 +609,15 @@ impl Admin {
             return store_error(&e);
         }
         if let Err(e) = self.store.put_users(std::slice::from_ref(&user)).await {
+            return store_error(&e);
+        }
+        if was == UserStatus::Active
+            && user.status != UserStatus::Active
+            && let Err(e) = self
+                .sessions
+                .revoke(self.store.as_ref(), &[email.to_owned()])
+                .await
+        {
             return store_error(&e);
         }
         tracing::info!(target: "audit", event = "user_updated", account = %acct.id, email = %email, status = ?user.status);

@@ -371,6 +371,7 @@ fn build() -> Result<Harness, String> {
             source: crate::store::UserSource::Api,
             created_at: now.to_rfc3339(),
             updated_at: now.to_rfc3339(),
+            scim: None,
         };
         store
             .put_users(std::slice::from_ref(&user))

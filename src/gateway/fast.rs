@@ -317,6 +317,7 @@ fn inspect<'s>(
     let path = target.split('?').next().unwrap_or(target);
     // The gateway's own routes.
     if path.starts_with(cfg.path_prefix.as_str())
+        || path.starts_with(crate::scim::BASE)
         || (gw.dev_idp.is_some() && path.starts_with("/_demo-idp/"))
     {
         return Inspect::Handover;

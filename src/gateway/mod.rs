@@ -441,6 +441,30 @@ impl Gateway {
                 None,
             );
         };
+        // SCIM, for the account's IdP's provisioning connector.
+        if path == crate::scim::BASE
+            || path
+                .strip_prefix(crate::scim::BASE)
+                .is_some_and(|r| r.starts_with('/'))
+        {
+            let base = format!(
+                "{}://{}{}",
+                if self.tls { "https" } else { "http" },
+                request_host(&req).unwrap_or_default(),
+                crate::scim::BASE
+            );
+            let ctx = crate::scim::Ctx {
+                store: self.store.as_ref(),
+                cfg: &cfg,
+                acct,
+                snapshot: snap.as_ref(),
+                clock: self.clock.as_ref(),
+                sessions: &self.sessions,
+                metrics: &self.metrics,
+                base,
+            };
+            return crate::scim::serve(&ctx, req, peer.ip()).await;
+        }
         let prefix = cfg.path_prefix.as_str();
         if let Some(rest) = path.strip_prefix(prefix) {
             match (req.method(), rest) {

@@ -8,8 +8,19 @@
 //! at most `recheck_secs`, so a session check costs no store round trip on
 //! most requests; a logout on one replica therefore reaches the others
 //! within `recheck_secs` too.
+//!
+//! Deprovisioning (SCIM `active=false` or DELETE, the admin API's
+//! deactivation or deletion) must not wait that long: it appends the user to
+//! the store's revocation log ([`Sessions::revoke`]). Every replica polls
+//! the log every [`POLL_EVERY`] ([`Sessions::watch`]) and forgets the
+//! user's cached sessions, and a replica uses its cache only while its last
+//! successful poll started less than [`FRESH`] ago (fail closed: a replica
+//! that cannot poll goes to the store, which re-reads the user, on every
+//! request). The revoker answers only after [`FRESH`] has passed since its
+//! write, so by then no replica serves the user from its cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +35,14 @@ use crate::store::{Ephemeral, Store, StoreError, UserRecord, UserStatus};
 
 /// Most sessions cached per replica.
 const CACHE_MAX: usize = 100_000;
+
+/// How often a replica reads the revocation log.
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// How long after its last successful revocation poll started a replica may
+/// still answer from its session cache; also how long a revocation waits
+/// before it is reported done.
+pub const FRESH: Duration = Duration::from_millis(400);
 
 /// What a session holds (as JSON in the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +91,19 @@ type Cache = HashMap<String, (Arc<SessionData>, Instant)>;
 /// path), and ending a session removes it from every shard.
 pub struct Sessions {
     shards: Vec<Mutex<Cache>>,
+    /// When this cache was made: the origin of `fresh_until_us`.
+    epoch: Instant,
+    /// Microseconds after `epoch` until which the cache may answer (set by
+    /// the revocation watcher).
+    fresh_until_us: AtomicU64,
+    /// A revocation watcher runs for this cache: the cache answers only
+    /// while fresh. Without one (a gateway built for a test) it answers for
+    /// `recheck_secs`, as before.
+    watched: AtomicBool,
+    /// Bumped by every forgetting of revoked users: a session read from
+    /// the store before one is not cached after it (it may be one of them,
+    /// read before the user's change).
+    generation: AtomicU64,
 }
 
 impl Default for Sessions {
@@ -98,6 +130,112 @@ impl Sessions {
     pub fn sharded(n: usize) -> Self {
         Self {
             shards: (0..n.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+            epoch: Instant::now(),
+            fresh_until_us: AtomicU64::new(0),
+            watched: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn micros_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The cache may answer now.
+    fn cache_fresh(&self) -> bool {
+        !self.watched.load(Ordering::Relaxed)
+            || self.micros_since_epoch(Instant::now()) < self.fresh_until_us.load(Ordering::Acquire)
+    }
+
+    /// Polls the store's revocation log until `stop`, forgetting the cached
+    /// sessions of every revoked user (all of them when the log no longer
+    /// reaches back to the last poll), and keeps the cache fresh while the
+    /// polls succeed.
+    pub async fn watch(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        self.watched.store(true, Ordering::Release);
+        let mut since: Option<u64> = None;
+        let mut failing = false;
+        loop {
+            let started = Instant::now();
+            match store.revocations_since(since).await {
+                Ok(r) => {
+                    match (since, r.emails) {
+                        (None, _) => self.forget_all(),
+                        (Some(_), None) => {
+                            tracing::info!(
+                                "the revocation log does not reach back to the last poll: forgetting every cached session"
+                            );
+                            self.forget_all();
+                        }
+                        (Some(_), Some(emails)) if !emails.is_empty() => {
+                            let set: HashSet<&str> = emails.iter().map(String::as_str).collect();
+                            self.forget_users(&set);
+                        }
+                        _ => {}
+                    }
+                    since = Some(r.seq);
+                    let until = self.micros_since_epoch(started + FRESH);
+                    self.fresh_until_us.fetch_max(until, Ordering::AcqRel);
+                    if failing {
+                        tracing::info!("the session revocation log is readable again");
+                        failing = false;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot read the session revocation log: sessions are checked in the store until it can");
+                        failing = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Ends every live session of `emails` on every replica: forgets them
+    /// here, appends them to the store's revocation log, and returns once
+    /// no replica can still answer from its cache ([`FRESH`] after the
+    /// write). Sessions read from the store afterwards meet the user as
+    /// now stored (deactivated or gone), so the caller changes the user
+    /// first.
+    pub async fn revoke(&self, store: &dyn Store, emails: &[String]) -> Result<(), StoreError> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        let set: HashSet<&str> = emails.iter().map(String::as_str).collect();
+        self.forget_users(&set);
+        store.revoke_sessions(emails).await?;
+        tokio::time::sleep(FRESH + Duration::from_millis(20)).await;
+        // A request that read the cache just before the write may have
+        // put its session back here: forget once more.
+        self.forget_users(&set);
+        Ok(())
+    }
+
+    /// Forgets every cached session of these users.
+    fn forget_users(&self, emails: &HashSet<&str>) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for s in &self.shards {
+            if let Ok(mut cache) = s.lock() {
+                cache.retain(|_, (data, _)| !emails.contains(data.email.as_str()));
+            }
+        }
+    }
+
+    /// Forgets every cached session.
+    fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for s in &self.shards {
+            if let Ok(mut cache) = s.lock() {
+                cache.clear();
+            }
         }
     }
 
@@ -176,12 +314,14 @@ impl Sessions {
             && let Some((data, at)) = cache.get(id)
             && at.elapsed() < recheck
             && data.expires > n
+            && self.cache_fresh()
         {
             // Another account's session is not a session here (and stays
             // one on its own account's hosts).
             return Ok((data.account == account.id).then(|| Arc::clone(data)));
         }
         let key = token_hash(id);
+        let generation = self.generation.load(Ordering::Acquire);
         let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
             self.forget(id);
             return Ok(None);
@@ -220,7 +360,9 @@ impl Sessions {
                 .await?;
         }
         let data = Arc::new(data);
-        if let Some(Ok(mut cache)) = self.shard(shard).map(Mutex::lock) {
+        if let Some(Ok(mut cache)) = self.shard(shard).map(Mutex::lock)
+            && self.generation.load(Ordering::Acquire) == generation
+        {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }

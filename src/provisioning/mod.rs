@@ -248,6 +248,7 @@ pub fn new_record(
         source,
         created_at: ts.clone(),
         updated_at: ts,
+        scim: None,
     }
 }
 
@@ -371,6 +372,31 @@ pub fn origin_of(url: &str) -> String {
     }
 }
 
+/// `mapped` with what the account's rules make of the user's directory
+/// (SCIM) groups: they feed the rules at every login as they did when they
+/// were pushed (a license a rule over the assertion set stays first).
+fn with_directory_groups(mapped: &MappedUser, groups: &[String], account: &Account) -> MappedUser {
+    let mut m = mapped.clone();
+    let outcome = account.mapping.directory_outcome(groups);
+    if !m.license_by_rule
+        && let Some(l) = outcome.license
+    {
+        m.license = l;
+        m.license_by_rule = true;
+    }
+    for g in groups.iter().chain(outcome.groups.iter()) {
+        if !m.groups.contains(g) {
+            m.groups.push(g.clone());
+        }
+    }
+    for f in &outcome.features {
+        if !m.features.contains(f) {
+            m.features.push(f.clone());
+        }
+    }
+    m
+}
+
 /// Applies the mapped fields listed in `provisioning.update_on_login`;
 /// returns whether anything changed. The email never changes.
 fn apply_mapped(user: &mut UserRecord, mapped: &MappedUser, account: &Account) -> bool {
@@ -425,6 +451,14 @@ pub async fn decide(
                 maybe_resend(store, cfg, account, &email).await?;
             }
             check_status(&user)?;
+            let merged;
+            let mapped = match user.scim.as_ref().filter(|s| !s.groups.is_empty()) {
+                Some(s) => {
+                    merged = with_directory_groups(mapped, &s.groups, account);
+                    &merged
+                }
+                None => mapped,
+            };
             let changed = apply_mapped(&mut user, mapped, account);
             if !changed {
                 return Ok(Admission {

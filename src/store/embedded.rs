@@ -39,7 +39,7 @@ use super::{
     AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
     TokenRecord, UserRecord, decode_user, encode_user,
 };
-use super::{DEFAULT_SCAN_FACTOR, indexed};
+use super::{DEFAULT_SCAN_FACTOR, DocSpace, Revocations, indexed, revocations_after};
 use crate::clock::Clock;
 
 /// redb page cache size of a gateway.
@@ -61,6 +61,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ACCOUNT_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("account_users");
 /// SHA-256 of a token's secret → the token as JSON.
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Small keyed documents: `{space}:{key}` → value.
+const DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("docs");
 
 /// Most writes applied in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -70,6 +72,17 @@ pub const MAX_BATCH: usize = 512;
 pub struct EmbeddedStore {
     threads: Arc<Threads>,
     clock: Arc<dyn Clock>,
+    /// The session revocation log. Only this process holds the file, so
+    /// every replica that can see a revocation is in this process: the log
+    /// lives in memory (a restart empties the session caches anyway).
+    revocations: Arc<std::sync::Mutex<RevocationLog>>,
+}
+
+/// The newest revocations and the sequence of the last one.
+#[derive(Default)]
+struct RevocationLog {
+    seq: u64,
+    entries: std::collections::VecDeque<(u64, String)>,
 }
 
 /// The writer and reader threads, which alone hold the database. Dropping
@@ -299,6 +312,10 @@ fn member_key(account: &str, email: &str) -> String {
     format!("{account}\u{1}{email}")
 }
 
+fn doc_key(space: DocSpace, key: &str) -> String {
+    format!("{}:{key}", space.as_str())
+}
+
 fn eph_key(kind: Ephemeral, key: &str) -> String {
     format!("{}:{key}", kind.as_str())
 }
@@ -350,6 +367,8 @@ impl EmbeddedStore {
             txn.open_table(TOKENS)
                 .map_err(|e| StoreError::Open(e.to_string()))?;
             txn.open_table(ACCOUNT_USERS)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
+            txn.open_table(DOCS)
                 .map_err(|e| StoreError::Open(e.to_string()))?;
         }
         txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
@@ -420,6 +439,7 @@ impl EmbeddedStore {
         Ok(Self {
             threads: Arc::new(threads),
             clock,
+            revocations: Arc::default(),
         })
     }
 
@@ -1108,6 +1128,101 @@ impl Store for EmbeddedStore {
                 }
             };
             Ok(found)
+        })
+    }
+
+    fn get_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let key = doc_key(space, key);
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(DOCS).map_err(err)?;
+            Ok(t.get(key.as_str())
+                .map_err(err)?
+                .map(|g| g.value().to_vec()))
+        })
+    }
+
+    fn put_doc<'a>(
+        &'a self,
+        space: DocSpace,
+        key: &'a str,
+        value: &'a [u8],
+        only_if_absent: bool,
+    ) -> StoreFuture<'a, bool> {
+        let (key, value) = (doc_key(space, key), value.to_vec());
+        self.write(move |txn, _| {
+            let mut t = txn.open_table(DOCS).map_err(err)?;
+            if only_if_absent && t.get(key.as_str()).map_err(err)?.is_some() {
+                return Ok(false);
+            }
+            t.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            Ok(true)
+        })
+    }
+
+    fn delete_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, bool> {
+        let key = doc_key(space, key);
+        self.write(move |txn, _| {
+            let mut t = txn.open_table(DOCS).map_err(err)?;
+            let existed = t.remove(key.as_str()).map_err(err)?.is_some();
+            Ok(existed)
+        })
+    }
+
+    fn list_docs<'a>(
+        &'a self,
+        space: DocSpace,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, Vec<u8>)>> {
+        let full = doc_key(space, prefix);
+        let head = doc_key(space, "").len();
+        let (start, skip_start) = match after {
+            Some(a) if a >= prefix => (doc_key(space, a), true),
+            _ => (full.clone(), false),
+        };
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(DOCS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in t.range::<&str>(start.as_str()..).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let k = k.value();
+                if skip_start && k == start.as_str() {
+                    continue;
+                }
+                if !k.starts_with(full.as_str()) || out.len() >= limit {
+                    break;
+                }
+                out.push((k.get(head..).unwrap_or("").to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn revoke_sessions<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, u64> {
+        let log = Arc::clone(&self.revocations);
+        let emails = emails.to_vec();
+        Box::pin(async move {
+            let mut log = log.lock().map_err(|_| err("revocation log poisoned"))?;
+            for e in emails {
+                log.seq += 1;
+                let seq = log.seq;
+                log.entries.push_back((seq, e));
+                if log.entries.len() > super::REVOCATION_LOG {
+                    log.entries.pop_front();
+                }
+            }
+            Ok(log.seq)
+        })
+    }
+
+    fn revocations_since(&self, since: Option<u64>) -> StoreFuture<'_, Revocations> {
+        let log = Arc::clone(&self.revocations);
+        Box::pin(async move {
+            let log = log.lock().map_err(|_| err("revocation log poisoned"))?;
+            Ok(revocations_after(log.seq, &log.entries, since))
         })
     }
 }

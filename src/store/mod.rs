@@ -121,6 +121,51 @@ pub struct UserRecord {
     pub created_at: String,
     /// Last update time, RFC 3339.
     pub updated_at: String,
+    /// What SCIM keeps of the user (its id and the attributes the platform
+    /// has no field for); `None` until SCIM first shows the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<ScimFields>,
+}
+
+/// The SCIM side of a user record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScimFields {
+    /// The SCIM `id`: fixed for the user's life, renames included.
+    pub id: String,
+    /// `externalId`, as the client set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// `displayName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `emails`, as the client set them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<ScimEmail>,
+    /// The user waited for email verification when deactivated (so a
+    /// reactivation restores `pending_verification`, not `active`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub was_pending: bool,
+    /// Names of the SCIM groups the user is a member of (the mapping rules
+    /// see them at every login).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The license was granted by a rule over `groups` (and falls back to
+    /// the default when no group grants one any more).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub license_from_groups: bool,
+}
+
+/// One of a SCIM user's `emails`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScimEmail {
+    /// The address.
+    pub value: String,
+    /// `work`, `home`, `other` or what the client sent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The primary address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary: bool,
 }
 
 fn default_account() -> String {
@@ -151,6 +196,40 @@ impl Ephemeral {
         }
     }
 }
+
+/// Key spaces of small keyed documents ([`Store::put_doc`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocSpace {
+    /// SCIM user id → email.
+    ScimUser,
+    /// `{account}/{group id}` → a SCIM group.
+    Group,
+}
+
+impl DocSpace {
+    /// Key-space name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScimUser => "scim-user",
+            Self::Group => "group",
+        }
+    }
+}
+
+/// What [`Store::revocations_since`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Revocations {
+    /// The revocation sequence now (pass it as `since` next time).
+    pub seq: u64,
+    /// The emails whose sessions were revoked after `since`; `None` when
+    /// the log no longer reaches back that far (or the store lost it):
+    /// forget every cached session.
+    pub emails: Option<Vec<String>>,
+}
+
+/// Most entries the revocation log keeps (a replica further behind forgets
+/// its whole session cache).
+pub const REVOCATION_LOG: usize = 10_000;
 
 /// An account document as stored, with its revision (the accounts version
 /// at its last write: revisions only grow).
@@ -364,6 +443,42 @@ pub trait Store: Send + Sync {
 
     /// Revokes token `id` of `account`; `true` when it existed.
     fn delete_token<'a>(&'a self, account: &'a str, id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// The document at `key` of `space`.
+    fn get_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Writes the document at `key` (only when none is there, if
+    /// `only_if_absent`: atomic, two concurrent writers never both win);
+    /// `true` when written.
+    fn put_doc<'a>(
+        &'a self,
+        space: DocSpace,
+        key: &'a str,
+        value: &'a [u8],
+        only_if_absent: bool,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Deletes the document at `key`; `true` when it existed.
+    fn delete_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Documents of `space` whose keys start with `prefix`, ordered by key,
+    /// after `after`, at most `limit`.
+    fn list_docs<'a>(
+        &'a self,
+        space: DocSpace,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, Vec<u8>)>>;
+
+    /// Appends `emails` to the revocation log: every replica forgets its
+    /// cached sessions of them at its next poll of
+    /// [`Store::revocations_since`]. Returns the sequence now.
+    fn revoke_sessions<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, u64>;
+
+    /// The revocation sequence and, when `since` is given, the emails
+    /// revoked after it (see [`Revocations`]).
+    fn revocations_since(&self, since: Option<u64>) -> StoreFuture<'_, Revocations>;
 }
 
 /// Opens the store the config names.
@@ -423,6 +538,35 @@ fn record_hosts(record: &[u8]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The revocations after `since` of a log whose last sequence is `seq`
+/// and whose newest entries are `entries` (sequence, email).
+fn revocations_after<'a>(
+    seq: u64,
+    entries: impl IntoIterator<Item = &'a (u64, String)>,
+    since: Option<u64>,
+) -> Revocations {
+    let Some(since) = since else {
+        return Revocations {
+            seq,
+            emails: Some(Vec::new()),
+        };
+    };
+    if since > seq {
+        // The log restarted (a store that lost its data): nothing is known.
+        return Revocations { seq, emails: None };
+    }
+    let emails: Vec<String> = entries
+        .into_iter()
+        .filter(|(s, _)| *s > since && *s <= seq)
+        .map(|(_, e)| e.clone())
+        .collect();
+    let complete = u64::try_from(emails.len()).is_ok_and(|n| n == seq - since);
+    Revocations {
+        seq,
+        emails: complete.then_some(emails),
+    }
 }
 
 /// Whether `account` has a user index (every account but the default).
@@ -556,5 +700,35 @@ impl Store for EmptyStore {
     }
     fn delete_token<'a>(&'a self, _: &'a str, _: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async { Ok(false) })
+    }
+    fn get_doc<'a>(&'a self, _: DocSpace, _: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn put_doc<'a>(
+        &'a self,
+        _: DocSpace,
+        _: &'a str,
+        _: &'a [u8],
+        _: bool,
+    ) -> StoreFuture<'a, bool> {
+        Self::refuse()
+    }
+    fn delete_doc<'a>(&'a self, _: DocSpace, _: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
+    fn list_docs<'a>(
+        &'a self,
+        _: DocSpace,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: usize,
+    ) -> StoreFuture<'a, Vec<(String, Vec<u8>)>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn revoke_sessions<'a>(&'a self, _: &'a [String]) -> StoreFuture<'a, u64> {
+        Self::refuse()
+    }
+    fn revocations_since(&self, _: Option<u64>) -> StoreFuture<'_, Revocations> {
+        Box::pin(async { Ok(Revocations::default()) })
     }
 }

@@ -25,6 +25,10 @@
 //! | `{P:accounts}:ids` | sorted set | every account id, score 0 (for listing) |
 //! | `{P:accounts}:token` | hash | SHA-256 of a token's secret → the token (JSON) |
 //! | `{P:accounts}:tokens:ACCOUNT` | hash | token id → the token (JSON) |
+//! | `P:doc:SPACE:{key}` | string | a small document (SCIM user id → email, a group) |
+//! | `P:docs:SPACE` | sorted set | the keys of a document space, score 0 (for listing) |
+//! | `{P:revoked}:seq` | string | the session revocation sequence |
+//! | `{P:revoked}:log` | sorted set | `SEQ:email`, scored by its sequence (the newest 10,000) |
 //!
 //! Every account key shares one hash tag: a write of an account (its
 //! record, its hosts, the version, the change log) is one Lua script, atomic
@@ -43,9 +47,27 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 
 use super::{
-    AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
-    TokenRecord, UserRecord, decode_user, encode_user,
+    AccountChanges, DocSpace, Ephemeral, Expect, PutAccount, REVOCATION_LOG, Revocations, Store,
+    StoreError, StoreFuture, StoredAccount, TokenRecord, UserRecord, decode_user, encode_user,
+    revocations_after,
 };
+
+/// Appends ARGV (emails) to the revocation log; returns the sequence.
+const REVOKE_SCRIPT: &str = "local n = #ARGV - 1
+local s = redis.call('INCRBY', KEYS[1], n)
+for i = 1, n do
+  local q = s - n + i
+  redis.call('ZADD', KEYS[2], q, q .. ':' .. ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[1]) + 1))
+return s";
+
+/// The revocation sequence and the log entries after ARGV[1].
+const REVOCATIONS_SCRIPT: &str = "local s = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] == '' or tonumber(ARGV[1]) >= s then return {s} end
+local items = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], s)
+table.insert(items, 1, s)
+return items";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -257,6 +279,16 @@ impl RedisStore {
     }
     fn eph_key(&self, kind: Ephemeral, key: &str) -> String {
         format!("{}:{}:{{{key}}}", self.prefix, kind.as_str())
+    }
+
+    fn doc_key(&self, space: DocSpace, key: &str) -> String {
+        format!("{}:doc:{}:{{{key}}}", self.prefix, space.as_str())
+    }
+    fn docs_key(&self, space: DocSpace) -> String {
+        format!("{}:docs:{}", self.prefix, space.as_str())
+    }
+    fn revoked_key(&self, what: &str) -> String {
+        format!("{{{}:revoked}}:{what}", self.prefix)
     }
 
     /// An account key: every one shares the hash tag `{P:accounts}`.
@@ -919,6 +951,140 @@ impl Store for RedisStore {
                 )
                 .await?;
             Ok(n == 1)
+        })
+    }
+
+    fn get_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            self.query(redis::cmd("GET").arg(self.doc_key(space, key)))
+                .await
+        })
+    }
+
+    fn put_doc<'a>(
+        &'a self,
+        space: DocSpace,
+        key: &'a str,
+        value: &'a [u8],
+        only_if_absent: bool,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut set = redis::cmd("SET");
+            set.arg(self.doc_key(space, key)).arg(value);
+            if only_if_absent {
+                set.arg("NX");
+            }
+            let v: Value = self.query(&set).await?;
+            if !is_ok(&v) {
+                return Ok(false);
+            }
+            // The listing index: re-added by every write, so an index entry
+            // lost to a failure between the two commands comes back.
+            let _: i64 = self
+                .query(redis::cmd("ZADD").arg(self.docs_key(space)).arg(0).arg(key))
+                .await?;
+            Ok(true)
+        })
+    }
+
+    fn delete_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let n: i64 = self
+                .query(redis::cmd("DEL").arg(self.doc_key(space, key)))
+                .await?;
+            let _: i64 = self
+                .query(redis::cmd("ZREM").arg(self.docs_key(space)).arg(key))
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn list_docs<'a>(
+        &'a self,
+        space: DocSpace,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, Vec<u8>)>> {
+        Box::pin(async move {
+            let min = match after {
+                Some(a) if a >= prefix => format!("({a}").into_bytes(),
+                _ => format!("[{prefix}").into_bytes(),
+            };
+            // 0xFF never occurs in UTF-8: the end of the prefix's range.
+            let mut max = format!("[{prefix}").into_bytes();
+            max.push(0xFF);
+            let keys: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGE")
+                        .arg(self.docs_key(space))
+                        .arg(min)
+                        .arg(max)
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit),
+                )
+                .await?;
+            let cmds = keys
+                .iter()
+                .map(|k| {
+                    let mut c = redis::cmd("GET");
+                    c.arg(self.doc_key(space, k));
+                    (c, true)
+                })
+                .collect();
+            let vals = self.many(cmds).await?;
+            Ok(keys
+                .into_iter()
+                .zip(vals)
+                .filter_map(|(k, v)| bytes_of(&v).map(|b| (k, b.to_vec())))
+                .collect())
+        })
+    }
+
+    fn revoke_sessions<'a>(&'a self, emails: &'a [String]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(REVOKE_SCRIPT)
+                .arg(2)
+                .arg(self.revoked_key("seq"))
+                .arg(self.revoked_key("log"))
+                .arg(REVOCATION_LOG);
+            for e in emails {
+                cmd.arg(e);
+            }
+            self.query(&cmd).await
+        })
+    }
+
+    fn revocations_since(&self, since: Option<u64>) -> StoreFuture<'_, Revocations> {
+        Box::pin(async move {
+            let v: Vec<Value> = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(REVOCATIONS_SCRIPT)
+                        .arg(2)
+                        .arg(self.revoked_key("seq"))
+                        .arg(self.revoked_key("log"))
+                        .arg(since.map(|s| s.to_string()).unwrap_or_default()),
+                )
+                .await?;
+            let seq = match v.first() {
+                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            let entries: Vec<(u64, String)> = v
+                .iter()
+                .skip(1)
+                .filter_map(bytes_of)
+                .filter_map(|b| {
+                    let t = std::str::from_utf8(b).ok()?;
+                    let (q, e) = t.split_once(':')?;
+                    Some((q.parse().ok()?, e.to_owned()))
+                })
+                .collect();
+            Ok(revocations_after(seq, &entries, since))
         })
     }
 }

@@ -53,7 +53,7 @@ pub const DIRECT_BYTES: usize = 64 * 1024;
 pub const APPLIED: &str = "wal_applied";
 
 /// The tables whose changes the log records, by index.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "users",
     "vanity",
     "ephemeral",
@@ -63,6 +63,7 @@ pub const TABLES: [&str; 9] = [
     "meta",
     "account_users",
     "tokens",
+    "docs",
 ];
 
 fn err(e: impl std::fmt::Display) -> StoreError {

@@ -133,6 +133,7 @@ pub async fn fleet_on(store: Arc<dyn Store>, clock: Arc<TestClock>, mut cfg: Con
     let registry = Arc::new(Registry::new(cfg.account.clone()));
     let mut sync = samlgate::account::manage::Sync::new();
     sync.poll(store.as_ref(), &cfg, &registry).await.unwrap();
+    let sessions = Arc::new(samlgate::gateway::session::Sessions::default());
     let gateway = Arc::new(
         Gateway::with_sessions(
             Arc::clone(&cfg),
@@ -140,7 +141,7 @@ pub async fn fleet_on(store: Arc<dyn Store>, clock: Arc<TestClock>, mut cfg: Con
             clock.clone(),
             Arc::new(Metrics::default()),
             false,
-            Arc::new(samlgate::gateway::session::Sessions::default()),
+            Arc::clone(&sessions),
             0,
             Arc::clone(&registry),
         )
@@ -161,10 +162,12 @@ pub async fn fleet_on(store: Arc<dyn Store>, clock: Arc<TestClock>, mut cfg: Con
         store: Arc::clone(&store),
         clock: clock.clone(),
         metrics: Arc::new(String::new),
+        sessions: Arc::clone(&sessions),
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(serve(l, admin, rx.clone(), Duration::from_secs(1)));
+    tokio::spawn(Arc::clone(&sessions).watch(Arc::clone(&store), rx.clone()));
     tokio::spawn(samlgate::serve::sync_accounts(
         sync,
         Arc::clone(&store),
@@ -1745,6 +1748,7 @@ async fn readyz_waits_for_the_stored_accounts() {
         store: Arc::clone(&store),
         clock: Arc::new(samlgate::clock::SystemClock),
         metrics: Arc::new(String::new),
+        sessions: Arc::default(),
     });
     let (addr, _g) = spawn(admin).await;
     let r = request(Method::GET, &format!("http://{addr}/readyz"), &[], "").await;

@@ -41,6 +41,7 @@ pub(super) async fn start(mode: ProvisioningMode, tokens: &[&str]) -> Running {
         store: Arc::clone(&store),
         clock: Arc::new(SystemClock),
         metrics: Arc::new(|| "# metrics\n".to_string()),
+        sessions: Arc::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -31,6 +31,7 @@ fn mapped(email: &str, license: License) -> MappedUser {
         groups: vec!["staff".into()],
         license,
         features: vec![],
+        license_by_rule: true,
     }
 }
 

@@ -28,6 +28,7 @@ pub fn user(email: &str) -> UserRecord {
         source: UserSource::Api,
         created_at: "2026-01-01T00:00:00+00:00".into(),
         updated_at: "2026-01-01T00:00:00+00:00".into(),
+        scim: None,
     }
 }
 
@@ -477,6 +478,117 @@ async fn accounts_conformance_on_every_store() {
         .await
         .unwrap();
     accounts_suite(&store).await;
+}
+
+/// Keyed documents (SCIM ids, groups) and the session revocation log.
+async fn docs_suite(store: &dyn Store) {
+    use samlgate::store::DocSpace;
+    let s = DocSpace::Group;
+    assert_eq!(store.get_doc(s, "acme/1").await.unwrap(), None);
+    assert!(store.put_doc(s, "acme/1", b"one", true).await.unwrap());
+    assert!(!store.put_doc(s, "acme/1", b"uno", true).await.unwrap());
+    assert_eq!(store.get_doc(s, "acme/1").await.unwrap().unwrap(), b"one");
+    assert!(store.put_doc(s, "acme/1", b"uno", false).await.unwrap());
+    assert_eq!(store.get_doc(s, "acme/1").await.unwrap().unwrap(), b"uno");
+    for k in ["acme/2", "acme/3", "acmex/1", "beta/1"] {
+        assert!(store.put_doc(s, k, k.as_bytes(), true).await.unwrap());
+    }
+    // Another space never sees these keys.
+    assert_eq!(
+        store.get_doc(DocSpace::ScimUser, "acme/1").await.unwrap(),
+        None
+    );
+    let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.list_docs(s, "acme/", None, 10).await.unwrap()),
+        ["acme/1", "acme/2", "acme/3"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .list_docs(s, "acme/", Some("acme/1"), 1)
+                .await
+                .unwrap()
+        ),
+        ["acme/2"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .list_docs(s, "acme/", Some("acme/3"), 10)
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    // One of the prefix's values, in order.
+    let got = store.list_docs(s, "acme/", None, 10).await.unwrap();
+    assert_eq!(got[0].1, b"uno");
+    assert!(store.delete_doc(s, "acme/2").await.unwrap());
+    assert!(!store.delete_doc(s, "acme/2").await.unwrap());
+    assert_eq!(
+        keys(store.list_docs(s, "acme/", None, 10).await.unwrap()),
+        ["acme/1", "acme/3"]
+    );
+    // Two concurrent creates of one key: exactly one wins.
+    let race = |v: &'static [u8]| store.put_doc(DocSpace::ScimUser, "race", v, true);
+    let (w1, w2, w3, w4) = tokio::join!(race(b"a"), race(b"b"), race(b"c"), race(b"d"));
+    let wins = [w1, w2, w3, w4];
+    assert_eq!(wins.iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+
+    // The revocation log.
+    let start = store.revocations_since(None).await.unwrap();
+    assert_eq!(start.emails, Some(vec![]));
+    let seq = store
+        .revoke_sessions(&["a@x.example".into(), "b@x.example".into()])
+        .await
+        .unwrap();
+    assert_eq!(seq, start.seq + 2);
+    let r = store.revocations_since(Some(start.seq)).await.unwrap();
+    assert_eq!(r.seq, seq);
+    assert_eq!(
+        r.emails,
+        Some(vec!["a@x.example".to_owned(), "b@x.example".to_owned()])
+    );
+    let r = store.revocations_since(Some(start.seq + 1)).await.unwrap();
+    assert_eq!(r.emails, Some(vec!["b@x.example".to_owned()]));
+    assert_eq!(
+        store.revocations_since(Some(seq)).await.unwrap().emails,
+        Some(vec![])
+    );
+    // A replica ahead of the log (the store lost it): everything is unknown.
+    assert_eq!(
+        store.revocations_since(Some(seq + 5)).await.unwrap().emails,
+        None
+    );
+    // Further back than the log reaches: unknown too.
+    let many: Vec<String> = (0..samlgate::store::REVOCATION_LOG + 1)
+        .map(|i| format!("u{i}@x.example"))
+        .collect();
+    let last = store.revoke_sessions(&many).await.unwrap();
+    assert_eq!(
+        store.revocations_since(Some(seq)).await.unwrap().emails,
+        None
+    );
+    let r = store.revocations_since(Some(last - 3)).await.unwrap();
+    assert_eq!(r.emails.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_and_revocations_on_every_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("d.db"), Arc::new(SystemClock)).unwrap();
+    docs_suite(&store).await;
+    let (url, _g1) = standalone();
+    let store = RedisStore::standalone(&url, &unique_prefix("docs"))
+        .await
+        .unwrap();
+    docs_suite(&store).await;
+    let (nodes, _g2) = cluster();
+    let store = RedisStore::cluster(&nodes, &unique_prefix("docs"))
+        .await
+        .unwrap();
+    docs_suite(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
