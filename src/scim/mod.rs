@@ -667,6 +667,7 @@ async fn render_user(ctx: &Ctx<'_>, u: &UserRecord) -> Result<Value> {
 
 async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
     let mut matched: Vec<UserRecord> = Vec::new();
+    let mut memberships: Option<std::collections::HashMap<String, Vec<Value>>> = None;
     let mut total = 0usize;
     let want = q.start.saturating_sub(1)..q.start.saturating_sub(1).saturating_add(q.count);
     let by_name = q
@@ -703,6 +704,7 @@ async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
         } else {
             None
         };
+        memberships = groups.clone();
         let mut cursor: Option<String> = None;
         let mut seen = 0usize;
         loop {
@@ -742,10 +744,19 @@ async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
             }
         }
     }
+    // Every group listed once for the page, not once per user.
+    let memberships = match memberships {
+        None if matched.len() > 1 => Some(group::memberships(ctx).await?),
+        m => m,
+    };
     let mut resources = Vec::with_capacity(matched.len());
     for mut u in matched {
         ensure_id(ctx, &mut u).await?;
-        let v = render_user(ctx, &u).await?;
+        let id = user::id_of(&u);
+        let v = match &memberships {
+            Some(m) => user::render(&u, &ctx.base, m.get(&id).cloned().unwrap_or_default()),
+            None => render_user(ctx, &u).await?,
+        };
         resources.push(user::project(v, &q.attributes, &q.excluded));
     }
     Ok(scim_json(

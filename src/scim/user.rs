@@ -513,6 +513,16 @@ fn apply_at(
 ) -> Result<(), ScimError> {
     let name = canonical(&path.attr.name);
     if READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(&name)) && path.attr.schema.is_none() {
+        // Okta's group rename carries the unchanged `id` beside the new
+        // name: a read-only attribute set to what it is changes nothing.
+        let unchanged = path.filter.is_none()
+            && path.attr.sub.is_none()
+            && op != PatchOp::Remove
+            && value.is_some()
+            && resource.get(&name) == value.as_ref();
+        if unchanged {
+            return Ok(());
+        }
         return Err(ScimError::bad("mutability", format!("{name} is read-only")));
     }
     if op != PatchOp::Remove && value.is_none() {
@@ -543,6 +553,25 @@ fn apply_at(
         }
         // `emails`, `active`, `displayName`
         (None, None) => match op {
+            // Entra ID removes group members with `path: members` and the
+            // members to remove as the value (RFC 7644 would remove all).
+            PatchOp::Remove
+                if is_multi(&name, multi) && value.as_ref().is_some_and(Value::is_array) =>
+            {
+                let gone: Vec<Value> = match value {
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .map(|v| get_ci(v, "value").cloned().unwrap_or_else(|| v.clone()))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if let Some(Value::Array(arr)) = obj.get_mut(&name) {
+                    arr.retain(|e| {
+                        let key = get_ci(e, "value").unwrap_or(e);
+                        !gone.contains(key)
+                    });
+                }
+            }
             PatchOp::Remove => {
                 obj.remove(&name);
             }

@@ -26,6 +26,7 @@ mod provisioning;
 mod proxy_differential;
 mod redis_support;
 mod review;
+mod scim;
 mod shutdown;
 mod smuggling;
 mod store_conformance;

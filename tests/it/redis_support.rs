@@ -116,6 +116,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): a store that stalls instead of failing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(sig)
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} redis-server");
+        }
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
