@@ -411,6 +411,7 @@ pub async fn delete(
         for u in &page {
             if store.delete_user(&u.email).await? {
                 purged += 1;
+                crate::scim::forget_id(store, u).await;
             }
         }
         if purged == before {
@@ -418,6 +419,19 @@ pub async fn delete(
             return Err(AccountError::Store(StoreError::Unavailable(format!(
                 "the users of account {id} could not be deleted"
             ))));
+        }
+    }
+    // Its SCIM groups: an account made again with this id starts empty.
+    let prefix = format!("{id}/");
+    loop {
+        let page = store
+            .list_docs(crate::store::DocSpace::Group, &prefix, None, 500)
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for (k, _) in &page {
+            store.delete_doc(crate::store::DocSpace::Group, k).await?;
         }
     }
     if !store.delete_account(id).await? {

@@ -62,8 +62,10 @@ fn version(g: &GroupDoc) -> String {
     format!("W/\"{h}\"")
 }
 
-/// The group as a SCIM resource; `names` gives members' display names.
-fn render(g: &GroupDoc, base: &str, names: &HashMap<String, String>) -> Value {
+/// The group as a SCIM resource; `names` gives members' display names (a
+/// response: members whose user is gone are left out), `None` every member
+/// as stored.
+fn render(g: &GroupDoc, base: &str, names: Option<&HashMap<String, String>>) -> Value {
     let mut o = Map::new();
     o.insert("schemas".into(), json!([SCHEMA]));
     o.insert("id".into(), json!(g.id));
@@ -71,16 +73,19 @@ fn render(g: &GroupDoc, base: &str, names: &HashMap<String, String>) -> Value {
         o.insert("externalId".into(), json!(x));
     }
     o.insert("displayName".into(), json!(g.display_name));
+    // With names (a response): members whose user is gone (deleted
+    // through another door) are left out.
     let members: Vec<Value> = g
         .members
         .iter()
+        .filter(|m| names.is_none_or(|n| n.contains_key(&m.value)))
         .map(|m| {
             let mut v = json!({
                 "value": m.value,
                 "$ref": format!("{base}/Users/{}", m.value),
                 "type": "User",
             });
-            if let (Some(n), Some(obj)) = (names.get(&m.value), v.as_object_mut()) {
+            if let (Some(n), Some(obj)) = (names.and_then(|n| n.get(&m.value)), v.as_object_mut()) {
                 obj.insert("display".into(), json!(n));
             }
             v
@@ -293,7 +298,7 @@ fn new_id() -> String {
 async fn respond(ctx: &Ctx<'_>, g: &GroupDoc, status: StatusCode) -> Result<Response<Body>> {
     let ids: Vec<String> = g.members.iter().map(|m| m.value.clone()).collect();
     let names = member_names(ctx, &ids).await?;
-    Ok(resource(status, &render(g, &ctx.base, &names)))
+    Ok(resource(status, &render(g, &ctx.base, Some(&names))))
 }
 
 /// POST /Groups.
@@ -341,19 +346,18 @@ pub async fn get(
     let g = get_doc(ctx, id).await?;
     let ids: Vec<String> = g.members.iter().map(|m| m.value.clone()).collect();
     let names = member_names(ctx, &ids).await?;
-    let v = user::project(render(&g, &ctx.base, &names), attributes, excluded);
+    let v = user::project(render(&g, &ctx.base, Some(&names)), attributes, excluded);
     Ok(resource(StatusCode::OK, &v))
 }
 
 /// GET /Groups (filter, paging).
 pub async fn list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
     let groups = all(ctx).await?;
-    let empty = HashMap::new();
     let mut total = 0usize;
     let mut page = Vec::new();
     let first = q.start.saturating_sub(1);
     for g in &groups {
-        let v = render(g, &ctx.base, &empty);
+        let v = render(g, &ctx.base, None);
         if q.filter.as_ref().is_none_or(|f| filter::matches(f, &v)) {
             if total >= first && page.len() < q.count {
                 page.push(g.clone());
@@ -366,7 +370,7 @@ pub async fn list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
         let ids: Vec<String> = g.members.iter().map(|m| m.value.clone()).collect();
         let names = member_names(ctx, &ids).await?;
         resources.push(user::project(
-            render(g, &ctx.base, &names),
+            render(g, &ctx.base, Some(&names)),
             &q.attributes,
             &q.excluded,
         ));
@@ -439,7 +443,7 @@ pub async fn patch(
 ) -> Result<Response<Body>> {
     let old = get_doc(ctx, id).await?;
     check_if_match(want, &version(&old))?;
-    let mut v = render(&old, &ctx.base, &HashMap::new());
+    let mut v = render(&old, &ctx.base, None);
     // Members as bare `{value}` so a value filter sees what was sent.
     if let Some(Value::Array(ms)) = v.get_mut("members") {
         for m in ms.iter_mut() {

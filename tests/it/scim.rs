@@ -1277,3 +1277,61 @@ async fn scim_on_a_store_outage_is_503_and_writes_nothing() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_groups_forget_users_deleted_elsewhere_and_die_with_their_account() {
+    let (f, _d) = fleet(bare_config()).await;
+    let (a, t) = setup(&f).await;
+    let u = create(&f, &t, "kim@acme.example").await;
+    let v = create(&f, &t, "lou@acme.example").await;
+    let r = scim(
+        &f,
+        Method::POST,
+        "/Groups",
+        &t,
+        json!({"displayName": "Staff", "members": [{"value": u["id"]}, {"value": v["id"]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let gid = r.json()["id"].as_str().unwrap().to_owned();
+    // Deleted through the admin API: no longer listed as a member.
+    let r = f
+        .api(
+            Method::DELETE,
+            "/api/v2/accounts/acme/users/kim@acme.example",
+            ADMIN,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = scim(&f, Method::GET, &format!("/Groups/{gid}"), &t, Value::Null).await;
+    let members = r.json()["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["value"], v["id"]);
+    // The account deleted with its users and made again: no group is left.
+    let r = f
+        .api(
+            Method::DELETE,
+            "/api/v2/accounts/acme?purge=true",
+            ADMIN,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(f.put("acme", &doc("acme", HOST, &a)).await.status, 201);
+    let t = token(&f, "acme", "scim").await;
+    let r = scim(&f, Method::GET, "/Groups", &t, Value::Null).await;
+    assert_eq!(r.json()["totalResults"], 0, "{}", r.text());
+    let r = scim(&f, Method::GET, "/Users", &t, Value::Null).await;
+    assert_eq!(r.json()["totalResults"], 0, "{}", r.text());
+    assert!(
+        f.store
+            .get_doc(
+                samlgate::store::DocSpace::ScimUser,
+                v["id"].as_str().unwrap()
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
