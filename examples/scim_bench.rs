@@ -67,7 +67,10 @@ async fn account(s: &Serve) -> String {
     // The admin listener up.
     let start = Instant::now();
     while common::status(&format!("{}/healthz", s.admin), "localhost").await != Some(200) {
-        assert!(start.elapsed() < Duration::from_secs(30), "gateway never came up");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gateway never came up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let put = |m: http::Method, path: &str, body: String| {

@@ -1,9 +1,13 @@
 //! The SCIM `Group` resource: a named set of the account's users, stored as
-//! a document (`DocSpace::Group`, key `{account}/{id}`).
+//! a document (`DocSpace::Group`, key `{account}/g/{id}`), its name claimed
+//! in the same space (`{account}/n/{lowercased name}` → id: unique per
+//! account, atomically).
 //!
-//! A user's groups feed the account's mapping rules: each member's record
-//! keeps the names of its groups (`scim.groups`), and the rules see them as
-//! values of the attributes the mapping reads groups from (and of
+//! Each member's record keeps its groups' ids and names (`scim.group_ids`,
+//! `scim.groups`), so a user is shown, filtered and signed in without
+//! reading any group; a membership change updates only the users it
+//! touches. The names feed the account's mapping rules: the rules see them
+//! as values of the attributes the mapping reads groups from (and of
 //! `groups`), at every membership change and at every login; a rule that
 //! matches can grant the licensed type.
 
@@ -53,7 +57,11 @@ pub struct GroupDoc {
 }
 
 fn key(account: &str, id: &str) -> String {
-    format!("{account}/{id}")
+    format!("{account}/g/{id}")
+}
+
+fn name_key(account: &str, name: &str) -> String {
+    format!("{account}/n/{}", name.to_lowercase())
 }
 
 fn version(g: &GroupDoc) -> String {
@@ -107,7 +115,7 @@ fn render(g: &GroupDoc, base: &str, names: Option<&HashMap<String, String>>) -> 
 
 /// Every group of the account (bounded by [`MAX_GROUPS`]).
 async fn all(ctx: &Ctx<'_>) -> Result<Vec<GroupDoc>> {
-    let prefix = format!("{}/", ctx.acct.id);
+    let prefix = format!("{}/g/", ctx.acct.id);
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -141,36 +149,24 @@ async fn get_doc(ctx: &Ctx<'_>, id: &str) -> Result<GroupDoc> {
         .map_err(|e| ScimError::status(500, format!("the stored group {id} is unreadable: {e}")))
 }
 
-/// `{value, display, $ref}` of each group `user_id` is a member of.
-pub async fn groups_of(ctx: &Ctx<'_>, user_id: &str) -> Result<Vec<Value>> {
-    Ok(all(ctx)
-        .await?
+/// `{value, display, $ref}` of each group `u` is a member of (from its
+/// record).
+pub fn groups_of(u: &UserRecord, base: &str) -> Vec<Value> {
+    let Some(f) = &u.scim else {
+        return Vec::new();
+    };
+    f.group_ids
         .iter()
-        .filter(|g| g.members.iter().any(|m| m.value == user_id))
-        .map(|g| group_ref(g, &ctx.base))
-        .collect())
-}
-
-fn group_ref(g: &GroupDoc, base: &str) -> Value {
-    json!({
-        "value": g.id,
-        "display": g.display_name,
-        "$ref": format!("{base}/Groups/{}", g.id),
-        "type": "direct",
-    })
-}
-
-/// User id → its groups' references (for filtering users by group).
-pub async fn memberships(ctx: &Ctx<'_>) -> Result<HashMap<String, Vec<Value>>> {
-    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
-    for g in all(ctx).await? {
-        for m in &g.members {
-            out.entry(m.value.clone())
-                .or_default()
-                .push(group_ref(&g, &ctx.base));
-        }
-    }
-    Ok(out)
+        .zip(&f.groups)
+        .map(|(id, name)| {
+            json!({
+                "value": id,
+                "display": name,
+                "$ref": format!("{base}/Groups/{id}"),
+                "type": "direct",
+            })
+        })
+        .collect()
 }
 
 /// Display names (emails) of the given user ids that exist in the account.
@@ -266,14 +262,43 @@ async fn check_members(ctx: &Ctx<'_>, members: &[Member]) -> Result<()> {
     Ok(())
 }
 
-/// 409 when another group of the account has this displayName.
-async fn check_unique(ctx: &Ctx<'_>, name: &str, except: Option<&str>) -> Result<()> {
-    let clash = all(ctx)
+/// Claims `name` for group `id` (409 when another group of the account
+/// has it; case-insensitive).
+async fn claim_name(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<()> {
+    let k = name_key(&ctx.acct.id, name);
+    if ctx
+        .store
+        .put_doc(DocSpace::Group, &k, id.as_bytes(), true)
         .await?
-        .into_iter()
-        .any(|g| g.display_name.eq_ignore_ascii_case(name) && Some(g.id.as_str()) != except);
-    if clash {
-        return Err(super::conflict("a group with this displayName exists"));
+    {
+        return Ok(());
+    }
+    // Taken: by this group (a retry), by a group that is gone (a crash
+    // between the writes), or by another.
+    let owner = ctx.store.get_doc(DocSpace::Group, &k).await?;
+    let owner = owner.map(|o| String::from_utf8_lossy(&o).into_owned());
+    match owner {
+        Some(o) if o == id => Ok(()),
+        Some(o) if get_doc(ctx, &o).await.is_err() => {
+            ctx.store
+                .put_doc(DocSpace::Group, &k, id.as_bytes(), false)
+                .await?;
+            Ok(())
+        }
+        _ => Err(super::conflict("a group with this displayName exists")),
+    }
+}
+
+/// Gives `name` back if group `id` holds it.
+async fn release_name(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<()> {
+    let k = name_key(&ctx.acct.id, name);
+    if ctx
+        .store
+        .get_doc(DocSpace::Group, &k)
+        .await?
+        .is_some_and(|o| o == id.as_bytes())
+    {
+        ctx.store.delete_doc(DocSpace::Group, &k).await?;
     }
     Ok(())
 }
@@ -306,16 +331,22 @@ pub async fn create(ctx: &Ctx<'_>, body: &Value) -> Result<Response<Body>> {
     let input = read(body)?;
     let members = input.members.unwrap_or_default();
     check_members(ctx, &members).await?;
-    check_unique(ctx, &input.display_name, None).await?;
-    if all(ctx).await?.len() >= MAX_GROUPS {
+    let prefix = format!("{}/g/", ctx.acct.id);
+    let after = ctx
+        .store
+        .list_docs(DocSpace::Group, &prefix, None, MAX_GROUPS)
+        .await?;
+    if after.len() >= MAX_GROUPS {
         return Err(ScimError::bad(
             "invalidValue",
             format!("the account has {MAX_GROUPS} groups already"),
         ));
     }
+    let id = new_id();
+    claim_name(ctx, &input.display_name, &id).await?;
     let now = ctx.clock.now().to_rfc3339();
     let g = GroupDoc {
-        id: new_id(),
+        id,
         display_name: input.display_name,
         external_id: input.external_id,
         members,
@@ -330,8 +361,9 @@ pub async fn create(ctx: &Ctx<'_>, body: &Value) -> Result<Response<Body>> {
     {
         return Err(super::conflict("a group with this id exists"));
     }
-    let touched: Vec<String> = g.members.iter().map(|m| m.value.clone()).collect();
-    sync_members(ctx, &touched).await?;
+    for m in &g.members {
+        set_membership(ctx, &m.value, &g.id, Some(&g.display_name)).await?;
+    }
     tracing::info!(target: "audit", event = "group_created", source = "scim", account = %ctx.acct.id, group = %g.display_name, scim_id = %g.id, members = g.members.len());
     respond(ctx, &g, StatusCode::CREATED).await
 }
@@ -352,7 +384,34 @@ pub async fn get(
 
 /// GET /Groups (filter, paging).
 pub async fn list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
-    let groups = all(ctx).await?;
+    // Entra ID's probe (`displayName eq "..."`): the name index, one read.
+    let by_name = q
+        .filter
+        .as_ref()
+        .and_then(|f| filter::equality_on(f, "displayName"));
+    let groups = match by_name {
+        Some(name) => {
+            match ctx
+                .store
+                .get_doc(DocSpace::Group, &name_key(&ctx.acct.id, name))
+                .await?
+            {
+                Some(id) => match get_doc(ctx, &String::from_utf8_lossy(&id)).await {
+                    Ok(g) => vec![g],
+                    Err(e) if e.status == 404 => Vec::new(),
+                    Err(e) => return Err(e),
+                },
+                None => Vec::new(),
+            }
+        }
+        None => all(ctx).await?,
+    };
+    // Members' names only when members are shown.
+    let shown = |a: &str| {
+        a.eq_ignore_ascii_case("members") || a.to_ascii_lowercase().starts_with("members.")
+    };
+    let members_shown = (q.attributes.is_empty() || q.attributes.iter().any(|a| shown(a)))
+        && !q.excluded.iter().any(|a| a.eq_ignore_ascii_case("members"));
     let mut total = 0usize;
     let mut page = Vec::new();
     let first = q.start.saturating_sub(1);
@@ -367,7 +426,11 @@ pub async fn list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
     }
     let mut resources = Vec::with_capacity(page.len());
     for g in &page {
-        let ids: Vec<String> = g.members.iter().map(|m| m.value.clone()).collect();
+        let ids: Vec<String> = if members_shown {
+            g.members.iter().map(|m| m.value.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let names = member_names(ctx, &ids).await?;
         resources.push(user::project(
             render(g, &ctx.base, Some(&names)),
@@ -381,26 +444,36 @@ pub async fn list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
     ))
 }
 
-/// Stores `g` (replacing `old`) and re-syncs the members whose groups
-/// changed.
+/// Stores `g` (replacing `old`): its new name claimed first and the old
+/// one given back after, then the records of the members whose groups
+/// changed (all of them on a rename).
 async fn store_change(ctx: &Ctx<'_>, old: &GroupDoc, mut g: GroupDoc) -> Result<GroupDoc> {
+    let renamed = old.display_name != g.display_name;
+    if renamed {
+        claim_name(ctx, &g.display_name, &g.id).await?;
+    }
     g.last_modified = ctx.clock.now().to_rfc3339();
     let json = serde_json::to_vec(&g).unwrap_or_default();
     ctx.store
         .put_doc(DocSpace::Group, &key(&ctx.acct.id, &g.id), &json, false)
         .await?;
+    if renamed && !old.display_name.eq_ignore_ascii_case(&g.display_name) {
+        release_name(ctx, &old.display_name, &g.id).await?;
+    }
     let before: BTreeSet<&str> = old.members.iter().map(|m| m.value.as_str()).collect();
     let after: BTreeSet<&str> = g.members.iter().map(|m| m.value.as_str()).collect();
-    let touched: Vec<String> = if old.display_name != g.display_name {
-        before.union(&after).map(|s| (*s).to_owned()).collect()
-    } else {
-        before
-            .symmetric_difference(&after)
-            .map(|s| (*s).to_owned())
-            .collect()
-    };
-    sync_members(ctx, &touched).await?;
-    tracing::info!(target: "audit", event = "group_updated", source = "scim", account = %ctx.acct.id, group = %g.display_name, scim_id = %g.id, members = g.members.len(), users_changed = touched.len());
+    let mut changed = 0usize;
+    for id in before.difference(&after) {
+        set_membership(ctx, id, &g.id, None).await?;
+        changed += 1;
+    }
+    for id in &after {
+        if renamed || !before.contains(id) {
+            set_membership(ctx, id, &g.id, Some(&g.display_name)).await?;
+            changed += 1;
+        }
+    }
+    tracing::info!(target: "audit", event = "group_updated", source = "scim", account = %ctx.acct.id, group = %g.display_name, scim_id = %g.id, members = g.members.len(), users_changed = changed);
     Ok(g)
 }
 
@@ -419,9 +492,6 @@ pub async fn replace(
         .is_some_and(|i| i != id)
     {
         return Err(ScimError::bad("mutability", "id cannot be changed"));
-    }
-    if !input.display_name.eq_ignore_ascii_case(&old.display_name) {
-        check_unique(ctx, &input.display_name, Some(id)).await?;
     }
     let members = input.members.unwrap_or_default();
     check_members(ctx, &members).await?;
@@ -454,9 +524,6 @@ pub async fn patch(
     }
     user::apply_patch(&mut v, body, &["members"])?;
     let input = read(&v)?;
-    if !input.display_name.eq_ignore_ascii_case(&old.display_name) {
-        check_unique(ctx, &input.display_name, Some(id)).await?;
-    }
     let members = input.members.unwrap_or_default();
     // Only the members added need checking.
     let known: BTreeSet<&str> = old.members.iter().map(|m| m.value.as_str()).collect();
@@ -481,20 +548,31 @@ pub async fn delete(ctx: &Ctx<'_>, id: &str, want: Option<&str>) -> Result<Respo
     ctx.store
         .delete_doc(DocSpace::Group, &key(&ctx.acct.id, id))
         .await?;
-    let touched: Vec<String> = old.members.iter().map(|m| m.value.clone()).collect();
-    sync_members(ctx, &touched).await?;
+    release_name(ctx, &old.display_name, id).await?;
+    for m in &old.members {
+        set_membership(ctx, &m.value, id, None).await?;
+    }
     tracing::info!(target: "audit", event = "group_deleted", source = "scim", account = %ctx.acct.id, group = %old.display_name, scim_id = %id);
     let mut r = Response::new(crate::server::full(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
 }
 
-/// Takes a deleted user out of every group.
-pub async fn remove_member_everywhere(ctx: &Ctx<'_>, user_id: &str) -> Result<()> {
-    for g in all(ctx).await? {
-        if g.members.iter().any(|m| m.value == user_id) {
-            let mut n = g.clone();
-            n.members.retain(|m| m.value != user_id);
+/// Takes a deleted user out of each of its groups.
+pub async fn remove_member_everywhere(ctx: &Ctx<'_>, user: &UserRecord) -> Result<()> {
+    let user_id = user::id_of(user);
+    let ids = user
+        .scim
+        .as_ref()
+        .map(|s| s.group_ids.clone())
+        .unwrap_or_default();
+    for gid in ids {
+        let Ok(g) = get_doc(ctx, &gid).await else {
+            continue;
+        };
+        let mut n = g.clone();
+        n.members.retain(|m| m.value != user_id);
+        if n.members.len() != g.members.len() {
             n.last_modified = ctx.clock.now().to_rfc3339();
             let json = serde_json::to_vec(&n).unwrap_or_default();
             ctx.store
@@ -505,34 +583,40 @@ pub async fn remove_member_everywhere(ctx: &Ctx<'_>, user_id: &str) -> Result<()
     Ok(())
 }
 
-/// Re-derives the directory groups (and what the mapping rules make of
-/// them) of each of these users.
-async fn sync_members(ctx: &Ctx<'_>, user_ids: &[String]) -> Result<()> {
-    if user_ids.is_empty() {
+/// Records (`Some(name)`) or removes (`None`) user `user_id`'s membership of
+/// group `gid` in its record, and applies what the account's rules make of
+/// its groups now.
+async fn set_membership(ctx: &Ctx<'_>, user_id: &str, gid: &str, name: Option<&str>) -> Result<()> {
+    let Ok(mut u) = super::user_by_id(ctx, user_id).await else {
+        // Gone meanwhile: nothing to record.
+        return Ok(());
+    };
+    let f = u.scim.clone().unwrap_or_default();
+    let mut pairs: Vec<(String, String)> = f
+        .group_ids
+        .iter()
+        .cloned()
+        .zip(f.groups.iter().cloned())
+        .filter(|(id, _)| id != gid)
+        .collect();
+    if let Some(n) = name {
+        pairs.push((gid.to_owned(), n.to_owned()));
+    }
+    let before = u.clone();
+    let (ids, names): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+    apply_directory_groups(ctx, &mut u, names);
+    if let Some(s) = u.scim.as_mut() {
+        s.group_ids = ids;
+    }
+    if u == before {
         return Ok(());
     }
-    let groups = all(ctx).await?;
-    for id in user_ids {
-        let Ok(mut u) = super::user_by_id(ctx, id).await else {
-            continue;
-        };
-        let names: Vec<String> = groups
-            .iter()
-            .filter(|g| g.members.iter().any(|m| &m.value == id))
-            .map(|g| g.display_name.clone())
-            .collect();
-        let before = u.clone();
-        apply_directory_groups(ctx, &mut u, names);
-        if u != before {
-            u.updated_at = ctx.clock.now().to_rfc3339();
-            if u.license == License::Licensed && u.vanity.is_none() {
-                crate::provisioning::assign_vanities(ctx.store, std::slice::from_mut(&mut u))
-                    .await?;
-            }
-            ctx.store.put_users(std::slice::from_ref(&u)).await?;
-            tracing::info!(target: "audit", event = "user_groups_changed", source = "scim", account = %ctx.acct.id, email = %u.email, groups = ?u.scim.as_ref().map(|s| &s.groups), license = u.license.as_str());
-        }
+    u.updated_at = ctx.clock.now().to_rfc3339();
+    if u.license == License::Licensed && u.vanity.is_none() {
+        crate::provisioning::assign_vanities(ctx.store, std::slice::from_mut(&mut u)).await?;
     }
+    ctx.store.put_users(std::slice::from_ref(&u)).await?;
+    tracing::info!(target: "audit", event = "user_groups_changed", source = "scim", account = %ctx.acct.id, email = %u.email, groups = ?u.scim.as_ref().map(|s| &s.groups), license = u.license.as_str());
     Ok(())
 }
 

@@ -661,13 +661,11 @@ pub async fn forget_id(store: &dyn Store, user: &UserRecord) {
 }
 
 async fn render_user(ctx: &Ctx<'_>, u: &UserRecord) -> Result<Value> {
-    let groups = group::groups_of(ctx, &user::id_of(u)).await?;
-    Ok(user::render(u, &ctx.base, groups))
+    Ok(user::render(u, &ctx.base, group::groups_of(u, &ctx.base)))
 }
 
 async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
     let mut matched: Vec<UserRecord> = Vec::new();
-    let mut memberships: Option<std::collections::HashMap<String, Vec<Value>>> = None;
     let mut total = 0usize;
     let want = q.start.saturating_sub(1)..q.start.saturating_sub(1).saturating_add(q.count);
     let by_name = q
@@ -699,12 +697,6 @@ async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
         }
     } else {
         // Everything else: a scan of the account's users, in email order.
-        let groups = if q.filter.is_some() {
-            Some(group::memberships(ctx).await?)
-        } else {
-            None
-        };
-        memberships = groups.clone();
         let mut cursor: Option<String> = None;
         let mut seen = 0usize;
         loop {
@@ -722,14 +714,9 @@ async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
                         ),
                     ));
                 }
-                let hit = match (&q.filter, &groups) {
-                    (Some(f), Some(g)) => {
-                        let id = user::id_of(&u);
-                        let v =
-                            user::render(&u, &ctx.base, g.get(&id).cloned().unwrap_or_default());
-                        filter::matches(f, &v)
-                    }
-                    _ => true,
+                let hit = match &q.filter {
+                    Some(f) => filter::matches(f, &render_user(ctx, &u).await?),
+                    None => true,
                 };
                 if hit {
                     if want.contains(&total) {
@@ -744,19 +731,10 @@ async fn users_list(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Response<Body>> {
             }
         }
     }
-    // Every group listed once for the page, not once per user.
-    let memberships = match memberships {
-        None if matched.len() > 1 => Some(group::memberships(ctx).await?),
-        m => m,
-    };
     let mut resources = Vec::with_capacity(matched.len());
     for mut u in matched {
         ensure_id(ctx, &mut u).await?;
-        let id = user::id_of(&u);
-        let v = match &memberships {
-            Some(m) => user::render(&u, &ctx.base, m.get(&id).cloned().unwrap_or_default()),
-            None => render_user(ctx, &u).await?,
-        };
+        let v = render_user(ctx, &u).await?;
         resources.push(user::project(v, &q.attributes, &q.excluded));
     }
     Ok(scim_json(
@@ -1034,7 +1012,7 @@ async fn user_delete(ctx: &Ctx<'_>, id: &str, want: Option<&str>) -> Result<Resp
     ctx.sessions
         .revoke(ctx.store, std::slice::from_ref(&old.email))
         .await?;
-    group::remove_member_everywhere(ctx, id).await?;
+    group::remove_member_everywhere(ctx, &old).await?;
     let _ = ctx.store.delete_doc(DocSpace::ScimUser, id).await;
     tracing::info!(target: "audit", event = "user_deleted", source = "scim", account = %ctx.acct.id, email = %old.email, scim_id = %id);
     Ok(no_content())

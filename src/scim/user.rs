@@ -500,6 +500,15 @@ pub fn apply_patch(resource: &mut Value, body: &Value, multi: &[&str]) -> Result
     Ok(())
 }
 
+/// What identifies an element of a multi-valued attribute: its `value`
+/// (members, emails), else the whole element.
+fn element_key(e: &Value) -> String {
+    match get_ci(e, "value").unwrap_or(e) {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn is_multi(name: &str, multi: &[&str]) -> bool {
     multi.iter().any(|m| m.eq_ignore_ascii_case(name))
 }
@@ -558,18 +567,12 @@ fn apply_at(
             PatchOp::Remove
                 if is_multi(&name, multi) && value.as_ref().is_some_and(Value::is_array) =>
             {
-                let gone: Vec<Value> = match value {
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .map(|v| get_ci(v, "value").cloned().unwrap_or_else(|| v.clone()))
-                        .collect(),
-                    _ => Vec::new(),
+                let gone: std::collections::HashSet<String> = match value {
+                    Some(Value::Array(a)) => a.iter().map(element_key).collect(),
+                    _ => Default::default(),
                 };
                 if let Some(Value::Array(arr)) = obj.get_mut(&name) {
-                    arr.retain(|e| {
-                        let key = get_ci(e, "value").unwrap_or(e);
-                        !gone.contains(key)
-                    });
+                    arr.retain(|e| !gone.contains(&element_key(e)));
                 }
             }
             PatchOp::Remove => {
@@ -586,8 +589,10 @@ fn apply_at(
                     *cur = json!([]);
                 }
                 if let Some(arr) = cur.as_array_mut() {
+                    let mut have: std::collections::HashSet<String> =
+                        arr.iter().map(element_key).collect();
                     for v in add {
-                        if !arr.contains(&v) {
+                        if have.insert(element_key(&v)) {
                             arr.push(v);
                         }
                     }
@@ -626,6 +631,7 @@ fn apply_at(
             match op {
                 PatchOp::Remove => match &sub {
                     None => {
+                        let hit: std::collections::HashSet<usize> = hit.iter().copied().collect();
                         let mut i = 0;
                         arr.retain(|_| {
                             let keep = !hit.contains(&i);

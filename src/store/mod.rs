@@ -149,6 +149,9 @@ pub struct ScimFields {
     /// see them at every login).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The ids of those groups, in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_ids: Vec<String>,
     /// The license was granted by a rule over `groups` (and falls back to
     /// the default when no group grants one any more).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -972,6 +972,19 @@ async fn scim_groups_feed_the_mapping_rules() {
     )
     .await;
     assert_eq!((r.status, err_type(&r).as_str()), (409, "uniqueness"));
+    // Over the member cap: 400, before any member is looked up.
+    let many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"value": format!("u{i}")}))
+        .collect();
+    let r = scim(
+        &f,
+        Method::POST,
+        "/Groups",
+        &t,
+        json!({"displayName": "Huge", "members": many}),
+    )
+    .await;
+    assert_eq!((r.status, err_type(&r).as_str()), (400, "invalidValue"));
     // A member that is no user of the account: 400.
     let r = scim(
         &f,
