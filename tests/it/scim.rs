@@ -20,6 +20,26 @@ const OURS: &str = "urn:samlgate:params:scim:schemas:extension:2.0:User";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
+/// Runs `$body(fleet)` as two tests, `$name::embedded` and `$name::redis`.
+macro_rules! on_both_stores {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                let (f, _d) = super::fleet(super::bare_config()).await;
+                super::$body(f).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let (url, _g) = super::super::redis_support::standalone();
+                let prefix = super::super::redis_support::unique_prefix(stringify!($name));
+                let f = super::redis_fleet(&url, &prefix).await;
+                super::$body(f).await;
+            }
+        }
+    };
+}
+
 /// A SCIM request to `host` with bearer `token` (none when empty).
 async fn scim_on(f: &Fleet, host: &str, m: Method, path: &str, token: &str, body: Value) -> Reply {
     scim_with(f, host, m, path, token, body, &[]).await
@@ -108,6 +128,8 @@ fn err_type(r: &Reply) -> String {
     v["scimType"].as_str().unwrap_or("").to_owned()
 }
 
+// One store only: the failure limiter is process-wide, keyed by address and
+// account, and a second run of this test would be limited by the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_needs_a_scim_token_of_that_account() {
     let (f, _d) = fleet(bare_config()).await;
@@ -360,9 +382,8 @@ async fn lifecycle(f: &Fleet) {
     assert_eq!(r.status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_user_lifecycle_on_the_embedded_store() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(scim_user_lifecycle, lifecycle_on);
+async fn lifecycle_on(f: Fleet) {
     lifecycle(&f).await;
 }
 
@@ -373,16 +394,11 @@ async fn redis_fleet(url: &str, prefix: &str) -> Fleet {
     fleet_on(Arc::new(store), TestClock::new(), bare_config()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_user_lifecycle_on_redis() {
-    let (url, _g) = super::redis_support::standalone();
-    let f = redis_fleet(&url, &super::redis_support::unique_prefix("scim")).await;
-    lifecycle(&f).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_filters_paging_and_attribute_projection() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_filters_paging_and_attribute_projection,
+    scim_filters_paging_and_attribute_projection_on
+);
+async fn scim_filters_paging_and_attribute_projection_on(f: Fleet) {
     let (_a, t) = setup(&f).await;
     for (i, name) in ["amy", "bob", "cat", "dan", "eve"].iter().enumerate() {
         let mut u = new_user(&format!("{name}@acme.example"));
@@ -528,9 +544,8 @@ async fn scim_filters_paging_and_attribute_projection() {
     assert_eq!((r.status, err_type(&r).as_str()), (400, "invalidValue"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_entra_id_quirks() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(scim_entra_id_quirks, scim_entra_id_quirks_on);
+async fn scim_entra_id_quirks_on(f: Fleet) {
     let (_a, t) = setup(&f).await;
     // Entra ID filters on userName before each create.
     let r = scim(
@@ -607,9 +622,8 @@ async fn scim_entra_id_quirks() {
     assert_eq!(stored.status, samlgate::store::UserStatus::Active);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_okta_quirks() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(scim_okta_quirks, scim_okta_quirks_on);
+async fn scim_okta_quirks_on(f: Fleet) {
     let (_a, t) = setup(&f).await;
     let u = create(&f, &t, "otto@acme.example").await;
     let id = u["id"].as_str().unwrap().to_owned();
@@ -648,9 +662,11 @@ async fn scim_okta_quirks() {
     assert_eq!(r.json()["itemsPerPage"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_creates_follow_the_accounts_rules() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_creates_follow_the_accounts_rules,
+    scim_creates_follow_the_accounts_rules_on
+);
+async fn scim_creates_follow_the_accounts_rules_on(f: Fleet) {
     let (_a, t) = setup(&f).await;
     // Outside the associated domains: pending verification, active stays true.
     let r = scim(
@@ -767,9 +783,11 @@ async fn scim_creates_follow_the_accounts_rules() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_two_concurrent_creates_of_one_user_name_one_wins() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_two_concurrent_creates_of_one_user_name_one_wins,
+    scim_two_concurrent_creates_of_one_user_name_one_wins_on
+);
+async fn scim_two_concurrent_creates_of_one_user_name_one_wins_on(f: Fleet) {
     let (_a, t) = setup(&f).await;
     for round in 0..5 {
         let email = format!("race{round}@acme.example");
@@ -816,9 +834,11 @@ async fn proxied(f: &Fleet, cookie: &str) -> u16 {
     .status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_deactivation_and_delete_end_live_sessions_before_the_answer() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_deactivation_and_delete_end_live_sessions_before_the_answer,
+    scim_deactivation_and_delete_end_live_sessions_before_the_answer_on
+);
+async fn scim_deactivation_and_delete_end_live_sessions_before_the_answer_on(f: Fleet) {
     let (a, t) = setup(&f).await;
     let u = create(&f, &t, "dee@acme.example").await;
     let id = u["id"].as_str().unwrap().to_owned();
@@ -934,9 +954,11 @@ async fn scim_deprovisioning_on_one_replica_ends_the_session_held_on_another() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_groups_feed_the_mapping_rules() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_groups_feed_the_mapping_rules,
+    scim_groups_feed_the_mapping_rules_on
+);
+async fn scim_groups_feed_the_mapping_rules_on(f: Fleet) {
     let (a, t) = setup(&f).await;
     let u = create(&f, &t, "gil@acme.example").await;
     let uid = u["id"].as_str().unwrap().to_owned();
@@ -1165,9 +1187,11 @@ async fn scim_groups_feed_the_mapping_rules() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_discovery_says_what_is_supported() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_discovery_says_what_is_supported,
+    scim_discovery_says_what_is_supported_on
+);
+async fn scim_discovery_says_what_is_supported_on(f: Fleet) {
     let (_a, t) = setup(&f).await;
     let r = scim(&f, Method::GET, "/ServiceProviderConfig", &t, Value::Null).await;
     assert_eq!(r.status, 200);
@@ -1291,9 +1315,11 @@ async fn scim_on_a_store_outage_is_503_and_writes_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_groups_forget_users_deleted_elsewhere_and_die_with_their_account() {
-    let (f, _d) = fleet(bare_config()).await;
+on_both_stores!(
+    scim_groups_forget_users_deleted_elsewhere_and_die_with_their_account,
+    scim_groups_forget_users_deleted_elsewhere_and_die_with_their_account_on
+);
+async fn scim_groups_forget_users_deleted_elsewhere_and_die_with_their_account_on(f: Fleet) {
     let (a, t) = setup(&f).await;
     let u = create(&f, &t, "kim@acme.example").await;
     let v = create(&f, &t, "lou@acme.example").await;
