@@ -218,7 +218,14 @@ pub async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>, peer: IpAddr) -> Respo
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let rest = path.strip_prefix(BASE).unwrap_or("").to_owned();
-    if let Err(e) = authenticate(ctx, &req, peer).await {
+    // Discovery says only what this server supports (as the SP metadata
+    // does): served without a token, so a connector or a conformance tool
+    // can read it before its credentials are set up.
+    let discovery = method == Method::GET
+        && ["/ServiceProviderConfig", "/Schemas", "/ResourceTypes"]
+            .iter()
+            .any(|d| rest == *d || rest.starts_with(&format!("{d}/")));
+    if !discovery && let Err(e) = authenticate(ctx, &req, peer).await {
         ctx.metrics.scim(method_name(&method), e.status);
         let mut r = e.response();
         if e.status == 401 {

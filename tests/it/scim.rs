@@ -1253,9 +1253,29 @@ async fn scim_discovery_says_what_is_supported_on(f: Fleet) {
         .status,
         405
     );
-    // Discovery needs the token too.
+    // Discovery is served without a token (it says only what is
+    // supported); the resources are not.
+    for d in ["/ServiceProviderConfig", "/Schemas", "/ResourceTypes/User"] {
+        assert_eq!(
+            scim(&f, Method::GET, d, "", Value::Null).await.status,
+            200,
+            "{d}"
+        );
+    }
     assert_eq!(
-        scim(&f, Method::GET, "/ServiceProviderConfig", "", Value::Null)
+        scim(&f, Method::GET, "/Users", "", Value::Null)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        scim(&f, Method::GET, "/Groups", "", Value::Null)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        scim(&f, Method::DELETE, "/Schemas", "", Value::Null)
             .await
             .status,
         401
