@@ -65,9 +65,7 @@ fn name_key(account: &str, name: &str) -> String {
 }
 
 fn version(g: &GroupDoc) -> String {
-    let d = openssl::sha::sha256(&serde_json::to_vec(g).unwrap_or_default());
-    let h: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("W/\"{h}\"")
+    super::weak_etag(&serde_json::to_vec(g).unwrap_or_default())
 }
 
 /// The group as a SCIM resource; `names` gives members' display names (a
@@ -309,15 +307,7 @@ fn new_id() -> String {
     // A version-4 UUID.
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h.get(0..8).unwrap_or(""),
-        h.get(8..12).unwrap_or(""),
-        h.get(12..16).unwrap_or(""),
-        h.get(16..20).unwrap_or(""),
-        h.get(20..32).unwrap_or("")
-    )
+    super::uuid_form(&b)
 }
 
 async fn respond(ctx: &Ctx<'_>, g: &GroupDoc, status: StatusCode) -> Result<Response<Body>> {

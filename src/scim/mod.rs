@@ -63,6 +63,27 @@ pub const MAX_SCAN: usize = 1_000_000;
 /// before further attempts are refused with 429.
 pub const MAX_AUTH_FAILURES: u32 = 20;
 
+/// A weak ETag (`W/"..."`) over `bytes`: the first 8 bytes of their
+/// SHA-256, hex.
+pub fn weak_etag(bytes: &[u8]) -> String {
+    let d = openssl::sha::sha256(bytes);
+    let h: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{h}\"")
+}
+
+/// 16 bytes in the UUID form (8-4-4-4-12 hex digits).
+pub fn uuid_form(b: &[u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h.get(0..8).unwrap_or(""),
+        h.get(8..12).unwrap_or(""),
+        h.get(12..16).unwrap_or(""),
+        h.get(16..20).unwrap_or(""),
+        h.get(20..32).unwrap_or("")
+    )
+}
+
 /// A SCIM error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScimError {

@@ -37,15 +37,9 @@ pub fn derived_id(user: &UserRecord) -> String {
         )
         .as_bytes(),
     );
-    let h: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h.get(0..8).unwrap_or(""),
-        h.get(8..12).unwrap_or(""),
-        h.get(12..16).unwrap_or(""),
-        h.get(16..20).unwrap_or(""),
-        h.get(20..32).unwrap_or("")
-    )
+    let mut b = [0u8; 16];
+    b.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+    super::uuid_form(&b)
 }
 
 /// The user's SCIM id (stored, or derived).
@@ -58,9 +52,7 @@ pub fn id_of(user: &UserRecord) -> String {
 
 /// `meta.version`: a weak ETag over the whole stored record.
 pub fn version(user: &UserRecord) -> String {
-    let d = openssl::sha::sha256(&serde_json::to_vec(user).unwrap_or_default());
-    let h: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("W/\"{h}\"")
+    super::weak_etag(&serde_json::to_vec(user).unwrap_or_default())
 }
 
 fn status_str(s: UserStatus) -> &'static str {
