@@ -316,6 +316,12 @@ fn doc_key(space: DocSpace, key: &str) -> String {
     format!("{}:{key}", space.as_str())
 }
 
+/// Where the members of a short-lived set live: one entry each, keyed
+/// `{kind}:{key}` + U+0001 + member.
+fn set_prefix(kind: Ephemeral, key: &str) -> String {
+    format!("{}:{key}\u{1}", kind.as_str())
+}
+
 fn eph_key(kind: Ephemeral, key: &str) -> String {
     format!("{}:{key}", kind.as_str())
 }
@@ -1128,6 +1134,76 @@ impl Store for EmbeddedStore {
                 }
             };
             Ok(found)
+        })
+    }
+
+    fn add_to_set<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        member: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let (prefix, member) = (set_prefix(kind, key), member.to_owned());
+        self.write(move |txn, now| {
+            let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+            // Full: the member that expires first goes.
+            let mut live = Vec::new();
+            for item in t.range::<&str>(prefix.as_str()..).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                if let Some(exp) = v.value().get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                    live.push((u64::from_be_bytes(exp), k.value().to_owned()));
+                }
+            }
+            let mine = format!("{prefix}{member}");
+            if live.len() >= super::SET_MAX && !live.iter().any(|(_, k)| *k == mine) {
+                live.sort();
+                if let Some((_, k)) = live.first() {
+                    t.remove(k.as_str()).map_err(err)?;
+                }
+            }
+            t.insert(mine.as_str(), expiry_value(now, ttl, b"").as_slice())
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn set_members<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, Vec<String>> {
+        let prefix = set_prefix(kind, key);
+        self.blocking(move |db, now| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(EPHEMERAL).map_err(err)?;
+            let mut out = Vec::new();
+            for item in t.range::<&str>(prefix.as_str()..).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let Some(member) = k.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                if live_value(v.value(), now).is_some() {
+                    out.push(member.to_owned());
+                }
+                if out.len() >= super::SET_MAX {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn remove_from_set<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        member: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        let k = format!("{}{member}", set_prefix(kind, key));
+        self.write(move |txn, _| {
+            let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+            t.remove(k.as_str()).map_err(err)?;
+            Ok(())
         })
     }
 

@@ -186,6 +186,9 @@ pub enum Ephemeral {
     Replay,
     /// Hashed email-verification token → email.
     VerificationToken,
+    /// (account, NameID) → the sessions opened with it (a set, for Single
+    /// Logout).
+    SloIndex,
 }
 
 impl Ephemeral {
@@ -196,6 +199,7 @@ impl Ephemeral {
             Self::RequestId => "request",
             Self::Replay => "replay",
             Self::VerificationToken => "verify",
+            Self::SloIndex => "slo",
         }
     }
 }
@@ -229,6 +233,9 @@ pub struct Revocations {
     /// forget every cached session.
     pub emails: Option<Vec<String>>,
 }
+
+/// Most members of a short-lived set ([`Store::add_to_set`]).
+pub const SET_MAX: usize = 1000;
 
 /// Most entries the revocation log keeps (a replica further behind forgets
 /// its whole session cache).
@@ -389,6 +396,29 @@ pub trait Store: Send + Sync {
 
     /// Deletes a short-lived value.
     fn delete_ephemeral<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Adds `member` to the short-lived set at `key`, which then lives at
+    /// least `ttl` more. A set keeps at most [`SET_MAX`] members (adding
+    /// to a full one drops an arbitrary other).
+    fn add_to_set<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        member: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The members of the set at `key` (none when absent or expired).
+    fn set_members<'a>(&'a self, kind: Ephemeral, key: &'a str)
+    -> StoreFuture<'a, Vec<String>>;
+
+    /// Removes `member` from the set at `key`.
+    fn remove_from_set<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        member: &'a str,
+    ) -> StoreFuture<'a, ()>;
 
     /// Writes account `id`'s record, claiming `hosts` for it (and releasing
     /// the hosts its previous record listed and this one does not), all at
@@ -706,6 +736,21 @@ impl Store for EmptyStore {
     }
     fn get_doc<'a>(&'a self, _: DocSpace, _: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async { Ok(None) })
+    }
+    fn add_to_set<'a>(
+        &'a self,
+        _: Ephemeral,
+        _: &'a str,
+        _: &'a str,
+        _: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Self::refuse()
+    }
+    fn set_members<'a>(&'a self, _: Ephemeral, _: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn remove_from_set<'a>(&'a self, _: Ephemeral, _: &'a str, _: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
     }
     fn put_doc<'a>(
         &'a self,

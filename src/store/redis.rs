@@ -16,6 +16,7 @@
 //! | `P:request:{id}` | string, TTL | outstanding AuthnRequest id → RelayState |
 //! | `P:replay:{id}` | string, TTL | assertion id seen, until it expires |
 //! | `P:verify:{hash}` | string, TTL | SHA-256 of a verification token → email |
+//! | `P:slo:{ACCOUNT:hash}` | set, TTL | the session keys opened with one NameID (Single Logout) |
 //! | `{P:accounts}:doc` | hash | account id → its record (JSON) |
 //! | `{P:accounts}:rev` | hash | account id → its revision |
 //! | `{P:accounts}:host` | hash | host → the account id listing it |
@@ -51,6 +52,19 @@ use super::{
     StoreError, StoreFuture, StoredAccount, TokenRecord, UserRecord, decode_user, encode_user,
     revocations_after,
 };
+
+/// Adds ARGV[1] to the set KEYS[1], keeps it alive ARGV[2] ms more, and
+/// drops a random member when it holds more than ARGV[3].
+const SET_ADD_SCRIPT: &str = "redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
+  local out = redis.call('SRANDMEMBER', KEYS[1], 2)
+  for _, m in ipairs(out) do
+    if m ~= ARGV[1] then redis.call('SREM', KEYS[1], m) break end
+  end
+end
+return 1";
 
 /// Appends ARGV (emails) to the revocation log; returns the sequence.
 const REVOKE_SCRIPT: &str = "local n = #ARGV - 1
@@ -951,6 +965,50 @@ impl Store for RedisStore {
                 )
                 .await?;
             Ok(n == 1)
+        })
+    }
+
+    fn add_to_set<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        member: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(SET_ADD_SCRIPT)
+                        .arg(1)
+                        .arg(self.eph_key(kind, key))
+                        .arg(member)
+                        .arg(ttl_ms(ttl))
+                        .arg(super::SET_MAX),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn set_members<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            self.query(redis::cmd("SMEMBERS").arg(self.eph_key(kind, key)))
+                .await
+        })
+    }
+
+    fn remove_from_set<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        member: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self
+                .query(redis::cmd("SREM").arg(self.eph_key(kind, key)).arg(member))
+                .await?;
+            Ok(())
         })
     }
 

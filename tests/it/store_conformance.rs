@@ -536,6 +536,41 @@ async fn docs_suite(store: &dyn Store) {
     let wins = [w1, w2, w3, w4];
     assert_eq!(wins.iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
 
+    // Short-lived sets (the Single Logout index).
+    let k = Ephemeral::SloIndex;
+    let ttl = Duration::from_secs(60);
+    assert!(store.set_members(k, "acme:n1").await.unwrap().is_empty());
+    for m in ["s1", "s2", "s2", "s3"] {
+        store.add_to_set(k, "acme:n1", m, ttl).await.unwrap();
+    }
+    store.add_to_set(k, "acme:n2", "other", ttl).await.unwrap();
+    let mut got = store.set_members(k, "acme:n1").await.unwrap();
+    got.sort();
+    assert_eq!(got, ["s1", "s2", "s3"]);
+    store.remove_from_set(k, "acme:n1", "s2").await.unwrap();
+    store.remove_from_set(k, "acme:n1", "nope").await.unwrap();
+    let mut got = store.set_members(k, "acme:n1").await.unwrap();
+    got.sort();
+    assert_eq!(got, ["s1", "s3"]);
+    assert_eq!(store.set_members(k, "acme:n2").await.unwrap(), ["other"]);
+    // Bounded: a full set drops another member, never the one added.
+    for i in 0..samlgate::store::SET_MAX + 5 {
+        store
+            .add_to_set(k, "acme:big", &format!("m{i:05}"), ttl)
+            .await
+            .unwrap();
+    }
+    let big = store.set_members(k, "acme:big").await.unwrap();
+    assert_eq!(big.len(), samlgate::store::SET_MAX);
+    assert!(big.contains(&format!("m{:05}", samlgate::store::SET_MAX + 4)));
+    // Expiry: a set whose time is up is empty.
+    store
+        .add_to_set(k, "acme:brief", "x", Duration::from_millis(300))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.set_members(k, "acme:brief").await.unwrap().is_empty());
+
     // The revocation log.
     let start = store.revocations_since(None).await.unwrap();
     assert_eq!(start.emails, Some(vec![]));
