@@ -78,6 +78,9 @@ const DOC: &[(&str, Shape)] = &[
             ("acs_url", Shape::Str),
             ("request_ttl_secs", Shape::Int),
             ("require_request_cookie", Shape::Bool),
+            ("key_file", Shape::Str),
+            ("cert_file", Shape::Str),
+            ("sign_authn_requests", Shape::Bool),
         ]),
     ),
     (
@@ -284,6 +287,9 @@ struct RawSp {
     acs_url: Option<String>,
     request_ttl_secs: Option<u64>,
     require_request_cookie: Option<bool>,
+    key_file: Option<String>,
+    cert_file: Option<String>,
+    sign_authn_requests: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -423,6 +429,31 @@ pub fn build(
     if !(30..=3600).contains(&request_ttl_secs) {
         p.add("sp.request_ttl_secs", "must be between 30 and 3600");
     }
+    // The SP key and certificate: files every replica has at this path.
+    for (k, f) in [("sp.key_file", &raw.sp.key_file), ("sp.cert_file", &raw.sp.cert_file)] {
+        if f.as_deref().is_some_and(|f| !f.starts_with('/')) {
+            p.add(k, "must be an absolute path (on every replica)");
+        }
+    }
+    let (sp_key, sp_cert) = if raw.sp.key_file.as_deref().is_some_and(|f| f.starts_with('/'))
+        || raw.sp.cert_file.as_deref().is_some_and(|f| f.starts_with('/'))
+    {
+        parse::sp_key_and_cert(
+            raw.sp.key_file.as_deref().filter(|f| f.starts_with('/')),
+            raw.sp.cert_file.as_deref().filter(|f| f.starts_with('/')),
+            &|f: &str| std::path::PathBuf::from(f),
+            &mut p,
+        )
+    } else {
+        (None, None)
+    };
+    if raw.sp.key_file.is_some() != raw.sp.cert_file.is_some() {
+        p.add("sp.cert_file", "sp.key_file and sp.cert_file go together");
+    }
+    if raw.sp.sign_authn_requests == Some(true) && raw.sp.key_file.is_none() {
+        p.add("sp.sign_authn_requests", "needs sp.key_file");
+    }
+    let sign_authn_requests = raw.sp.sign_authn_requests.unwrap_or(sp_key.is_some());
 
     // idp
     let idp = raw.idp;
@@ -484,9 +515,9 @@ pub fn build(
             sp: Sp {
                 entity_id,
                 acs_url,
-                key: None,
-                cert_pem: None,
-                sign_authn_requests: false,
+                key: sp_key,
+                cert_pem: sp_cert,
+                sign_authn_requests,
                 request_ttl_secs,
                 require_request_cookie: raw.sp.require_request_cookie.unwrap_or(false),
             },

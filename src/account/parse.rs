@@ -304,6 +304,68 @@ pub fn sp_urls(
     (entity_id, acs_url)
 }
 
+/// `sp.key_file` and `sp.cert_file` (paths through `resolve`): the SP's
+/// private key (decrypts assertions, signs AuthnRequests and logout
+/// messages) and its certificate (published in the SP metadata), which
+/// must carry that key's public half.
+pub fn sp_key_and_cert(
+    key_file: Option<&str>,
+    cert_file: Option<&str>,
+    resolve: &dyn Fn(&str) -> std::path::PathBuf,
+    p: &mut Problems,
+) -> (
+    Option<openssl::pkey::PKey<openssl::pkey::Private>>,
+    Option<String>,
+) {
+    let key = key_file.and_then(|f| {
+        let path = resolve(f);
+        match std::fs::read(&path) {
+            Ok(pem) => match openssl::pkey::PKey::private_key_from_pem(&pem) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    p.add(
+                        "sp.key_file",
+                        format!("{}: not a PEM private key ({e})", path.display()),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                p.add("sp.key_file", format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    let cert = cert_file.and_then(|f| {
+        let path = resolve(f);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) => match openssl::x509::X509::from_pem(pem.as_bytes()) {
+                Ok(c) => Some((pem, c)),
+                Err(e) => {
+                    p.add(
+                        "sp.cert_file",
+                        format!("{}: not a PEM certificate ({e})", path.display()),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                p.add("sp.cert_file", format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    if let (Some(k), Some((_, c))) = (&key, &cert)
+        && !c.public_key().is_ok_and(|pk| pk.public_eq(k))
+    {
+        p.add(
+            "sp.cert_file",
+            "the certificate does not carry sp.key_file's public key",
+        );
+    }
+    (key, cert.map(|(pem, _)| pem))
+}
+
 /// `idp.metadata_url` (when given) and `idp.metadata_refresh_secs`.
 pub fn idp_refresh(
     metadata_url: Option<&str>,

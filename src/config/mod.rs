@@ -9,7 +9,6 @@ pub mod raw;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use openssl::pkey::PKey;
 
 use crate::account::parse::{self, Problems};
 use crate::account::{Account, AccountStatus, DEFAULT_ID};
@@ -860,44 +859,12 @@ impl Config {
         p: &mut Problems,
     ) -> Option<Account> {
         let (entity_id, acs_url) = parse::sp_urls(sp.entity_id.clone(), sp.acs_url.clone(), p);
-        let key = sp.key_file.as_deref().and_then(|f| {
-            let path = resolve(f);
-            match std::fs::read(&path) {
-                Ok(pem) => match PKey::private_key_from_pem(&pem) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        p.add(
-                            "sp.key_file",
-                            format!("{}: not a PEM private key ({e})", path.display()),
-                        );
-                        None
-                    }
-                },
-                Err(e) => {
-                    p.add("sp.key_file", format!("{}: {e}", path.display()));
-                    None
-                }
-            }
-        });
-        let cert_pem = sp.cert_file.as_deref().and_then(|f| {
-            let path = resolve(f);
-            match std::fs::read_to_string(&path) {
-                Ok(pem) => match openssl::x509::X509::from_pem(pem.as_bytes()) {
-                    Ok(_) => Some(pem),
-                    Err(e) => {
-                        p.add(
-                            "sp.cert_file",
-                            format!("{}: not a PEM certificate ({e})", path.display()),
-                        );
-                        None
-                    }
-                },
-                Err(e) => {
-                    p.add("sp.cert_file", format!("{}: {e}", path.display()));
-                    None
-                }
-            }
-        });
+        let (key, cert_pem) = parse::sp_key_and_cert(
+            sp.key_file.as_deref(),
+            sp.cert_file.as_deref(),
+            resolve,
+            p,
+        );
 
         if sp.sign_authn_requests == Some(true) && sp.key_file.is_none() {
             p.add("sp.sign_authn_requests", "needs sp.key_file");

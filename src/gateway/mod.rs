@@ -972,8 +972,12 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         .await?;
         let name_id = verified.name_id().map(|n| n.value.clone());
         let email = admission.user.email.clone();
+        let nid = verified.name_id();
         let facts = session::LoginFacts {
             name_id: name_id.clone(),
+            name_id_format: nid.and_then(|n| n.format.clone()),
+            name_qualifier: nid.and_then(|n| n.name_qualifier.clone()),
+            sp_name_qualifier: nid.and_then(|n| n.sp_name_qualifier.clone()),
             session_index: verified.session_index().map(str::to_owned),
             session_not_on_or_after: verified.session_not_on_or_after(),
         };

@@ -36,6 +36,10 @@ use crate::store::{Ephemeral, Store, StoreError, UserRecord, UserStatus};
 /// Most sessions cached per replica.
 const CACHE_MAX: usize = 100_000;
 
+/// A revocation log entry naming one session (by its store key) rather than
+/// a user: `session:` + key (a key has no `@`, an email always one).
+const SESSION_ENTRY: &str = "session:";
+
 /// How often a replica reads the revocation log.
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
 
@@ -57,6 +61,16 @@ pub struct SessionData {
     pub user: UserRecord,
     /// NameID of the login.
     pub name_id: Option<String>,
+    /// Its Format, NameQualifier and SPNameQualifier, as received (a
+    /// LogoutRequest names the user with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_id_format: Option<String>,
+    /// NameQualifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_qualifier: Option<String>,
+    /// SPNameQualifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_name_qualifier: Option<String>,
     /// AuthnStatement SessionIndex.
     pub session_index: Option<String>,
     /// Unix seconds: created.
@@ -72,6 +86,12 @@ pub struct SessionData {
 pub struct LoginFacts {
     /// NameID.
     pub name_id: Option<String>,
+    /// NameID Format.
+    pub name_id_format: Option<String>,
+    /// NameID NameQualifier.
+    pub name_qualifier: Option<String>,
+    /// NameID SPNameQualifier.
+    pub sp_name_qualifier: Option<String>,
     /// AuthnStatement SessionIndex.
     pub session_index: Option<String>,
     /// AuthnStatement SessionNotOnOrAfter: caps the session.
@@ -117,6 +137,12 @@ pub fn new_session_id() -> String {
     let mut b = [0u8; 32];
     rand::Rng::fill(&mut rand::rng(), &mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The key of the set of sessions account `account` opened for NameID
+/// `name_id` (its value: the IdP names the user by it in a LogoutRequest).
+pub fn slo_key(account: &str, name_id: &str) -> String {
+    format!("{account}:{}", token_hash(name_id))
 }
 
 fn ttl(data: &SessionData, account: &Account, now: i64) -> Duration {
@@ -171,9 +197,24 @@ impl Sessions {
                             );
                             self.forget_all();
                         }
-                        (Some(_), Some(emails)) if !emails.is_empty() => {
-                            let set: HashSet<&str> = emails.iter().map(String::as_str).collect();
-                            self.forget_users(&set);
+                        (Some(_), Some(entries)) if !entries.is_empty() => {
+                            // Emails, and sessions ended one by one (Single
+                            // Logout) as `session:KEY`.
+                            let (keys, emails): (Vec<&str>, Vec<&str>) = entries
+                                .iter()
+                                .map(String::as_str)
+                                .partition(|e| e.starts_with(SESSION_ENTRY) && !e.contains('@'));
+                            if !emails.is_empty() {
+                                self.forget_users(&emails.into_iter().collect());
+                            }
+                            if !keys.is_empty() {
+                                self.forget_keys(
+                                    &keys
+                                        .into_iter()
+                                        .filter_map(|k| k.strip_prefix(SESSION_ENTRY))
+                                        .collect(),
+                                );
+                            }
                         }
                         _ => {}
                     }
@@ -219,6 +260,35 @@ impl Sessions {
         Ok(())
     }
 
+    /// Ends the sessions stored at `keys` (their SHA-256 keys) on every
+    /// replica: deleted from the store, forgotten here, and logged for the
+    /// others' caches; returns once no replica can still answer from its
+    /// cache (as [`Sessions::revoke`]).
+    pub async fn end_stored(&self, store: &dyn Store, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for k in keys {
+            store.delete_ephemeral(Ephemeral::Session, k).await?;
+        }
+        let entries: Vec<String> = keys.iter().map(|k| format!("{SESSION_ENTRY}{k}")).collect();
+        self.forget_keys(&keys.iter().map(String::as_str).collect());
+        store.revoke_sessions(&entries).await?;
+        tokio::time::sleep(FRESH + Duration::from_millis(20)).await;
+        self.forget_keys(&keys.iter().map(String::as_str).collect());
+        Ok(())
+    }
+
+    /// Forgets the cached sessions whose store keys are `keys`.
+    fn forget_keys(&self, keys: &HashSet<&str>) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for s in &self.shards {
+            if let Ok(mut cache) = s.lock() {
+                cache.retain(|id, _| !keys.contains(token_hash(id).as_str()));
+            }
+        }
+    }
+
     /// Forgets every cached session of these users.
     fn forget_users(&self, emails: &HashSet<&str>) {
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -259,6 +329,9 @@ impl Sessions {
     ) -> Result<String, StoreError> {
         let LoginFacts {
             name_id,
+            name_id_format,
+            name_qualifier,
+            sp_name_qualifier,
             session_index,
             session_not_on_or_after,
         } = login;
@@ -273,19 +346,33 @@ impl Sessions {
             email: user.email.clone(),
             user,
             name_id,
+            name_id_format,
+            name_qualifier,
+            sp_name_qualifier,
             session_index,
             created: n,
             expires,
             touched: n,
         };
         let json = serde_json::to_vec(&data).unwrap_or_default();
+        let key = token_hash(&id);
+        let lifetime = Duration::from_secs(u64::try_from((expires - n).max(1)).unwrap_or(1));
+        // Findable by its NameID for Single Logout, only when the account
+        // can take part in it (an SP signing key): no write otherwise.
+        if account.sp.key.is_some()
+            && let Some(nid) = &data.name_id
+        {
+            store
+                .add_to_set(
+                    Ephemeral::SloIndex,
+                    &slo_key(&account.id, nid),
+                    &key,
+                    lifetime,
+                )
+                .await?;
+        }
         store
-            .put_ephemeral(
-                Ephemeral::Session,
-                &token_hash(&id),
-                &json,
-                ttl(&data, account, n),
-            )
+            .put_ephemeral(Ephemeral::Session, &key, &json, ttl(&data, account, n))
             .await?;
         Ok(id)
     }
@@ -386,7 +473,16 @@ impl Sessions {
         };
         match serde_json::from_slice::<SessionData>(&raw) {
             Ok(d) if d.account != account.id => Ok(false),
-            _ => {
+            Ok(d) => {
+                self.destroy(store, id).await?;
+                if let Some(nid) = &d.name_id {
+                    store
+                        .remove_from_set(Ephemeral::SloIndex, &slo_key(&account.id, nid), &key)
+                        .await?;
+                }
+                Ok(true)
+            }
+            Err(_) => {
                 self.destroy(store, id).await?;
                 Ok(true)
             }

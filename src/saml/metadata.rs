@@ -33,13 +33,16 @@ pub struct SigningCert {
     pub rsa: Option<openssl::rsa::Rsa<openssl::pkey::Public>>,
 }
 
-/// An SSO endpoint.
+/// An SSO or SLO endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Binding URI.
     pub binding: String,
     /// Location URL.
     pub location: String,
+    /// ResponseLocation (SLO: where LogoutResponses go, when not
+    /// `location`).
+    pub response_location: Option<String>,
 }
 
 /// What samlgate needs from the IdP's metadata.
@@ -49,6 +52,8 @@ pub struct IdpMetadata {
     pub entity_id: String,
     /// SingleSignOnService endpoints.
     pub sso: Vec<Endpoint>,
+    /// SingleLogoutService endpoints.
+    pub slo: Vec<Endpoint>,
     /// Signing certificates (at least one).
     pub signing_certs: Vec<SigningCert>,
 }
@@ -87,16 +92,29 @@ impl IdpMetadata {
             .ok_or("EntityDescriptor has no entityID")?
             .to_owned();
         let mut sso = Vec::new();
+        let mut slo = Vec::new();
         let mut signing_certs = Vec::new();
+        let endpoint = |s: Element<'_>| {
+            let (b, l) = (s.attr("Binding")?, s.attr("Location")?);
+            Some(Endpoint {
+                binding: b.to_owned(),
+                location: l.to_owned(),
+                response_location: s
+                    .attr("ResponseLocation")
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
+            })
+        };
         for idp in entity.children_named(NS_MD, "IDPSSODescriptor") {
-            for s in idp.children_named(NS_MD, "SingleSignOnService") {
-                if let (Some(b), Some(l)) = (s.attr("Binding"), s.attr("Location")) {
-                    sso.push(Endpoint {
-                        binding: b.to_owned(),
-                        location: l.to_owned(),
-                    });
-                }
-            }
+            sso.extend(
+                idp.children_named(NS_MD, "SingleSignOnService")
+                    .filter_map(endpoint),
+            );
+            slo.extend(
+                idp.children_named(NS_MD, "SingleLogoutService")
+                    .filter_map(endpoint)
+                    .filter(|e| e.binding == BINDING_REDIRECT || e.binding == BINDING_POST),
+            );
             for kd in idp.children_named(NS_MD, "KeyDescriptor") {
                 if kd.attr("use").is_some_and(|u| u != "signing") {
                     continue;
@@ -120,6 +138,7 @@ impl IdpMetadata {
         Ok(Self {
             entity_id,
             sso,
+            slo,
             signing_certs,
         })
     }
@@ -147,6 +166,15 @@ impl IdpMetadata {
                 weak.join(", ")
             ))
         }
+    }
+
+    /// The IdP's SingleLogoutService: HTTP-Redirect when published, else
+    /// HTTP-POST.
+    pub fn slo_endpoint(&self) -> Option<&Endpoint> {
+        self.slo
+            .iter()
+            .find(|e| e.binding == BINDING_REDIRECT)
+            .or_else(|| self.slo.iter().find(|e| e.binding == BINDING_POST))
     }
 
     /// The SSO URL for the HTTP-Redirect binding, if published.

@@ -39,6 +39,12 @@ pub struct NameId {
     /// Format, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// NameQualifier, if given (sent back as received in a LogoutRequest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_qualifier: Option<String>,
+    /// SPNameQualifier, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sp_name_qualifier: Option<String>,
 }
 
 /// Which signature covered the assertion.
@@ -467,6 +473,8 @@ pub fn verify_unresolved(
         // would make two different signed NameIDs one.
         value: crate::email::trim_xml_space(&n.text_ref()).to_owned(),
         format: n.attr("Format").map(str::to_owned),
+        name_qualifier: n.attr("NameQualifier").map(str::to_owned),
+        sp_name_qualifier: n.attr("SPNameQualifier").map(str::to_owned),
     });
     let mut session_index = None;
     let mut session_not_on_or_after = None;
