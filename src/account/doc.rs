@@ -430,13 +430,24 @@ pub fn build(
         p.add("sp.request_ttl_secs", "must be between 30 and 3600");
     }
     // The SP key and certificate: files every replica has at this path.
-    for (k, f) in [("sp.key_file", &raw.sp.key_file), ("sp.cert_file", &raw.sp.cert_file)] {
+    for (k, f) in [
+        ("sp.key_file", &raw.sp.key_file),
+        ("sp.cert_file", &raw.sp.cert_file),
+    ] {
         if f.as_deref().is_some_and(|f| !f.starts_with('/')) {
             p.add(k, "must be an absolute path (on every replica)");
         }
     }
-    let (sp_key, sp_cert) = if raw.sp.key_file.as_deref().is_some_and(|f| f.starts_with('/'))
-        || raw.sp.cert_file.as_deref().is_some_and(|f| f.starts_with('/'))
+    let (sp_key, sp_cert) = if raw
+        .sp
+        .key_file
+        .as_deref()
+        .is_some_and(|f| f.starts_with('/'))
+        || raw
+            .sp
+            .cert_file
+            .as_deref()
+            .is_some_and(|f| f.starts_with('/'))
     {
         parse::sp_key_and_cert(
             raw.sp.key_file.as_deref().filter(|f| f.starts_with('/')),

@@ -9,7 +9,6 @@ pub mod raw;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-
 use crate::account::parse::{self, Problems};
 use crate::account::{Account, AccountStatus, DEFAULT_ID};
 use crate::saml::metadata::IdpMetadata;
@@ -859,12 +858,8 @@ impl Config {
         p: &mut Problems,
     ) -> Option<Account> {
         let (entity_id, acs_url) = parse::sp_urls(sp.entity_id.clone(), sp.acs_url.clone(), p);
-        let (key, cert_pem) = parse::sp_key_and_cert(
-            sp.key_file.as_deref(),
-            sp.cert_file.as_deref(),
-            resolve,
-            p,
-        );
+        let (key, cert_pem) =
+            parse::sp_key_and_cert(sp.key_file.as_deref(), sp.cert_file.as_deref(), resolve, p);
 
         if sp.sign_authn_requests == Some(true) && sp.key_file.is_none() {
             p.add("sp.sign_authn_requests", "needs sp.key_file");

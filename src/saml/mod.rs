@@ -15,6 +15,7 @@ pub mod decode;
 pub mod decrypt;
 pub mod dsig;
 pub mod error;
+pub mod logout;
 pub mod metadata;
 pub mod precheck;
 pub mod signature;

@@ -141,6 +141,23 @@ pub fn precheck_assertion(
     check_signatures(root, Survey::of(root)?, policy)
 }
 
+/// Checks a `samlp:LogoutRequest` or `samlp:LogoutResponse` document: no
+/// assertion inside, unique IDs, at most one signature, on the root, in the
+/// strict profile. Returns the signature algorithm if the root is signed.
+pub fn precheck_logout(
+    root: Element<'_>,
+    policy: AlgorithmPolicy,
+) -> Result<Option<String>, SamlError> {
+    let survey = Survey::of(root)?;
+    if survey.assertions > 0 {
+        return Err(SamlError::SignatureProfile {
+            element: root.display_name(),
+            reason: "a logout message carries no assertion".into(),
+        });
+    }
+    check_signatures(root, survey, policy)
+}
+
 /// What the document-wide rules need, gathered in one walk over every
 /// element (they used to walk the document three times). Each rule keeps
 /// its first finding, and they are reported in a fixed order (IDs, then

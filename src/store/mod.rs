@@ -409,8 +409,7 @@ pub trait Store: Send + Sync {
     ) -> StoreFuture<'a, ()>;
 
     /// The members of the set at `key` (none when absent or expired).
-    fn set_members<'a>(&'a self, kind: Ephemeral, key: &'a str)
-    -> StoreFuture<'a, Vec<String>>;
+    fn set_members<'a>(&'a self, kind: Ephemeral, key: &'a str) -> StoreFuture<'a, Vec<String>>;
 
     /// Removes `member` from the set at `key`.
     fn remove_from_set<'a>(
