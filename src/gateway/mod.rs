@@ -15,6 +15,7 @@ pub mod pages;
 pub mod pool;
 pub mod proxy;
 pub mod session;
+pub mod slo;
 pub mod upstream;
 
 use std::io::Write;
@@ -474,8 +475,11 @@ impl Gateway {
                 (&Method::GET | &Method::POST, "/logout") => {
                     return self.logout(&cfg, acct, &req).await;
                 }
+                (&Method::GET | &Method::POST, "/slo") => {
+                    return self.slo(&cfg, acct, req).await;
+                }
                 (&Method::GET, "/verify") => return self.verify(&cfg, req.uri().query()).await,
-                (_, "/metadata" | "/login" | "/acs" | "/logout" | "/verify") => {
+                (_, "/metadata" | "/login" | "/acs" | "/logout" | "/slo" | "/verify") => {
                     return json_error(
                         StatusCode::METHOD_NOT_ALLOWED,
                         "method_not_allowed",
@@ -611,7 +615,7 @@ impl Gateway {
         }
     }
 
-    fn metadata(&self, _cfg: &Config, cfg: &Account) -> Response<Body> {
+    fn metadata(&self, gw: &Config, cfg: &Account) -> Response<Body> {
         let cert = cfg.sp.cert_pem.as_deref().map(|pem| {
             pem.lines()
                 .filter(|l| !l.starts_with("-----"))
@@ -627,9 +631,19 @@ impl Gateway {
                 )
             })
             .unwrap_or_default();
+        // Single Logout, when the account can sign its messages.
+        let slo = if slo::enabled(cfg) {
+            let at = esc(&slo::slo_url(gw, cfg));
+            format!(
+                "<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{at}\"/>\
+<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{at}\"/>"
+            )
+        } else {
+            String::new()
+        };
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{eid}\">\
-<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"true\" protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}\
+<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"true\" protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}{slo}\
 <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>\
 <md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>\
 <md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>\
@@ -992,33 +1006,6 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             name_id,
             answered: verified.in_response_to().map(str::to_owned),
         })
-    }
-
-    async fn logout(
-        &self,
-        cfg: &Config,
-        acct: &Account,
-        req: &Request<Incoming>,
-    ) -> Response<Body> {
-        let name = self.cookie_name(cfg);
-        if let Some(id) = self.session_cookie(req, &name)
-            && let Err(e) = self
-                .sessions
-                .destroy_on(self.store.as_ref(), acct, id)
-                .await
-        {
-            tracing::error!(error = %e, "cannot delete the session at logout");
-        }
-        let mut r = html(
-            StatusCode::OK,
-            "Signed out",
-            &format!(
-                "<p>You are signed out of meetings. Your identity provider may still remember you.</p><p><a href=\"{}/login\">Sign in again</a></p>",
-                esc(&cfg.path_prefix)
-            ),
-        );
-        self.set_cookie(&mut r, cfg, "", 0);
-        r
     }
 
     async fn verify(&self, cfg: &Config, query: Option<&str>) -> Response<Body> {

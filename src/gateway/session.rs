@@ -466,13 +466,25 @@ impl Sessions {
         account: &Account,
         id: &str,
     ) -> Result<bool, StoreError> {
+        Ok(self.end_on(store, account, id).await?.is_some())
+    }
+
+    /// [`Sessions::destroy_on`], returning what the session held (what a
+    /// LogoutRequest to the IdP names) when it was `account`'s and
+    /// readable.
+    pub async fn end_on(
+        &self,
+        store: &dyn Store,
+        account: &Account,
+        id: &str,
+    ) -> Result<Option<SessionData>, StoreError> {
         let key = token_hash(id);
         let Some(raw) = store.get_ephemeral(Ephemeral::Session, &key).await? else {
             self.forget(id);
-            return Ok(false);
+            return Ok(None);
         };
         match serde_json::from_slice::<SessionData>(&raw) {
-            Ok(d) if d.account != account.id => Ok(false),
+            Ok(d) if d.account != account.id => Ok(None),
             Ok(d) => {
                 self.destroy(store, id).await?;
                 if let Some(nid) = &d.name_id {
@@ -480,13 +492,51 @@ impl Sessions {
                         .remove_from_set(Ephemeral::SloIndex, &slo_key(&account.id, nid), &key)
                         .await?;
                 }
-                Ok(true)
+                Ok(Some(d))
             }
             Err(_) => {
                 self.destroy(store, id).await?;
-                Ok(true)
+                Ok(None)
             }
         }
+    }
+
+    /// The sessions `account` opened for NameID `name_id` (only those of
+    /// `session_indexes`, when any), by store key, as the Single Logout
+    /// index has them; entries whose session is gone are dropped.
+    pub async fn of_name_id(
+        &self,
+        store: &dyn Store,
+        account: &Account,
+        name_id: &str,
+        session_indexes: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let set = slo_key(&account.id, name_id);
+        let mut out = Vec::new();
+        for key in store.set_members(Ephemeral::SloIndex, &set).await? {
+            let data = store
+                .get_ephemeral(Ephemeral::Session, &key)
+                .await?
+                .and_then(|raw| serde_json::from_slice::<SessionData>(&raw).ok());
+            match data {
+                None => {
+                    store
+                        .remove_from_set(Ephemeral::SloIndex, &set, &key)
+                        .await?
+                }
+                Some(d) => {
+                    let mine = d.account == account.id && d.name_id.as_deref() == Some(name_id);
+                    let indexed = session_indexes.is_empty()
+                        || d.session_index
+                            .as_ref()
+                            .is_some_and(|i| session_indexes.contains(i));
+                    if mine && indexed {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Ends a session.

@@ -857,6 +857,16 @@ mod tests {
     }
 
     #[test]
+    fn oversized_queries_are_refused_before_decoding() {
+        let (_, cert) = key_and_cert();
+        let q = format!("SAMLRequest={}&SigAlg=x&Signature=y", "A".repeat(MAX_QUERY));
+        assert_eq!(
+            from_redirect(&q, &[cert], &security()).unwrap_err().code(),
+            "response_too_large"
+        );
+    }
+
+    #[test]
     fn deflate_bombs_stop_at_the_limit() {
         use std::io::Write;
         let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());

@@ -28,6 +28,7 @@ mod redis_support;
 mod review;
 mod scim;
 mod shutdown;
+mod slo;
 mod smuggling;
 mod store_conformance;
 mod support;
