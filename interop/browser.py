@@ -78,15 +78,20 @@ def jit_login_lands_on_the_requested_page(d):
     shot(d, "jit-3-upstream-page")
     body = d.find_element(By.TAG_NAME, "body").text
     assert "x-samlgate-license" in body and "licensed" in body, body
-    # Logout, then the protected page goes back through the IdP (which
-    # remembers alice: no form this time) and lands on the page again.
+    # SP-initiated Single Logout: samlgate ends its session and sends a
+    # signed LogoutRequest to SimpleSAMLphp, which ends its own and answers
+    # with a signed LogoutResponse; the browser lands on "Signed out".
     d.get(f"{GW}/saml/logout")
     wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Signed out"), "the signed-out page")
-    shot(d, "jit-4-signed-out")
+    wait_for(d, lambda d: d.current_url.startswith(f"{GW}/saml/slo"), "the return from the IdP's logout")
+    assert "identity provider too" in d.find_element(By.TAG_NAME, "body").text, d.page_source[:500]
+    shot(d, "jit-4-signed-out-of-samlgate-and-the-idp")
+    # The IdP forgot alice too: the protected page asks for her password.
     d.get(f"{GW}/meetings/43")
-    wait_for(d, lambda d: d.current_url.startswith(f"{GW}/meetings/43"), "single sign-on back to /meetings/43")
-    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "headers after SSO")
-    shot(d, "jit-5-back-through-the-idp")
+    idp_login(d, "alice", "alicepass", "jit-again")
+    wait_for(d, lambda d: d.current_url.startswith(f"{GW}/meetings/43"), "the return to /meetings/43")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "alice@example.com"), "headers after signing in again")
+    shot(d, "jit-5-signed-in-again")
 
 
 def wrong_password_stays_at_the_idp(d):
@@ -208,6 +213,32 @@ def expired_session_goes_back_through_the_idp(d):
     assert after == (before[0] + 1, before[1] + 1), (before, after)
 
 
+def idp_initiated_logout_lands_on_the_other_replica(d):
+    import urllib.parse
+    front, r1 = os.environ["FRONT"], os.environ["R1"]
+    d.get(f"{front}/meetings/70")
+    idp_login(d, "bob", "bobpass", "idpslo")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "bob@example.com"), "bob via the front")
+    shot(d, "idpslo-3-signed-in-via-front")
+    cookie = d.get_cookie("samlgate_session")["value"]
+    # Replica 1 serves (and caches) the session.
+    for _ in range(3):
+        status, body = get_status(f"{r1}/meetings/71", cookie)
+        assert status == 200 and "bob@example.com" in body, (status, body[:200])
+    # Logout started at SimpleSAMLphp: it sends a LogoutRequest through the
+    # browser to the front, which hands /saml/slo to replica 2; samlgate
+    # answers, and the IdP returns the browser to ReturnTo.
+    ret = urllib.parse.quote(f"{front}/meetings/72", safe="")
+    d.get(f"{IDP}/saml2/idp/SingleLogoutService.php?ReturnTo={ret}")
+    # Back at the front without a session: sent to sign in, and the IdP asks
+    # for the password (its session ended too).
+    wait_for(d, EC.presence_of_element_located((By.NAME, "username")), "the IdP login form after the IdP-initiated logout")
+    shot(d, "idpslo-4-signed-out-everywhere")
+    # Replica 1, which cached the session, no longer honours it.
+    status, body = get_status(f"{r1}/meetings/73", cookie)
+    assert status == 401, (status, body[:200])
+
+
 def scale_out_login_crosses_replicas_and_survives_one_dying(d):
     import signal
     front, r1, r2 = os.environ["FRONT"], os.environ["R1"], os.environ["R2"]
@@ -239,12 +270,14 @@ def scale_out_login_crosses_replicas_and_survives_one_dying(d):
     shot(d, "scale-4-after-replica-1-died")
 
 
-scenario("JIT login lands on the requested page; logout; SSO back", jit_login_lands_on_the_requested_page)
+scenario("JIT login lands on the requested page; Single Logout through the IdP; sign in again", jit_login_lands_on_the_requested_page)
 scenario("prior_to_sign_in refuses, then admits after ssoCreate", prior_to_sign_in_refuses_until_sso_create)
 scenario("JIT updates a changed attribute on the next login", changed_attribute_is_updated_on_the_next_login)
 scenario("a user outside the associated domains verifies her email, then signs in", outside_user_verifies_email_then_signs_in)
 scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)
 scenario("an expired session goes back through the IdP", expired_session_goes_back_through_the_idp)
+scenario("IdP-initiated logout lands on the other replica and ends the session there too",
+         idp_initiated_logout_lands_on_the_other_replica)
 scenario("scale-out: login crosses replicas; one replica dies, the session lives",
          scale_out_login_crosses_replicas_and_survives_one_dying)
 print(f"browser: {passed} passed, {failed} failed")

@@ -14,8 +14,10 @@
 #  4. scale-out: two replicas on a 3-master Redis Cluster behind an nginx
 #     front; an IdP-initiated assertion used on one is refused on the other;
 #  with BROWSER=1, the scenarios of interop/browser.py in headless Chromium
-#  (JIT, prior_to_sign_in, email verification, logout, expired session, and
-#  the scale-out login crossing replicas while one of them is killed).
+#  (JIT, prior_to_sign_in, email verification, SP-initiated Single Logout
+#  through the IdP, IdP-initiated Single Logout landing on the other replica,
+#  expired session, and the scale-out login crossing replicas while one of
+#  them is killed).
 #   interop/ssp-login.sh        (SAMLGATE_BIN picks the binary; default: the
 #                                release build, else the debug one, else builds)
 set -euo pipefail
@@ -135,6 +137,8 @@ cat > "$work/ssp/config/config.php" <<PHP
   'logging.level' => SimpleSAML\Logger::WARNING,
   'metadata.sources' => [['type' => 'flatfile']],
   'showerrors' => false,
+  // Where an IdP-initiated logout may return to.
+  'trusted.url.domains' => ['127.0.0.1:$GW', '127.0.0.1:$GW2', '127.0.0.1:$FRONT'],
 ];
 PHP
 cat > "$work/ssp/config/authsources.php" <<'PHP'
@@ -168,12 +172,16 @@ $metadata['__DYNAMIC:1__'] = [
   'signature.algorithm' => 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
   'saml20.sign.assertion' => true,
   'saml20.sign.response' => true,
+  // Single Logout: samlgate refuses unsigned logout messages.
+  'sign.logout' => true,
 ];
 PHP
 cat > "$work/ssp/metadata/saml20-sp-remote.php" <<PHP
 <?php
 \$metadata['$gw/saml/metadata'] = [
   'AssertionConsumerService' => '$gw/saml/acs',
+  'SingleLogoutService' => [['Binding' => 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect', 'Location' => '$gw/saml/slo']],
+  'validate.logout' => true,
   'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
   'simplesaml.nameidattribute' => 'email',
   'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
@@ -182,6 +190,8 @@ cat > "$work/ssp/metadata/saml20-sp-remote.php" <<PHP
 ];
 \$metadata['$gw2/saml/metadata'] = [
   'AssertionConsumerService' => '$gw2/saml/acs',
+  'SingleLogoutService' => [['Binding' => 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect', 'Location' => '$gw2/saml/slo']],
+  'validate.logout' => true,
   'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
   'simplesaml.nameidattribute' => 'email',
   'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
@@ -190,6 +200,8 @@ cat > "$work/ssp/metadata/saml20-sp-remote.php" <<PHP
 ];
 \$metadata['$front/saml/metadata'] = [
   'AssertionConsumerService' => '$front/saml/acs',
+  'SingleLogoutService' => [['Binding' => 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect', 'Location' => '$front/saml/slo']],
+  'validate.logout' => true,
   'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
   'simplesaml.nameidattribute' => 'email',
   'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
@@ -387,6 +399,8 @@ http {
     # Logins start on replica 1 and finish on replica 2; everything else alternates.
     location = /saml/login { proxy_pass http://127.0.0.1:$R1; }
     location = /saml/acs { proxy_pass http://127.0.0.1:$R2; }
+    # The IdP's logout messages land on replica 2 (sessions are read on both).
+    location = /saml/slo { proxy_pass http://127.0.0.1:$R2; }
     location / { proxy_pass http://replicas; proxy_next_upstream error timeout; }
   }
 }
