@@ -73,6 +73,9 @@ fn send(
         let signed = logout::sign_enveloped(xml, key)?;
         let mut r = html(StatusCode::OK, "Signing out", "");
         *r.body_mut() = crate::server::full(logout::post_form(to, param, &signed, relay_state));
+        if let Ok(csp) = HeaderValue::from_str(&logout::post_form_csp()) {
+            r.headers_mut().insert("content-security-policy", csp);
+        }
         Ok(r)
     }
 }

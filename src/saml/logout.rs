@@ -637,8 +637,22 @@ pub fn sign_enveloped(xml_text: &str, key: &PKey<Private>) -> Result<String, Str
     Ok(with_digest.replacen(VALUE, &value, 1))
 }
 
+/// The script that submits [`post_form`]'s form.
+pub const POST_FORM_SCRIPT: &str = "document.forms[0].submit()";
+
+/// The `Content-Security-Policy` of [`post_form`]'s page: nothing but that
+/// one script (by its hash) and the form's POST.
+pub fn post_form_csp() -> String {
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(openssl::sha::sha256(POST_FORM_SCRIPT.as_bytes()));
+    format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; form-action *; frame-ancestors 'none'"
+    )
+}
+
 /// An HTML page that POSTs `xml` (signed) as `param` to `endpoint`
-/// (HTTP-POST binding), submitted by a tiny script or by hand.
+/// (HTTP-POST binding): submitted by a script the page's CSP allows by
+/// hash, or by hand with its button.
 pub fn post_form(endpoint: &str, param: &str, xml: &str, relay_state: Option<&str>) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(xml);
     let relay = relay_state
@@ -650,10 +664,10 @@ pub fn post_form(endpoint: &str, param: &str, xml: &str, relay_state: Option<&st
         })
         .unwrap_or_default();
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Signing out</title></head>\
-<body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signing out</title></head>\
+<body><form method=\"post\" action=\"{}\">\
 <input type=\"hidden\" name=\"{param}\" value=\"{b64}\">{relay}\
-<noscript><p>Continue signing out:</p><button type=\"submit\">Continue</button></noscript></form></body></html>",
+<p>Signing out&hellip;</p><button type=\"submit\">Continue</button></form><script>{POST_FORM_SCRIPT}</script></body></html>",
         esc(endpoint)
     )
 }

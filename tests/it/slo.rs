@@ -632,3 +632,73 @@ async fn slo_attacks_are_refused() {
     );
     assert_eq!(proxied(&f, HOST, &ann).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_answers_an_idp_with_a_post_endpoint_with_a_signed_form() {
+    let (f, _d) = fleet(bare_config()).await;
+    // acme's IdP publishes only an HTTP-POST SingleLogoutService.
+    let base = new_idp("https://idp.acme.example/saml");
+    let mut idp = idp_with_key("https://idp.acme.example/saml", base.key_pem, base.cert_pem);
+    idp.metadata = idp.metadata.replace(
+        "<md:SingleSignOnService",
+        &format!(
+            "<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{IDP_SLO}\"/><md:SingleSignOnService"
+        ),
+    );
+    let sp = sp_key();
+    assert_eq!(
+        f.put("acme", &doc_with_slo("acme", HOST, &idp, Some(&sp)))
+            .await
+            .status,
+        201
+    );
+    let ann = login(&f, HOST, &idp, "ann@acme.example").await;
+    let q = idp_logout_query(&f, &idp, "ann@acme.example", "_post1", None);
+    let r = slo_get(&f, &q, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(proxied(&f, HOST, &ann).await, 401);
+    // The page posts a signed LogoutResponse to the IdP, and its CSP allows
+    // exactly the one script that submits it.
+    let page = r.text();
+    assert!(page.contains(&format!("action=\"{IDP_SLO}\"")), "{page}");
+    let csp = r.header("content-security-policy").unwrap().to_owned();
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(openssl::sha::sha256(logout::POST_FORM_SCRIPT.as_bytes()));
+    assert!(
+        csp.contains(&format!("script-src 'sha256-{hash}'")),
+        "{csp}"
+    );
+    assert!(page.contains(&format!("<script>{}</script>", logout::POST_FORM_SCRIPT)));
+    let value = page
+        .split("name=\"SAMLResponse\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    // The IdP's view: samlgate's signature verifies with the SP certificate.
+    let b64: String = String::from_utf8(sp.cert_pem.clone())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let md = format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="sp"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor></md:IDPSSODescriptor></md:EntityDescriptor>"#
+    );
+    let certs = samlgate::saml::metadata::IdpMetadata::parse(&md, None)
+        .unwrap()
+        .signing_certs;
+    let sec = bare_config().security;
+    let got = logout::from_post(&[("SAMLResponse".to_owned(), value.to_owned())], &sec).unwrap();
+    let resp = logout::read_response(
+        &got,
+        &format!("http://{HOST}/saml/metadata"),
+        &certs,
+        IDP_SLO,
+        f.clock_now(),
+        &sec,
+    )
+    .unwrap();
+    assert_eq!(resp.in_response_to, "_post1");
+    assert_eq!(resp.status, logout::STATUS_SUCCESS);
+}
