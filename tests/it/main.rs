@@ -18,6 +18,7 @@ mod corpus;
 mod csv_import;
 mod differential;
 mod fast_path;
+mod faults;
 mod fuzz_replay;
 mod gateway;
 mod http_support;

@@ -194,6 +194,155 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
+
+    /// Three masters and three replicas that fail over within about a
+    /// second (`cluster-node-timeout 1000`).
+    pub fn start_with_replicas() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let port = cluster_port();
+                let dir = tempfile::tempdir().unwrap();
+                let mut cmd = Command::new("redis-server");
+                cmd.args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+                let child = cmd.spawn().expect("redis-server on PATH");
+                wait_until("redis-server", || ping(port));
+                RedisServer {
+                    child: Some(child),
+                    port,
+                    dir,
+                    cluster: true,
+                }
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for n in &nodes {
+            let port = n.port.to_string();
+            wait_until("cluster_state:ok", || {
+                Command::new("redis-cli")
+                    .args(["-p", &port, "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+        }
+        // Every replica in sync with its master (a replica that has not
+        // finished its first sync cannot be promoted).
+        wait_until("3 replicas in sync", || {
+            nodes
+                .iter()
+                .filter(|n| {
+                    Command::new("redis-cli")
+                        .args(["-p", &n.port.to_string(), "info", "replication"])
+                        .output()
+                        .map(|o| {
+                            let t = String::from_utf8_lossy(&o.stdout);
+                            t.contains("role:slave")
+                                && t.contains("master_link_status:up")
+                                && t.contains("master_sync_in_progress:0")
+                        })
+                        .unwrap_or(false)
+                })
+                .count()
+                == 3
+        });
+        Self { nodes }
+    }
+
+    /// The port of the master serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let any = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .unwrap()
+            .port
+            .to_string();
+        let slot: u16 = String::from_utf8_lossy(
+            &Command::new("redis-cli")
+                .args(["-p", &any, "cluster", "keyslot", key])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .parse()
+        .unwrap();
+        let nodes = String::from_utf8_lossy(
+            &Command::new("redis-cli")
+                .args(["-p", &any, "cluster", "nodes"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = f[1]
+                .split('@')
+                .next()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            for range in &f[8..] {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
+                    && (a..=b).contains(&slot)
+                {
+                    return port;
+                }
+            }
+        }
+        panic!("no master serves slot {slot}")
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        for n in &mut self.nodes {
+            if n.port == port {
+                n.stop();
+            }
+        }
+    }
 }
 
 /// The shared standalone server's URL, or a private one (kept alive by the guard).

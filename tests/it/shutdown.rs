@@ -30,7 +30,7 @@ impl Drop for Proc {
     }
 }
 
-fn config_text(
+pub(super) fn config_text(
     public: u16,
     admin: u16,
     upstream: &str,
@@ -96,6 +96,23 @@ async fn start_full(
     launch(cmd, public, admin, config, dir).await
 }
 
+/// A process on the store a `[store]` section names.
+pub(super) async fn start_on_store(upstream: &str, store: &str) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_port(), free_port());
+    let config = dir.path().join("samlgate.toml");
+    std::fs::write(
+        &config,
+        config_text(public, admin, upstream, dir.path(), store),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_samlgate"));
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env("SAMLGATE_WORKERS", "2");
+    launch(cmd, public, admin, config, dir).await
+}
+
 /// Spawns `cmd` (a `serve` of `config`) and waits until its admin listener
 /// accepts.
 pub(super) async fn launch(
@@ -150,7 +167,7 @@ fn signed(acs: &str) -> String {
 
 /// An IdP-initiated response for `email`, in the group that grants the
 /// licensed type (so a first login also claims a vanity name).
-fn signed_for(acs: &str, email: &str) -> String {
+pub(super) fn signed_for(acs: &str, email: &str) -> String {
     let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
     let params = samlgate::devidp::ResponseParams {
         name_id: email.into(),
