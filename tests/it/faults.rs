@@ -5,7 +5,8 @@
 //! * a standalone Redis SIGKILLed and restarted empty;
 //! * a store that stalls instead of failing (a TCP proxy that stops
 //!   forwarding);
-//! * a Redis Cluster master SIGKILLed, its replica promoted.
+//! * a Redis Cluster master SIGKILLed, its replica promoted;
+//! * a gateway replica SIGKILLed behind nginx.
 //!
 //! Every scenario checks the promises: a login is admitted only on a store
 //! decision (303 or 503 `store_unavailable`, never another 5xx), no request
@@ -49,7 +50,7 @@ struct Outcome {
     at: Duration,
     /// How long it took.
     took: Duration,
-    /// The session cookie a proxied request carried.
+    /// The session cookie a proxied request carried, or a login set.
     cookie: Option<String>,
 }
 
@@ -121,9 +122,12 @@ async fn load(
                     .await;
                     ("proxied", Some(cookie), r)
                 };
-                let (status, code) = match r {
-                    Ok(Ok(r)) => (r.status, code_of(&r.text())),
-                    Ok(Err(_)) | Err(_) => (0, String::new()),
+                let (status, code, set) = match r {
+                    Ok(Ok(r)) => {
+                        let set = (r.status == 303).then(|| super::gateway::cookie_of(&r));
+                        (r.status, code_of(&r.text()), set)
+                    }
+                    Ok(Err(_)) | Err(_) => (0, String::new(), None),
                 };
                 out.push(Outcome {
                     kind,
@@ -131,7 +135,7 @@ async fn load(
                     code,
                     at: t0.duration_since(start),
                     took: t0.elapsed(),
-                    cookie,
+                    cookie: cookie.or(set),
                 });
             }
             out
@@ -145,8 +149,8 @@ async fn load(
     all
 }
 
-async fn warm_logins(p: &Proc, n: usize) -> Vec<String> {
-    let acs = format!("{}/saml/acs", p.public);
+async fn warm_logins(public: &str, n: usize) -> Vec<String> {
+    let acs = format!("{public}/saml/acs");
     let mut cookies = Vec::new();
     for i in 0..n {
         let b64 = signed_for(&acs, &format!("warm.{i}@example.com"));
@@ -254,7 +258,7 @@ async fn faults_standalone_redis_killed_and_restarted_empty() {
         &format!("[store]\nkind = \"redis\"\nurl = \"{}\"", redis.url()),
     )
     .await;
-    let cookies = Arc::new(warm_logins(&p, 8).await);
+    let cookies = Arc::new(warm_logins(&p.public, 8).await);
     let secs = load_secs(8);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -276,7 +280,7 @@ async fn faults_standalone_redis_killed_and_restarted_empty() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(secs / 4)).await;
+    tokio::time::sleep(Duration::from_secs((secs / 4).max(3))).await;
     let restarted_at = started.elapsed();
     redis.restart();
     tokio::time::sleep(Duration::from_secs(secs / 2)).await;
@@ -295,9 +299,15 @@ async fn faults_standalone_redis_killed_and_restarted_empty() {
         })
         .collect();
     assert!(
-        !during.is_empty() && during.iter().all(|o| o.status == 503),
+        during.iter().all(|o| o.status == 503),
         "logins while Redis was down: {:?}",
         during.iter().map(|o| o.status).collect::<Vec<_>>()
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.kind == "login" && o.status == 503),
+        "no login met the outage"
     );
     let recovery = recovered_after(&outcomes, restarted_at).expect("logins never resumed");
     eprintln!(
@@ -394,7 +404,7 @@ async fn faults_a_stalled_store_answers_503_in_bounded_time_and_memory() {
         &format!("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{proxy}\""),
     )
     .await;
-    let cookies = Arc::new(warm_logins(&p, 8).await);
+    let cookies = Arc::new(warm_logins(&p.public, 8).await);
     let pid = p.child.id();
     let secs = load_secs(8);
     let stop = Arc::new(AtomicBool::new(false));
@@ -463,7 +473,7 @@ async fn faults_cluster_master_failover_under_load() {
         &format!("[store]\nkind = \"redis\"\nnodes = [{}]", nodes.join(", ")),
     )
     .await;
-    let cookies = warm_logins(&p, 12).await;
+    let cookies = warm_logins(&p.public, 12).await;
     // The master to kill: the one holding the first session's key.
     let key_of = |cookie: &str| {
         let id = cookie.split_once('=').unwrap().1;
@@ -531,4 +541,199 @@ async fn faults_cluster_master_failover_under_load() {
         "proxied requests of sessions on surviving masters that failed during the failover: {safe_failures}"
     );
     alive(&mut p);
+}
+
+/// The id of the AuthnRequest a `/saml/login` redirect carries.
+fn request_id_of(location: &str) -> String {
+    let q = location.split_once('?').unwrap().1;
+    let raw = q
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("SAMLRequest="))
+        .unwrap();
+    let b64 = samlgate::saml::decode::percent_decode(raw.as_bytes());
+    let deflated = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    let xml =
+        String::from_utf8(samlgate::saml::logout::inflate_bounded(&deflated, 1 << 20).unwrap())
+            .unwrap();
+    let start = xml.find(" ID=\"").unwrap() + 5;
+    xml[start..start + xml[start..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_a_replica_killed_behind_nginx() {
+    let redis = super::redis_support::RedisServer::start();
+    let (up, _g) = spawn(Arc::new(EchoUpstream)).await;
+    let front_port = super::redis_support::free_port();
+    let front = format!("http://127.0.0.1:{front_port}");
+    // Two replicas of one SP (its ACS is the front's), on one Redis.
+    let replica = |redis: String, up: String| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let (public, admin) = (
+            super::redis_support::free_port(),
+            super::redis_support::free_port(),
+        );
+        let config = dir.path().join("samlgate.toml");
+        let text = super::shutdown::config_text(
+            public,
+            admin,
+            &up,
+            dir.path(),
+            &format!("[store]\nkind = \"redis\"\nurl = \"{redis}\""),
+        )
+        .replace(
+            &format!("127.0.0.1:{public}/saml/acs"),
+            &format!("127.0.0.1:{front_port}/saml/acs"),
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"));
+        cmd.args(["serve", "--config"]).arg(&config);
+        super::shutdown::launch(cmd, public, admin, config, dir).await
+    };
+    let mut r1 = replica(redis.url(), format!("http://{up}")).await;
+    let mut r2 = replica(redis.url(), format!("http://{up}")).await;
+    let port = |u: &str| u.rsplit(':').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("front.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {d}/front.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+  upstream replicas {{ server 127.0.0.1:{a} max_fails=1 fail_timeout=30s; server 127.0.0.1:{b} max_fails=1 fail_timeout=30s; }}\n\
+  server {{\n    listen 127.0.0.1:{front_port};\n    proxy_set_header Host $http_host;\n    location / {{ proxy_pass http://replicas; proxy_next_upstream error timeout; }}\n  }}\n}}\n",
+            d = dir.path().display(),
+            a = port(&r1.public),
+            b = port(&r2.public),
+        ),
+    )
+    .unwrap();
+    let mut nginx = std::process::Command::new("nginx")
+        .args(["-c"])
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (scripts/install-deps.sh --test installs it)");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _nginx = Kill(&mut nginx);
+    let start = Instant::now();
+    while try_request(Method::GET, &format!("{front}/saml/metadata"), &[], "")
+        .await
+        .map(|r| r.status)
+        != Ok(200)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cookies = Arc::new(warm_logins(&front, 8).await);
+    // Logins started on replica 1 (request ids in the store), to finish
+    // after it is gone.
+    let mut started_on_r1 = Vec::new();
+    for i in 0..4 {
+        let r = try_request(
+            Method::GET,
+            &format!("{}/saml/login?return_to=/started/{i}", r1.public),
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 302, "{}", r.text());
+        started_on_r1.push(request_id_of(r.header("location").unwrap()));
+    }
+    let secs = load_secs(9);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let driver = tokio::spawn(load(
+        front.clone(),
+        Arc::clone(&cookies),
+        4,
+        Arc::clone(&stop),
+    ));
+    tokio::time::sleep(Duration::from_secs(secs / 3)).await;
+    let killed_at = t0.elapsed();
+    let _ = r1.child.kill();
+    let _ = r1.child.wait();
+    tokio::time::sleep(Duration::from_secs(secs * 2 / 3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = driver.await.unwrap();
+    let t = tally(&outcomes);
+    eprintln!(
+        "replica killed at {killed_at:?}: {} requests: {t:?}",
+        outcomes.len()
+    );
+    for o in &outcomes {
+        assert!(o.status != 0 && o.took < HANG, "{o:?}");
+        match o.kind {
+            // A login in flight at the dead replica when it died is not
+            // retried by nginx (a POST): 502 is nginx's answer; nothing else.
+            "login" => assert!(o.status == 303 || o.status == 502, "{o:?}"),
+            // GETs are retried on the other replica: every session works.
+            _ => assert_eq!(o.status, 200, "{o:?}"),
+        }
+    }
+    // The logins replica 1 started finish on replica 2.
+    let acs = format!("{front}/saml/acs");
+    for (i, id) in started_on_r1.iter().enumerate() {
+        let now = samlgate::clock::Clock::now(&samlgate::clock::SystemClock);
+        let email = format!("started.{i}@example.com");
+        let params = samlgate::devidp::ResponseParams {
+            name_id: email.clone(),
+            attributes: vec![("email".into(), vec![email.clone()])],
+            acs_url: acs.clone(),
+            audience: "https://sp.example.com/saml/metadata".into(),
+            in_response_to: Some(id.clone()),
+            now,
+            validity: chrono::Duration::minutes(5),
+            assertion_id: None,
+        };
+        let b64 = super::gateway::idp().response_b64(&params).unwrap();
+        let body = format!("SAMLResponse={}", samlgate::gateway::url_encode(&b64));
+        let r = try_request(
+            Method::POST,
+            &acs,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.status, r.header("location")),
+            (303, Some(format!("/started/{i}").as_str())),
+            "{}",
+            r.text()
+        );
+    }
+    // Every login answered 303, before the kill or after, has its session.
+    let answered: Vec<&String> = outcomes
+        .iter()
+        .filter(|o| o.kind == "login" && o.status == 303)
+        .filter_map(|o| o.cookie.as_ref())
+        .collect();
+    for c in answered.iter().copied().chain(cookies.iter()) {
+        let r = try_request(
+            Method::GET,
+            &format!("{front}/after"),
+            &[("cookie", c.as_str()), ("accept", "application/json")],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "a session answered 303 was lost");
+    }
+    eprintln!(
+        "{} logins answered 303 all keep their sessions on replica 2",
+        answered.len()
+    );
+    alive(&mut r2);
 }
