@@ -615,9 +615,23 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("nginx (scripts/install-deps.sh --test installs it)");
+    // nginx's master stops its workers on SIGTERM; a SIGKILL would leave
+    // them running.
     struct Kill<'a>(&'a mut std::process::Child);
     impl Drop for Kill<'_> {
+        // A drop cannot await: it polls the exiting child.
+        #[allow(clippy::disallowed_methods)]
         fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
