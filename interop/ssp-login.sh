@@ -45,7 +45,21 @@ cleanup() { for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/
 trap cleanup EXIT
 # Waits up to 60 s for a command to succeed.
 wait_for() { for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "FAIL: timed out waiting for: $*"; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Listener ports come from below the kernel's ephemeral range (32768+): a
+# port the kernel handed out and took back can be given to an outgoing
+# connection (curl, php, a Redis client) before the server that was to
+# listen on it starts, minutes later.
+port() { python3 -c '
+import random, socket
+while True:
+    p = random.randint(12000, 19999)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'; }
 # A Redis Cluster node listens on its port + 10000 too, so its port must be at
 # most 55535 with both free: picked below the kernel's ephemeral range.
 cluster_port() { python3 -c '
@@ -383,8 +397,12 @@ TOML
   echo $! > "$work/replica$r.pid"
   disown $!   # the browser test SIGKILLs replica 1: no "Killed" job notice
 done
-wait_for curl --max-time 5 -sf "http://127.0.0.1:$R1A/readyz"
-wait_for curl --max-time 5 -sf "http://127.0.0.1:$R2A/readyz"
+for r in 1 2; do
+  adm=$R1A; [ "$r" = 2 ] && adm=$R2A
+  for _ in $(seq 300); do curl --max-time 5 -sf "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl --max-time 5 -sf "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 \
+    || { echo "FAIL: replica $r not ready"; curl --max-time 5 -s "http://127.0.0.1:$adm/readyz"; tail -20 "$work/replica$r.log"; exit 1; }
+done
 cat > "$work/front.conf" <<NGINX
 worker_processes 1;
 pid $work/front.pid;
