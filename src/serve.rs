@@ -273,6 +273,10 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             "DEMO MODE: the test-only development IdP is served at /_demo-idp/; never use this config in production"
         );
     }
+    tasks.push(tokio::spawn(purge_expired(
+        Arc::clone(&store),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(
         Arc::clone(&sessions).watch(Arc::clone(&store), stop_rx.clone()),
     ));
@@ -376,6 +380,29 @@ async fn reload(path: &Path, gateways: &[Arc<Gateway>], accounts: &Registry, sta
 
 /// How often a replica asks the store whether accounts changed.
 pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
+
+/// Sweeps the store's expired short-lived values (the embedded store keeps
+/// them until deleted; Redis expires its own): 10,000 looked at every 10 s,
+/// more often while a sweep finds work.
+pub async fn purge_expired(store: Arc<dyn crate::store::Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let pause = match store.purge_expired(10_000).await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(purged = n, "expired short-lived values deleted");
+                Duration::from_millis(200)
+            }
+            Ok(_) => Duration::from_secs(10),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sweep expired short-lived values");
+                Duration::from_secs(10)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
 
 /// Keeps `accounts` in step with the store until stopped: a change made on
 /// another replica is served here within [`ACCOUNT_POLL`] plus one read.

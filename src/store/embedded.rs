@@ -76,6 +76,9 @@ pub struct EmbeddedStore {
     /// every replica that can see a revocation is in this process: the log
     /// lives in memory (a restart empties the session caches anyway).
     revocations: Arc<std::sync::Mutex<RevocationLog>>,
+    /// Where the next [`Store::purge_expired`] resumes (a key of the
+    /// ephemeral table; None: from the start).
+    purge_from: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The newest revocations and the sequence of the last one.
@@ -446,6 +449,7 @@ impl EmbeddedStore {
             threads: Arc::new(threads),
             clock,
             revocations: Arc::default(),
+            purge_from: Arc::default(),
         })
     }
 
@@ -1134,6 +1138,53 @@ impl Store for EmbeddedStore {
                 }
             };
             Ok(found)
+        })
+    }
+
+    fn purge_expired(&self, limit: usize) -> StoreFuture<'_, usize> {
+        let cursor = Arc::clone(&self.purge_from);
+        self.write(move |txn, now| {
+            let from = cursor
+                .lock()
+                .map_err(|_| err("purge cursor poisoned"))?
+                .clone();
+            let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+            // At most `limit` entries looked at per call: the work is bounded
+            // whatever the table holds; the cursor continues the sweep.
+            let mut expired = Vec::new();
+            let mut last = None;
+            let mut seen = 0usize;
+            {
+                let iter = match &from {
+                    Some(k) => t.range::<&str>(k.as_str()..).map_err(err)?,
+                    None => t.iter().map_err(err)?,
+                };
+                for item in iter {
+                    let (k, v) = item.map_err(err)?;
+                    seen += 1;
+                    if live_value(v.value(), now).is_none() {
+                        expired.push(k.value().to_owned());
+                    }
+                    last = Some(k.value().to_owned());
+                    if seen >= limit.max(1) {
+                        break;
+                    }
+                }
+            }
+            for k in &expired {
+                t.remove(k.as_str()).map_err(err)?;
+            }
+            // A full page: continue after it next time; else start over.
+            let next = if seen >= limit.max(1) {
+                last.map(|mut k| {
+                    k.push('\u{0}');
+                    k
+                })
+            } else {
+                None
+            };
+            *cursor.lock().map_err(|_| err("purge cursor poisoned"))? = next;
+            Ok(expired.len())
         })
     }
 

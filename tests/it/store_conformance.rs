@@ -610,6 +610,53 @@ async fn docs_suite(store: &dyn Store) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_sweeps_expired_short_lived_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("p.db"), Arc::new(SystemClock)).unwrap();
+    for i in 0..250 {
+        store
+            .put_ephemeral(
+                Ephemeral::Replay,
+                &format!("old{i}"),
+                b"",
+                Duration::from_millis(50),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        store
+            .put_ephemeral(
+                Ephemeral::Session,
+                &format!("live{i}"),
+                b"x",
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // 100 looked at per call: several calls sweep everything, and a call
+    // after the sweep wrapped around finds nothing more.
+    let mut purged = 0;
+    for _ in 0..10 {
+        purged += store.purge_expired(100).await.unwrap();
+    }
+    assert_eq!(purged, 250);
+    assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+    for i in 0..20 {
+        assert_eq!(
+            store
+                .get_ephemeral(Ephemeral::Session, &format!("live{i}"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_and_revocations_on_every_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("d.db"), Arc::new(SystemClock)).unwrap();
