@@ -87,13 +87,32 @@ pub fn refusal(
     tracking_id: &str,
     login_path: &str,
 ) -> Response<Body> {
+    refusal_page(
+        status,
+        ("Sign-in refused", sentence(code), "Sign in again"),
+        code,
+        tracking_id,
+        login_path,
+    )
+}
+
+/// A page refusing something: (title, what happened, the sign-in link's
+/// text), then the code and tracking id a user reports.
+pub fn refusal_page(
+    status: StatusCode,
+    (title, what, link): (&str, &str, &str),
+    code: &str,
+    tracking_id: &str,
+    login_path: &str,
+) -> Response<Body> {
     html(
         status,
-        "Sign-in refused",
+        title,
         &format!(
-            "<p>{}</p><p><a href=\"{}\">Sign in again</a></p><p class=\"muted\">Code: <code>{}</code> · Tracking id: <code>{}</code></p>",
-            esc(sentence(code)),
+            "<p>{}</p><p><a href=\"{}\">{}</a></p><p class=\"muted\">Code: <code>{}</code> · Tracking id: <code>{}</code></p>",
+            esc(what),
             esc(login_path),
+            esc(link),
             esc(code),
             esc(tracking_id)
         ),

@@ -198,23 +198,7 @@ impl Sessions {
                             self.forget_all();
                         }
                         (Some(_), Some(entries)) if !entries.is_empty() => {
-                            // Emails, and sessions ended one by one (Single
-                            // Logout) as `session:KEY`.
-                            let (keys, emails): (Vec<&str>, Vec<&str>) = entries
-                                .iter()
-                                .map(String::as_str)
-                                .partition(|e| e.starts_with(SESSION_ENTRY) && !e.contains('@'));
-                            if !emails.is_empty() {
-                                self.forget_users(&emails.into_iter().collect());
-                            }
-                            if !keys.is_empty() {
-                                self.forget_keys(
-                                    &keys
-                                        .into_iter()
-                                        .filter_map(|k| k.strip_prefix(SESSION_ENTRY))
-                                        .collect(),
-                                );
-                            }
+                            self.forget_entries(&entries);
                         }
                         _ => {}
                     }
@@ -250,14 +234,7 @@ impl Sessions {
         if emails.is_empty() {
             return Ok(());
         }
-        let set: HashSet<&str> = emails.iter().map(String::as_str).collect();
-        self.forget_users(&set);
-        store.revoke_sessions(emails).await?;
-        tokio::time::sleep(FRESH + Duration::from_millis(20)).await;
-        // A request that read the cache just before the write may have
-        // put its session back here: forget once more.
-        self.forget_users(&set);
-        Ok(())
+        self.announce(store, emails).await
     }
 
     /// Ends the sessions stored at `keys` (their SHA-256 keys) on every
@@ -272,11 +249,40 @@ impl Sessions {
             store.delete_ephemeral(Ephemeral::Session, k).await?;
         }
         let entries: Vec<String> = keys.iter().map(|k| format!("{SESSION_ENTRY}{k}")).collect();
-        self.forget_keys(&keys.iter().map(String::as_str).collect());
-        store.revoke_sessions(&entries).await?;
+        self.announce(store, &entries).await
+    }
+
+    /// Forgets the revocation log `entries` here, appends them to the log,
+    /// and returns once no replica can still answer from its cache for
+    /// them ([`FRESH`] after the write).
+    async fn announce(&self, store: &dyn Store, entries: &[String]) -> Result<(), StoreError> {
+        self.forget_entries(entries);
+        store.revoke_sessions(entries).await?;
         tokio::time::sleep(FRESH + Duration::from_millis(20)).await;
-        self.forget_keys(&keys.iter().map(String::as_str).collect());
+        // A request that read the cache just before the write may have
+        // put its session back here: forget once more.
+        self.forget_entries(entries);
         Ok(())
+    }
+
+    /// Forgets what revocation log entries name: users (emails) and single
+    /// sessions (`session:KEY`, Single Logout).
+    fn forget_entries(&self, entries: &[String]) {
+        let (keys, emails): (Vec<&str>, Vec<&str>) = entries
+            .iter()
+            .map(String::as_str)
+            .partition(|e| e.starts_with(SESSION_ENTRY) && !e.contains('@'));
+        if !emails.is_empty() {
+            self.forget_users(&emails.into_iter().collect());
+        }
+        if !keys.is_empty() {
+            self.forget_keys(
+                &keys
+                    .into_iter()
+                    .filter_map(|k| k.strip_prefix(SESSION_ENTRY))
+                    .collect(),
+            );
+        }
     }
 
     /// Forgets the cached sessions whose store keys are `keys`.

@@ -18,7 +18,7 @@
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::pages::{esc, html, refusal};
+use super::pages::{esc, html, refusal, refusal_page};
 use super::{Gateway, form_pairs, redirect, safe_return_path, tracking_id};
 use crate::account::Account;
 use crate::config::Config;
@@ -87,15 +87,16 @@ fn logout_refusal(
     tracking_id: &str,
     login_path: &str,
 ) -> Response<Body> {
-    html(
+    refusal_page(
         status,
-        "Sign-out message refused",
-        &format!(
-            "<p>A sign-out message from your identity provider could not be accepted, so nothing was signed out by it. Close the browser to be sure you are signed out.</p><p><a href=\"{}\">Sign in</a></p><p class=\"muted\">Code: <code>{}</code> · Tracking id: <code>{}</code></p>",
-            esc(login_path),
-            esc(code),
-            esc(tracking_id)
+        (
+            "Sign-out message refused",
+            "A sign-out message from your identity provider could not be accepted, so nothing was signed out by it. Close the browser to be sure you are signed out.",
+            "Sign in",
         ),
+        code,
+        tracking_id,
+        login_path,
     )
 }
 
@@ -144,14 +145,7 @@ impl Gateway {
             tracing::info!(target: "audit", event = "logout", account = %acct.id, email = ?ended.as_ref().map(|d| &d.email), slo = false);
             let mut r = match target {
                 Some(t) => redirect(StatusCode::SEE_OTHER, &t),
-                None => html(
-                    StatusCode::OK,
-                    "Signed out",
-                    &format!(
-                        "<p>You are signed out of meetings. Your identity provider may still remember you.</p><p><a href=\"{}/login\">Sign in again</a></p>",
-                        esc(&cfg.path_prefix)
-                    ),
-                ),
+                None => signed_out_page(cfg, " Your identity provider may still remember you."),
             };
             self.set_cookie(&mut r, cfg, "", 0);
             return r;
@@ -219,6 +213,15 @@ impl Gateway {
     ) -> Response<Body> {
         let login_path = format!("{}/login", cfg.path_prefix);
         let tracking = tracking_id();
+        let store_down = |e: &crate::store::StoreError| {
+            self.metrics.store_error();
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                &tracking,
+                &login_path,
+            )
+        };
         let refuse = |status: StatusCode, e: &SamlError| {
             tracing::info!(target: "audit", event = "slo_refused", account = %acct.id, code = e.code(), reason = %e, tracking_id = %tracking);
             logout_refusal(status, e.code(), &tracking, &login_path)
@@ -273,15 +276,7 @@ impl Gateway {
                             )),
                         );
                     }
-                    Err(e) => {
-                        self.metrics.store_error();
-                        return refusal(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            e.code(),
-                            &tracking,
-                            &login_path,
-                        );
-                    }
+                    Err(e) => return store_down(&e),
                 };
                 let success = resp.status == logout::STATUS_SUCCESS
                     && resp.sub_status.as_deref() != Some(logout::STATUS_PARTIAL);
@@ -334,15 +329,7 @@ impl Gateway {
                     Ok(false) => {
                         return refuse(StatusCode::BAD_REQUEST, &SamlError::Replayed(lr.id));
                     }
-                    Err(e) => {
-                        self.metrics.store_error();
-                        return refusal(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            e.code(),
-                            &tracking,
-                            &login_path,
-                        );
-                    }
+                    Err(e) => return store_down(&e),
                 }
                 let ended = self.end_name_id(acct, &lr).await;
                 let (status, sub) = match &ended {

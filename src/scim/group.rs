@@ -467,6 +467,23 @@ async fn store_change(ctx: &Ctx<'_>, old: &GroupDoc, mut g: GroupDoc) -> Result<
     Ok(g)
 }
 
+/// Writes `old` with this name, externalId and members, and answers the
+/// group as now stored.
+async fn update(
+    ctx: &Ctx<'_>,
+    old: &GroupDoc,
+    display_name: String,
+    external_id: Option<String>,
+    members: Vec<Member>,
+) -> Result<Response<Body>> {
+    let mut g = old.clone();
+    g.display_name = display_name;
+    g.external_id = external_id;
+    g.members = members;
+    let g = store_change(ctx, old, g).await?;
+    respond(ctx, &g, StatusCode::OK).await
+}
+
 /// PUT /Groups/{id}.
 pub async fn replace(
     ctx: &Ctx<'_>,
@@ -485,12 +502,7 @@ pub async fn replace(
     }
     let members = input.members.unwrap_or_default();
     check_members(ctx, &members).await?;
-    let mut g = old.clone();
-    g.display_name = input.display_name;
-    g.external_id = input.external_id;
-    g.members = members;
-    let g = store_change(ctx, &old, g).await?;
-    respond(ctx, &g, StatusCode::OK).await
+    update(ctx, &old, input.display_name, input.external_id, members).await
 }
 
 /// PATCH /Groups/{id}: `members` add/remove (with or without a value
@@ -523,12 +535,7 @@ pub async fn patch(
         .cloned()
         .collect();
     check_members(ctx, &added).await?;
-    let mut g = old.clone();
-    g.display_name = input.display_name;
-    g.external_id = input.external_id;
-    g.members = members;
-    let g = store_change(ctx, &old, g).await?;
-    respond(ctx, &g, StatusCode::OK).await
+    update(ctx, &old, input.display_name, input.external_id, members).await
 }
 
 /// DELETE /Groups/{id}.

@@ -413,28 +413,16 @@ async fn route(
             StatusCode::OK,
             &list_of(discovery::schemas(&ctx.base)),
         )),
-        ("Schemas", Some(urn), &Method::GET) => discovery::schemas(&ctx.base)
-            .into_iter()
-            .find(|s| {
-                s["id"]
-                    .as_str()
-                    .is_some_and(|i| i.eq_ignore_ascii_case(urn))
-            })
-            .map(|s| scim_json(StatusCode::OK, &s))
-            .ok_or_else(|| ScimError::not_found("schema")),
+        ("Schemas", Some(urn), &Method::GET) => {
+            one_by_id(discovery::schemas(&ctx.base), urn, "schema")
+        }
         ("ResourceTypes", None, &Method::GET) => Ok(scim_json(
             StatusCode::OK,
             &list_of(discovery::resource_types(&ctx.base)),
         )),
-        ("ResourceTypes", Some(name), &Method::GET) => discovery::resource_types(&ctx.base)
-            .into_iter()
-            .find(|s| {
-                s["id"]
-                    .as_str()
-                    .is_some_and(|i| i.eq_ignore_ascii_case(name))
-            })
-            .map(|s| scim_json(StatusCode::OK, &s))
-            .ok_or_else(|| ScimError::not_found("resource type")),
+        ("ResourceTypes", Some(name), &Method::GET) => {
+            one_by_id(discovery::resource_types(&ctx.base), name, "resource type")
+        }
         ("Users", None, &Method::GET) => {
             let q = ListQuery::from_pairs(&query)?;
             users_list(ctx, &q).await
@@ -506,6 +494,14 @@ async fn route(
         ("Me", _, _) => Err(ScimError::status(501, "/Me is not supported")),
         _ => Err(ScimError::not_found("endpoint")),
     }
+}
+
+/// The discovery resource whose `id` is `id` (any case), or 404.
+fn one_by_id(all: Vec<Value>, id: &str, what: &str) -> Result<Response<Body>> {
+    all.into_iter()
+        .find(|s| s["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
+        .map(|s| scim_json(StatusCode::OK, &s))
+        .ok_or_else(|| ScimError::not_found(what))
 }
 
 fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
