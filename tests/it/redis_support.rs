@@ -69,6 +69,11 @@ impl RedisServer {
     }
 
     fn spawn(port: u16, dir: tempfile::TempDir, cluster: bool) -> Self {
+        Self::spawn_with(port, dir, cluster, &[])
+    }
+
+    /// [`RedisServer::spawn`] with `extra` arguments.
+    fn spawn_with(port: u16, dir: tempfile::TempDir, cluster: bool, extra: &[&str]) -> Self {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -92,6 +97,7 @@ impl RedisServer {
                 "nodes.conf",
             ]);
         }
+        cmd.args(extra);
         let child = cmd
             .spawn()
             .expect("redis-server on PATH (scripts/install-deps.sh installs it)");
@@ -162,6 +168,12 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| RedisServer::spawn(cluster_port(), tempfile::tempdir().unwrap(), true))
             .collect();
+        Self::form(nodes, 0)
+    }
+
+    /// Makes `nodes` one cluster with `replicas` replicas per master, and
+    /// waits until every node says `cluster_state:ok`.
+    fn form(nodes: Vec<RedisServer>, replicas: u8) -> Self {
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -170,7 +182,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .unwrap();
         assert!(
@@ -200,65 +212,15 @@ impl RedisCluster {
     pub fn start_with_replicas() -> Self {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
-                let port = cluster_port();
-                let dir = tempfile::tempdir().unwrap();
-                let mut cmd = Command::new("redis-server");
-                cmd.args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-                let child = cmd.spawn().expect("redis-server on PATH");
-                wait_until("redis-server", || ping(port));
-                RedisServer {
-                    child: Some(child),
-                    port,
-                    dir,
-                    cluster: true,
-                }
+                RedisServer::spawn_with(
+                    cluster_port(),
+                    tempfile::tempdir().unwrap(),
+                    true,
+                    &["--cluster-node-timeout", "1000"],
+                )
             })
             .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        for n in &nodes {
-            let port = n.port.to_string();
-            wait_until("cluster_state:ok", || {
-                Command::new("redis-cli")
-                    .args(["-p", &port, "cluster", "info"])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-                    .unwrap_or(false)
-            });
-        }
+        let Self { nodes } = Self::form(nodes, 1);
         // Every replica in sync with its master (a replica that has not
         // finished its first sync cannot be promoted).
         wait_until("3 replicas in sync", || {
