@@ -9,3 +9,7 @@ cp ../tests/fixtures/responses/*.xml ../tests/fixtures/responses/*.b64 corpus/ve
 cp ../tests/fixtures/idp-metadata.xml corpus/metadata/fixtures-idp.xml
 cp ../config/idp-metadata.xml corpus/metadata/demo-idp.xml
 printf 'alice@example.com\nemail=Alice@Example.com\ngroups=a|b|Meetings-Licensed\n' > corpus/mapping/basic
+for t in admin_json csv_import fast_head; do
+  mkdir -p corpus/$t
+  cp seeds/$t/* corpus/$t/
+done

@@ -7,13 +7,13 @@
 //! Errors are JSON `{"code", "message", "field"?}` with stable codes.
 
 pub mod accounts;
+pub mod body;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
 use crate::account::registry::Registry;
 use crate::account::{Account, DEFAULT_ID, ProvisioningMode};
@@ -91,6 +91,10 @@ fn bad(code: &str, message: &str, field: &str) -> Response<Body> {
     json_error(StatusCode::BAD_REQUEST, code, message, Some(field))
 }
 
+fn body_error(e: &body::BodyError) -> Response<Body> {
+    bad(e.code, &e.message, e.field)
+}
+
 /// Constant-time comparison of a presented token with the configured ones
 /// (both hashed first, so lengths leak nothing either).
 fn token_ok(presented: &str, tokens: &[String]) -> bool {
@@ -138,50 +142,6 @@ fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateRequest {
-    action: String,
-    user_info: Option<UserInfo>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserInfo {
-    email: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<serde_json::Value>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchRequest {
-    first_name: Option<String>,
-    last_name: Option<String>,
-    department: Option<String>,
-    groups: Option<Vec<String>>,
-    license: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<u8>,
-    features: Option<Vec<String>>,
-    status: Option<String>,
-    sso_only: Option<bool>,
-}
-
-fn license_of_type(v: &serde_json::Value) -> Option<License> {
-    match v
-        .as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))?
-    {
-        1 => Some(License::Basic),
-        2 => Some(License::Licensed),
-        3 => Some(License::OnPrem),
-        _ => None,
-    }
-}
-
 /// Reads a JSON body (at most [`MAX_JSON`] bytes) into `T`; the error is
 /// the response to send (400 `invalid_json`, 413).
 async fn read_json<T: serde::de::DeserializeOwned>(
@@ -202,25 +162,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// A name field: at most 64 characters, no control characters. The error
 /// is the 400 response naming the field (boxed: responses are large).
-fn check_name(v: &Option<String>, field: &str) -> Result<String, Box<Response<Body>>> {
-    let s = v.as_deref().unwrap_or("").trim().to_owned();
-    let problem = if s.chars().count() > 64 {
-        Some("is longer than 64 characters")
-    } else if s.chars().any(char::is_control) {
-        Some("contains control characters")
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => Err(Box::new(bad(
-            "invalid_field",
-            &format!("{field} {p}"),
-            field,
-        ))),
-        None => Ok(s),
-    }
-}
-
 impl Admin {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
@@ -388,7 +329,7 @@ impl Admin {
     }
 
     async fn create(&self, acct: &Account, req: Request<Incoming>) -> Response<Body> {
-        let parsed: CreateRequest = match read_json(req).await {
+        let parsed: body::CreateRequest = match read_json(req).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
@@ -403,48 +344,18 @@ impl Admin {
                 Some("provisioning.mode"),
             );
         }
-        let Some(info) = parsed.user_info else {
-            return bad("missing_field", "user_info is required", "user_info");
-        };
-        let raw_email = info.email.as_deref().unwrap_or("");
-        if crate::email::trim_xml_space(raw_email).is_empty() {
-            return bad(
-                "missing_field",
-                "user_info.email is required",
-                "user_info.email",
-            );
-        }
-        let email = match crate::email::canonical(
-            raw_email,
-            self.config.security.allow_international_email,
-        ) {
-            Ok(e) => e,
-            Err(e) => {
-                return bad(
-                    e.code(),
-                    &format!("user_info.email: {e}"),
-                    "user_info.email",
-                );
-            }
-        };
-        let Some(license) = info.kind.as_ref().and_then(license_of_type) else {
-            return bad(
-                "invalid_type",
-                "user_info.type must be 1 (basic), 2 (licensed) or 3 (on_prem)",
-                "user_info.type",
-            );
-        };
-        let first = match check_name(&info.first_name, "user_info.first_name") {
-            Ok(s) => s,
-            Err(r) => return *r,
-        };
-        let last = match check_name(&info.last_name, "user_info.last_name") {
-            Ok(s) => s,
-            Err(r) => return *r,
+        let body::NewUser {
+            email,
+            license,
+            first_name,
+            last_name,
+        } = match body::new_user(parsed, self.config.security.allow_international_email) {
+            Ok(u) => u,
+            Err(e) => return body_error(&e),
         };
         let mut user = new_record(&email, UserSource::Api, license, acct, self.clock.now());
-        user.first_name = first;
-        user.last_name = last;
+        user.first_name = first_name;
+        user.last_name = last_name;
         user.sso_only = true;
         match self.store.get_user(&email).await {
             Ok(Some(u)) => return exists(acct, &u),
@@ -535,7 +446,7 @@ impl Admin {
     }
 
     async fn patch(&self, acct: &Account, email: &str, req: Request<Incoming>) -> Response<Body> {
-        let p: PatchRequest = match read_json(req).await {
+        let p: body::PatchRequest = match read_json(req).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
@@ -544,61 +455,8 @@ impl Admin {
             Err(r) => return r,
         };
         let was = user.status;
-        if p.first_name.is_some() {
-            match check_name(&p.first_name, "first_name") {
-                Ok(s) => user.first_name = s,
-                Err(r) => return *r,
-            }
-        }
-        if p.last_name.is_some() {
-            match check_name(&p.last_name, "last_name") {
-                Ok(s) => user.last_name = s,
-                Err(r) => return *r,
-            }
-        }
-        if let Some(d) = p.department {
-            user.department = d;
-        }
-        if let Some(g) = p.groups {
-            user.groups = g;
-        }
-        if let Some(f) = p.features {
-            user.features = f;
-        }
-        if let Some(s) = p.sso_only {
-            user.sso_only = s;
-        }
-        if let Some(l) = p.license {
-            match License::parse(&l) {
-                Some(l) => user.license = l,
-                None => {
-                    return bad(
-                        "invalid_license",
-                        "license must be basic, licensed or on_prem",
-                        "license",
-                    );
-                }
-            }
-        }
-        if let Some(t) = p.kind {
-            match license_of_type(&serde_json::Value::from(t)) {
-                Some(l) => user.license = l,
-                None => return bad("invalid_type", "type must be 1, 2 or 3", "type"),
-            }
-        }
-        if let Some(s) = p.status {
-            user.status = match s.as_str() {
-                "active" => UserStatus::Active,
-                "deactivated" => UserStatus::Deactivated,
-                "pending_verification" => UserStatus::PendingVerification,
-                _ => {
-                    return bad(
-                        "invalid_status",
-                        "status must be active, deactivated or pending_verification",
-                        "status",
-                    );
-                }
-            };
+        if let Err(e) = body::apply_patch(p, &mut user) {
+            return body_error(&e);
         }
         user.updated_at = self.clock.now().to_rfc3339();
         if user.license == License::Licensed

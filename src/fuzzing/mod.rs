@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 mod proxy;
-pub use proxy::proxy_differential;
+pub use proxy::{fast_head, proxy_differential};
 
 /// A small deterministic generator (xorshift64*) for the campaign driver
 /// and the tests' pseudo-random sweeps.
@@ -117,4 +117,180 @@ pub fn mapping(data: &[u8]) {
         attributes: &attributes,
     };
     let _ = Mapping::default().apply(&input, &mut crate::mapping::Trace::collecting());
+}
+
+/// The admin API's JSON bodies: the first byte picks the body (an
+/// `ssoCreate`, a user PATCH, an account document, an account document
+/// merge-patched by a second one after a NUL), the rest is the JSON. Panics
+/// when an accepted body breaks a promise the handlers rely on: a created
+/// user's email not canonical, a name, list or text over its limit.
+pub fn admin_json(data: &[u8]) {
+    use crate::admin::body;
+    let Some((&kind, json)) = data.split_first() else {
+        return;
+    };
+    match kind % 4 {
+        0 => {
+            let Ok(req) = serde_json::from_slice::<body::CreateRequest>(json) else {
+                return;
+            };
+            if let Ok(u) = body::new_user(req, kind & 0x80 != 0) {
+                assert_eq!(
+                    crate::email::canonical(&u.email, true).as_deref(),
+                    Ok(u.email.as_str()),
+                    "an accepted email is canonical"
+                );
+                for n in [&u.first_name, &u.last_name] {
+                    assert!(
+                        n.chars().count() <= body::MAX_NAME && !n.chars().any(char::is_control)
+                    );
+                }
+            }
+        }
+        1 => {
+            let Ok(req) = serde_json::from_slice::<body::PatchRequest>(json) else {
+                return;
+            };
+            let mut u = fuzz_user();
+            if body::apply_patch(req, &mut u).is_ok() {
+                assert!(u.groups.len() <= body::MAX_GROUPS);
+                assert!(u.features.len() <= body::MAX_FEATURES);
+                assert!(u.department.chars().count() <= body::MAX_DEPARTMENT);
+                for g in &u.groups {
+                    assert!(!g.is_empty() && g.chars().count() <= body::MAX_GROUP);
+                }
+                for f in &u.features {
+                    assert!(!f.is_empty() && f.chars().count() <= body::MAX_FEATURE);
+                }
+                // What was accepted serialises and reads back alike.
+                let text = serde_json::to_vec(&u).unwrap_or_default();
+                let back: Option<crate::store::UserRecord> = serde_json::from_slice(&text).ok();
+                assert_eq!(back.as_ref(), Some(&u), "a patched record round-trips");
+            }
+        }
+        k => {
+            let (first, patch) = match json.iter().position(|&b| b == 0) {
+                Some(i) if k == 3 => (json.get(..i).unwrap_or(json), json.get(i + 1..)),
+                _ => (json, None),
+            };
+            let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(first) else {
+                return;
+            };
+            if let Some(p) = patch.and_then(|p| serde_json::from_slice(p).ok()) {
+                crate::account::doc::merge_patch(&mut doc, &p);
+            }
+            // Paths in a document name files on the gateway's machine: the
+            // target builds only documents that name none.
+            let text = doc.to_string();
+            if text.contains("_file") {
+                return;
+            }
+            let _ = crate::account::doc::build(
+                "acme",
+                &doc,
+                &crate::config::Security::default(),
+                "/saml",
+                crate::account::doc::Fetched::Cached(None),
+            );
+        }
+    }
+}
+
+fn fuzz_user() -> crate::store::UserRecord {
+    crate::store::UserRecord {
+        email: "bob@example.com".into(),
+        account: crate::account::DEFAULT_ID.into(),
+        first_name: "Bob".into(),
+        last_name: String::new(),
+        department: String::new(),
+        groups: Vec::new(),
+        license: crate::mapping::License::Basic,
+        features: Vec::new(),
+        sso_only: true,
+        status: crate::store::UserStatus::Active,
+        vanity: None,
+        source: crate::store::UserSource::Api,
+        created_at: String::new(),
+        updated_at: String::new(),
+        scim: None,
+    }
+}
+
+/// The CSV import on `data` as a file (dry run against an empty embedded
+/// store): never panics, and its report adds up (every row read is
+/// counted once: created, skipped, updated or an error). The users it
+/// would create.
+pub fn csv_import(data: &[u8]) -> u64 {
+    let Some(h) = csv_harness() else {
+        return 0;
+    };
+    let opts = crate::provisioning::csv::ImportOptions {
+        dry_run: true,
+        batch_size: 7,
+        ..Default::default()
+    };
+    let Some(account) = h.cfg.account.as_ref() else {
+        return 0;
+    };
+    let owners = crate::provisioning::NoOtherAccounts;
+    let report = h.rt.block_on(crate::provisioning::csv::import(
+        h.store.as_ref(),
+        &h.cfg,
+        account,
+        &owners,
+        data,
+        &opts,
+        chrono::DateTime::UNIX_EPOCH,
+        &mut |_| {},
+    ));
+    if let Ok(r) = report {
+        assert!(
+            r.interrupted.is_none(),
+            "an empty embedded store never fails"
+        );
+        assert_eq!(
+            r.created + r.skipped + r.updated + r.error_count,
+            r.rows
+                + u64::try_from(
+                    r.errors
+                        .iter()
+                        .filter(|e| e.reason.starts_with("unreadable row"))
+                        .count()
+                )
+                .unwrap_or(0),
+            "every row counted once: {r:?}"
+        );
+        return r.created;
+    }
+    0
+}
+
+struct CsvHarness {
+    rt: tokio::runtime::Runtime,
+    cfg: Config,
+    store: std::sync::Arc<dyn crate::store::Store>,
+    _dir: tempfile::TempDir,
+}
+
+fn csv_harness() -> Option<&'static CsvHarness> {
+    static H: OnceLock<Option<CsvHarness>> = OnceLock::new();
+    H.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let dir = tempfile::tempdir().ok()?;
+        let (cfg, _) = configs()?.clone();
+        let clock: std::sync::Arc<dyn crate::clock::Clock> =
+            std::sync::Arc::new(crate::clock::SystemClock);
+        let store =
+            crate::store::embedded::EmbeddedStore::open(&dir.path().join("s.db"), clock).ok()?;
+        Some(CsvHarness {
+            rt,
+            cfg,
+            store: std::sync::Arc::new(store),
+            _dir: dir,
+        })
+    })
+    .as_ref()
 }

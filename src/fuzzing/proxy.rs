@@ -729,3 +729,51 @@ pub fn proxy_differential(data: &[u8]) -> Result<usize, String> {
         Ok(f.seen.len())
     })
 }
+
+/// The fast path's request-head reader on raw bytes (`@S` in the input
+/// stands for the harness's session cookie, so heads reach the forwarding
+/// code). Panics when a forwarded head breaks what the upstream relies
+/// on: it must parse as one complete request head, name the configured
+/// upstream's host once, and carry no identity header from the client.
+/// True when the head was forwarded.
+pub fn fast_head(data: &[u8]) -> bool {
+    let Some(h) = harness() else {
+        return false;
+    };
+    let Ok(h) = h.lock() else {
+        return false;
+    };
+    let mut input = Vec::with_capacity(data.len() + 64);
+    let mut rest = data;
+    while let Some(i) = find(rest, b"@S") {
+        input.extend_from_slice(rest.get(..i).unwrap_or_default());
+        input.extend_from_slice(h.cookie.as_bytes());
+        rest = rest.get(i + 2..).unwrap_or_default();
+    }
+    input.extend_from_slice(rest);
+    let peer = SocketAddr::from(([192, 0, 2, 7], 40_000));
+    let Some(mut out) = crate::gateway::fast::fuzz_inspect(&h.fast, &input, peer) else {
+        return false;
+    };
+    out.extend_from_slice(b"\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    let parsed = req.parse(&out);
+    assert!(
+        matches!(parsed, Ok(httparse::Status::Complete(n)) if n == out.len()),
+        "the upstream head is one whole request: {parsed:?} {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let cfg = h.fast.config();
+    let mut hosts = 0;
+    for hd in req.headers.iter() {
+        let n = hd.name.to_ascii_lowercase();
+        assert!(
+            !crate::gateway::proxy::is_identity(&n, &cfg),
+            "a client's identity header {n:?} reached the upstream"
+        );
+        hosts += usize::from(n == "host");
+    }
+    assert_eq!(hosts, 1, "one Host: {:?}", String::from_utf8_lossy(&out));
+    true
+}

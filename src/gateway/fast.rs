@@ -477,6 +477,23 @@ fn inspect<'s>(
     })
 }
 
+/// The `fast_head` fuzz target's door: inspects `buf` as the fast path
+/// does for a client at `peer`; the upstream head it would write (without
+/// the identity headers and the final blank line) when it forwards.
+pub(crate) fn fuzz_inspect(gw: &Gateway, buf: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+    let cfg = gw.config();
+    let accounts = gw.accounts.snapshot();
+    let me = Peer {
+        addr: peer,
+        ip: peer.ip().to_string(),
+    };
+    let (mut out, mut lower) = (Vec::new(), String::new());
+    match inspect(gw, &cfg, &accounts, buf, &me, &mut out, &mut lower) {
+        Inspect::Forward(_) => Some(out),
+        Inspect::Partial | Inspect::Handover => None,
+    }
+}
+
 /// How an upstream answer's body is delimited.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Framing {
