@@ -102,7 +102,43 @@ fn default_account() -> String {
     crate::account::DEFAULT_ID.to_owned()
 }
 
-type Cache = HashMap<String, (Arc<SessionData>, Instant)>;
+/// One worker's cached sessions: cookie value → (session, when read).
+struct Cache {
+    map: HashMap<String, (Arc<SessionData>, Instant)>,
+    /// At this many entries, entries older than `recheck_secs` (which would
+    /// be read from the store again anyway) are dropped: then twice the
+    /// entries kept, so the sweeps cost O(1) per insert and the cache stays
+    /// within about twice the sessions used in the last `recheck_secs`.
+    sweep_at: usize,
+}
+
+/// The smallest `Cache::sweep_at`.
+const SWEEP_MIN: usize = 1024;
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            sweep_at: SWEEP_MIN,
+        }
+    }
+}
+
+impl Cache {
+    /// Caches `data` for cookie value `id` (read now).
+    fn insert(&mut self, id: &str, data: Arc<SessionData>, recheck: Duration) {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, (_, at)| at.elapsed() < recheck);
+            if self.map.len() >= CACHE_MAX {
+                self.map.clear();
+            }
+            // Give back what a burst grew (a cleared map keeps its table).
+            self.map.shrink_to(self.map.len().saturating_mul(2));
+            self.sweep_at = self.map.len().saturating_mul(2).clamp(SWEEP_MIN, CACHE_MAX);
+        }
+        self.map.insert(id.to_owned(), (data, Instant::now()));
+    }
+}
 
 /// Session management for one gateway process.
 ///
@@ -155,7 +191,9 @@ impl Sessions {
     /// A cache with `n` shards (one per worker thread; at least one).
     pub fn sharded(n: usize) -> Self {
         Self {
-            shards: (0..n.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..n.max(1))
+                .map(|_| Mutex::new(Cache::default()))
+                .collect(),
             epoch: Instant::now(),
             fresh_until_us: AtomicU64::new(0),
             watched: AtomicBool::new(false),
@@ -290,7 +328,9 @@ impl Sessions {
         self.generation.fetch_add(1, Ordering::AcqRel);
         for s in &self.shards {
             if let Ok(mut cache) = s.lock() {
-                cache.retain(|id, _| !keys.contains(token_hash(id).as_str()));
+                cache
+                    .map
+                    .retain(|id, _| !keys.contains(token_hash(id).as_str()));
             }
         }
     }
@@ -300,7 +340,9 @@ impl Sessions {
         self.generation.fetch_add(1, Ordering::AcqRel);
         for s in &self.shards {
             if let Ok(mut cache) = s.lock() {
-                cache.retain(|_, (data, _)| !emails.contains(data.email.as_str()));
+                cache
+                    .map
+                    .retain(|_, (data, _)| !emails.contains(data.email.as_str()));
             }
         }
     }
@@ -310,7 +352,7 @@ impl Sessions {
         self.generation.fetch_add(1, Ordering::AcqRel);
         for s in &self.shards {
             if let Ok(mut cache) = s.lock() {
-                cache.clear();
+                cache.map.clear();
             }
         }
     }
@@ -404,7 +446,7 @@ impl Sessions {
         // The in-memory cache is keyed by the cookie value itself (it never
         // leaves the process); the store is keyed by its SHA-256.
         if let Some(Ok(cache)) = self.shard(shard).map(Mutex::lock)
-            && let Some((data, at)) = cache.get(id)
+            && let Some((data, at)) = cache.map.get(id)
             && at.elapsed() < recheck
             && data.expires > n
             && self.cache_fresh()
@@ -456,10 +498,7 @@ impl Sessions {
         if let Some(Ok(mut cache)) = self.shard(shard).map(Mutex::lock)
             && self.generation.load(Ordering::Acquire) == generation
         {
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(id.to_owned(), (Arc::clone(&data), Instant::now()));
+            cache.insert(id, Arc::clone(&data), recheck);
         }
         Ok(Some(data))
     }
@@ -556,8 +595,52 @@ impl Sessions {
     fn forget(&self, id: &str) {
         for s in &self.shards {
             if let Ok(mut cache) = s.lock() {
-                cache.remove(id);
+                cache.map.remove(id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Arc<SessionData> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "email": "a@example.com",
+                "user": {
+                    "email": "a@example.com", "account": "default", "first_name": "",
+                    "last_name": "", "department": "", "groups": [], "license": "basic",
+                    "features": [], "sso_only": true, "status": "active", "vanity": null,
+                    "source": "jit", "created_at": "", "updated_at": ""
+                },
+                "name_id": null, "session_index": null,
+                "created": 0, "expires": 1, "touched": 0
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn cache_drops_entries_past_recheck_as_it_grows() {
+        let d = data();
+        let mut c = Cache::default();
+        // Entries that are stale at once: never more than a sweep's worth.
+        for i in 0..50_000 {
+            c.insert(&format!("s{i}"), Arc::clone(&d), Duration::ZERO);
+            assert!(c.map.len() <= SWEEP_MIN, "{}", c.map.len());
+        }
+        // Fresh entries are all kept, the sweep point moving past them.
+        let mut c = Cache::default();
+        for i in 0..5_000 {
+            c.insert(&format!("s{i}"), Arc::clone(&d), Duration::from_secs(3600));
+        }
+        assert_eq!(c.map.len(), 5_000);
+        assert!(
+            c.sweep_at > 5_000 / 2 && c.sweep_at <= 2 * 5_000,
+            "{}",
+            c.sweep_at
+        );
     }
 }
