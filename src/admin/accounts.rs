@@ -91,7 +91,12 @@ struct NewToken {
 
 impl Admin {
     /// `/api/v2/accounts` and below (`rest` is what follows it).
-    pub(super) async fn accounts(&self, rest: &str, req: Request<Incoming>) -> Response<Body> {
+    pub(super) async fn accounts(
+        &self,
+        rest: &str,
+        req: Request<Incoming>,
+        by: &str,
+    ) -> Response<Body> {
         let q = query_pairs(req.uri().query());
         let flag = |k: &str| {
             q.iter()
@@ -160,7 +165,7 @@ impl Admin {
                     .trim_start_matches('/')
                     .get(id.len() + "/users".len()..)
                     .unwrap_or("");
-                self.users(&acct, users_rest, req).await
+                self.users(&acct, users_rest, req, by).await
             }
             _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None),
         }

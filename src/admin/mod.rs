@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod body;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +17,13 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::account::registry::Registry;
-use crate::account::{Account, DEFAULT_ID, ProvisioningMode};
+use crate::account::{Account, DEFAULT_ID};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::mapping::License;
 use crate::provisioning::csv::{ImportOptions, import};
-use crate::provisioning::{assign_vanities, new_record, send_verification};
 use crate::server::{Body, Handler, HandlerFuture, json, json_error, read_body, text};
-use crate::store::{Store, StoreError, UserRecord, UserSource, UserStatus};
+use crate::store::{Store, StoreError, UserStatus};
 
 /// Largest JSON body accepted.
 const MAX_JSON: usize = 64 * 1024;
@@ -67,32 +67,16 @@ fn store_error(e: &StoreError) -> Response<Body> {
     )
 }
 
-/// 409 for an email that exists: this account's (`user_exists`) or
-/// another's (`user_in_other_account`, which says nothing more about it).
-fn exists(acct: &Account, existing: &UserRecord) -> Response<Body> {
-    if existing.account == acct.id {
-        json_error(
-            StatusCode::CONFLICT,
-            "user_exists",
-            "a user with this email exists",
-            Some("user_info.email"),
-        )
-    } else {
-        json_error(
-            StatusCode::CONFLICT,
-            "user_in_other_account",
-            "this email belongs to another account of this gateway",
-            Some("user_info.email"),
-        )
+/// A refused user operation as the API answers it.
+fn op_error(e: &users::UserOpError) -> Response<Body> {
+    if let users::UserOpError::Store(se) = e {
+        return store_error(se);
     }
+    json_error(e.status(), e.code(), &e.to_string(), e.field())
 }
 
 fn bad(code: &str, message: &str, field: &str) -> Response<Body> {
     json_error(StatusCode::BAD_REQUEST, code, message, Some(field))
-}
-
-fn body_error(e: &body::BodyError) -> Response<Body> {
-    bad(e.code, &e.message, e.field)
 }
 
 /// Constant-time comparison of a presented token with the configured ones
@@ -119,6 +103,16 @@ pub enum Principal {
         /// `users` or `scim`.
         scope: String,
     },
+}
+
+impl Principal {
+    /// Who made a change, as audit events name them.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Self::Admin => "admin_token".into(),
+            Self::Account { account, scope } => format!("{account}/{scope}_token"),
+        }
+    }
 }
 
 /// `path` is `base` or below it.
@@ -246,7 +240,7 @@ impl Admin {
         if let Some(rest) = path.strip_prefix("/api/v2/accounts")
             && (rest.is_empty() || rest.starts_with('/'))
         {
-            return self.accounts(rest, req).await;
+            return self.accounts(rest, req, &principal.audit_name()).await;
         }
         // `/api/v2/users...` is the default account's.
         if let Some(rest) = path.strip_prefix("/api/v2/users")
@@ -260,7 +254,7 @@ impl Admin {
                     None,
                 );
             };
-            return self.users(&acct, rest, req).await;
+            return self.users(&acct, rest, req, &principal.audit_name()).await;
         }
         json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None)
     }
@@ -287,10 +281,16 @@ impl Admin {
 
     /// `{users path}{rest}` of `acct`: ssoCreate, list, import, get, patch,
     /// delete.
-    async fn users(&self, acct: &Account, rest: &str, req: Request<Incoming>) -> Response<Body> {
+    async fn users(
+        &self,
+        acct: &Account,
+        rest: &str,
+        req: Request<Incoming>,
+        by: &str,
+    ) -> Response<Body> {
         let method = req.method().clone();
         match (method, rest) {
-            (Method::POST, "" | "/") => self.create(acct, req).await,
+            (Method::POST, "" | "/") => self.create(acct, req, by).await,
             (Method::GET, "" | "/") => self.list(acct, req.uri().query()).await,
             (Method::POST, "/import") => self.import(acct, req).await,
             (m, p) if p.len() > 1 && p.starts_with('/') => {
@@ -300,8 +300,8 @@ impl Admin {
                 ));
                 match m {
                     Method::GET => self.get(acct, &email).await,
-                    Method::PATCH => self.patch(acct, &email, req).await,
-                    Method::DELETE => self.delete(acct, &email).await,
+                    Method::PATCH => self.patch(acct, &email, req, by).await,
+                    Method::DELETE => self.delete(acct, &email, by).await,
                     _ => json_error(
                         StatusCode::METHOD_NOT_ALLOWED,
                         "method_not_allowed",
@@ -314,21 +314,7 @@ impl Admin {
         }
     }
 
-    /// The user `email` of `acct`: another account's user is not found here.
-    async fn user_of(&self, acct: &Account, email: &str) -> Result<UserRecord, Response<Body>> {
-        match self.store.get_user(email).await {
-            Ok(Some(u)) if u.account == acct.id => Ok(u),
-            Ok(_) => Err(json_error(
-                StatusCode::NOT_FOUND,
-                "user_not_found",
-                "no such user",
-                None,
-            )),
-            Err(e) => Err(store_error(&e)),
-        }
-    }
-
-    async fn create(&self, acct: &Account, req: Request<Incoming>) -> Response<Body> {
+    async fn create(&self, acct: &Account, req: Request<Incoming>, by: &str) -> Response<Body> {
         let parsed: body::CreateRequest = match read_json(req).await {
             Ok(p) => p,
             Err(r) => return *r,
@@ -336,150 +322,45 @@ impl Admin {
         if parsed.action != "ssoCreate" {
             return bad("unknown_action", "action must be \"ssoCreate\"", "action");
         }
-        if acct.provisioning.mode != ProvisioningMode::PriorToSignIn {
-            return json_error(
-                StatusCode::CONFLICT,
-                "sso_create_disabled",
-                "ssoCreate exists only while provisioning.mode = \"prior_to_sign_in\"; in jit mode users are created at login",
-                Some("provisioning.mode"),
-            );
+        match self.create_user(acct, parsed, by).await {
+            Ok(user) => json(StatusCode::CREATED, &user),
+            Err(e) => op_error(&e),
         }
-        let body::NewUser {
-            email,
-            license,
-            first_name,
-            last_name,
-        } = match body::new_user(parsed, self.config.security.allow_international_email) {
-            Ok(u) => u,
-            Err(e) => return body_error(&e),
-        };
-        let mut user = new_record(&email, UserSource::Api, license, acct, self.clock.now());
-        user.first_name = first_name;
-        user.last_name = last_name;
-        user.sso_only = true;
-        match self.store.get_user(&email).await {
-            Ok(Some(u)) => return exists(acct, &u),
-            Ok(None) => {}
-            Err(e) => return store_error(&e),
-        }
-        if crate::provisioning::domain_of_other_account(
-            self.accounts.snapshot().as_ref(),
-            acct,
-            &email,
-        ) {
-            return json_error(
-                StatusCode::CONFLICT,
-                "user_in_other_account",
-                "the email's domain is an associated domain of another account of this gateway",
-                Some("user_info.email"),
-            );
-        }
-        if let Err(e) = assign_vanities(self.store.as_ref(), std::slice::from_mut(&mut user)).await
-        {
-            return store_error(&e);
-        }
-        match self.store.insert_users(std::slice::from_ref(&user)).await {
-            Ok(v) if v.first() == Some(&true) => {}
-            Ok(_) => {
-                // Lost a race: say whose the winner is.
-                let winner = match self.store.get_user(&email).await {
-                    Ok(w) => w,
-                    Err(e) => return store_error(&e),
-                };
-                if let Some(name) = &user.vanity {
-                    let _ = crate::provisioning::give_back_vanity(
-                        self.store.as_ref(),
-                        name,
-                        &email,
-                        winner.as_ref(),
-                    )
-                    .await;
-                }
-                return exists(acct, winner.as_ref().unwrap_or(&user));
-            }
-            Err(e) => return store_error(&e),
-        }
-        if user.status == UserStatus::PendingVerification
-            && let Err(e) = send_verification(self.store.as_ref(), &self.config, acct, &email).await
-        {
-            return store_error(&e);
-        }
-        tracing::info!(target: "audit", event = "user_created", source = "api", account = %acct.id, email = %email, status = ?user.status);
-        json(StatusCode::CREATED, &user)
     }
 
     async fn get(&self, acct: &Account, email: &str) -> Response<Body> {
-        match self.user_of(acct, email).await {
+        match self.find_user(acct, email).await {
             Ok(u) => json(StatusCode::OK, &u),
-            Err(r) => r,
+            Err(e) => op_error(&e),
         }
     }
 
-    async fn delete(&self, acct: &Account, email: &str) -> Response<Body> {
-        let user = match self.user_of(acct, email).await {
-            Ok(u) => u,
-            Err(r) => return r,
-        };
-        match self.store.delete_user(email).await {
-            Ok(true) => {
-                if let Err(e) = self
-                    .sessions
-                    .revoke(self.store.as_ref(), &[email.to_owned()])
-                    .await
-                {
-                    return store_error(&e);
-                }
-                crate::scim::forget_id(self.store.as_ref(), &user).await;
-                tracing::info!(target: "audit", event = "user_deleted", account = %acct.id, email = %email);
+    async fn delete(&self, acct: &Account, email: &str, by: &str) -> Response<Body> {
+        match self.delete_user(acct, email, by).await {
+            Ok(()) => {
                 let mut r = text(StatusCode::NO_CONTENT, "");
                 r.headers_mut().remove(header::CONTENT_TYPE);
                 r
             }
-            Ok(false) => json_error(
-                StatusCode::NOT_FOUND,
-                "user_not_found",
-                "no such user",
-                None,
-            ),
-            Err(e) => store_error(&e),
+            Err(e) => op_error(&e),
         }
     }
 
-    async fn patch(&self, acct: &Account, email: &str, req: Request<Incoming>) -> Response<Body> {
+    async fn patch(
+        &self,
+        acct: &Account,
+        email: &str,
+        req: Request<Incoming>,
+        by: &str,
+    ) -> Response<Body> {
         let p: body::PatchRequest = match read_json(req).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
-        let mut user = match self.user_of(acct, email).await {
-            Ok(u) => u,
-            Err(r) => return r,
-        };
-        let was = user.status;
-        if let Err(e) = body::apply_patch(p, &mut user) {
-            return body_error(&e);
+        match self.update_user(acct, email, p, by).await {
+            Ok(user) => json(StatusCode::OK, &user),
+            Err(e) => op_error(&e),
         }
-        user.updated_at = self.clock.now().to_rfc3339();
-        if user.license == License::Licensed
-            && user.vanity.is_none()
-            && let Err(e) =
-                assign_vanities(self.store.as_ref(), std::slice::from_mut(&mut user)).await
-        {
-            return store_error(&e);
-        }
-        if let Err(e) = self.store.put_users(std::slice::from_ref(&user)).await {
-            return store_error(&e);
-        }
-        if was == UserStatus::Active
-            && user.status != UserStatus::Active
-            && let Err(e) = self
-                .sessions
-                .revoke(self.store.as_ref(), &[email.to_owned()])
-                .await
-        {
-            return store_error(&e);
-        }
-        tracing::info!(target: "audit", event = "user_updated", account = %acct.id, email = %email, status = ?user.status);
-        json(StatusCode::OK, &user)
     }
 
     async fn list(&self, acct: &Account, query: Option<&str>) -> Response<Body> {
@@ -503,47 +384,14 @@ impl Admin {
                 );
             }
         };
-        let mut cursor = get("cursor").filter(|c| !c.is_empty()).map(str::to_owned);
-        let mut users = Vec::new();
-        // This account's users (with the status asked for): at most 20
-        // pages per call; the cursor continues where this call stopped.
-        let mut more = true;
-        'pages: for _ in 0..20 {
-            let (page, next) = match self
-                .store
-                .list_account_users(&acct.id, cursor.as_deref(), limit)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => return store_error(&e),
-            };
-            for u in page {
-                if users.len() == limit {
-                    break 'pages;
-                }
-                cursor = Some(u.email.clone());
-                if status.is_none_or(|s| s == u.status) {
-                    users.push(u);
-                }
-            }
-            match next {
-                None => {
-                    more = false;
-                    break;
-                }
-                Some(n) => cursor = Some(n),
-            }
-            if users.len() == limit {
-                break;
-            }
+        let cursor = get("cursor").filter(|c| !c.is_empty()).map(str::to_owned);
+        match self.list_users(acct, cursor, limit, status).await {
+            Ok(page) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "users": page.users, "next_cursor": page.next_cursor }),
+            ),
+            Err(e) => store_error(&e),
         }
-        if !more {
-            cursor = None;
-        }
-        json(
-            StatusCode::OK,
-            &serde_json::json!({ "users": users, "next_cursor": cursor }),
-        )
     }
 
     async fn import(&self, acct: &Account, req: Request<Incoming>) -> Response<Body> {
