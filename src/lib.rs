@@ -10,6 +10,7 @@ pub mod admin;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod devidp;
 pub mod email;
 pub mod fetch;

@@ -154,8 +154,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// A name field: at most 64 characters, no control characters. The error
-/// is the 400 response naming the field (boxed: responses are large).
 impl Admin {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
@@ -185,6 +183,9 @@ impl Admin {
                 return r;
             }
             _ => {}
+        }
+        if is_under(&path, crate::console::BASE) {
+            return crate::console::handle(self, req).await;
         }
         if !path.starts_with("/api/") {
             return json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None);
@@ -260,7 +261,7 @@ impl Admin {
     }
 
     /// Who presents `token`: a global admin, an account's token, or nobody.
-    async fn principal(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+    pub(crate) async fn principal(&self, token: &str) -> Result<Option<Principal>, StoreError> {
         if token.is_empty() {
             return Ok(None);
         }

@@ -616,48 +616,7 @@ impl Gateway {
     }
 
     fn metadata(&self, gw: &Config, cfg: &Account) -> Response<Body> {
-        let cert = cfg.sp.cert_pem.as_deref().map(|pem| {
-            pem.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<String>()
-        });
-        let keys = cert
-            .map(|c| {
-                format!(
-                    "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\
-<md:KeyDescriptor use=\"encryption\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
-<md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"/><md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\
-<md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes256-cbc\"/><md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/></md:KeyDescriptor>"
-                )
-            })
-            .unwrap_or_default();
-        // Single Logout, when the account can sign its messages.
-        let slo = if slo::enabled(cfg) {
-            let at = esc(&slo::slo_url(gw, cfg));
-            format!(
-                "<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{at}\"/>\
-<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{at}\"/>"
-            )
-        } else {
-            String::new()
-        };
-        let body = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{eid}\">\
-<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"true\" protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}{slo}\
-<md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>\
-<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>\
-<md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>\
-</md:SPSSODescriptor></md:EntityDescriptor>\n",
-            eid = esc(&cfg.sp.entity_id),
-            signed = cfg.sp.sign_authn_requests,
-            acs = esc(&cfg.sp.acs_url),
-        );
-        let mut r = text(StatusCode::OK, body);
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/samlmetadata+xml"),
-        );
-        r
+        sp_metadata(gw, cfg)
     }
 
     async fn login(&self, cfg: &Config, acct: &Account, req: &Request<Incoming>) -> Response<Body> {
@@ -1284,6 +1243,53 @@ impl Handler for Gateway {
     fn listener(&self) -> crate::metrics::Listener {
         crate::metrics::Listener::Public
     }
+}
+
+/// Account `cfg`'s SP metadata (what its IdP imports), as served at
+/// `{path_prefix}/metadata` on its hosts and downloaded from the console.
+pub(crate) fn sp_metadata(gw: &Config, cfg: &Account) -> Response<Body> {
+    let cert = cfg.sp.cert_pem.as_deref().map(|pem| {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    });
+    let keys = cert
+        .map(|c| {
+            format!(
+                "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\
+<md:KeyDescriptor use=\"encryption\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
+<md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"/><md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\
+<md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes256-cbc\"/><md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/></md:KeyDescriptor>"
+            )
+        })
+        .unwrap_or_default();
+    // Single Logout, when the account can sign its messages.
+    let slo = if slo::enabled(cfg) {
+        let at = esc(&slo::slo_url(gw, cfg));
+        format!(
+            "<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{at}\"/>\
+<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{at}\"/>"
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{eid}\">\
+<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"true\" protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}{slo}\
+<md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>\
+<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>\
+<md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>\
+</md:SPSSODescriptor></md:EntityDescriptor>\n",
+        eid = esc(&cfg.sp.entity_id),
+        signed = cfg.sp.sign_authn_requests,
+        acs = esc(&cfg.sp.acs_url),
+    );
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/samlmetadata+xml"),
+    );
+    r
 }
 
 #[cfg(test)]

@@ -84,6 +84,18 @@ pub enum UserSource {
     Scim,
 }
 
+impl UserSource {
+    /// As stored and shown (`jit`, `api`, `csv`, `scim`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jit => "jit",
+            Self::Api => "api",
+            Self::Csv => "csv",
+            Self::Scim => "scim",
+        }
+    }
+}
+
 /// A platform user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -189,6 +201,8 @@ pub enum Ephemeral {
     /// (account, NameID) → the sessions opened with it (a set, for Single
     /// Logout).
     SloIndex,
+    /// Hashed console cookie → who signed in to the console.
+    Console,
 }
 
 impl Ephemeral {
@@ -200,6 +214,7 @@ impl Ephemeral {
             Self::Replay => "replay",
             Self::VerificationToken => "verify",
             Self::SloIndex => "slo",
+            Self::Console => "console",
         }
     }
 }

@@ -14,6 +14,7 @@ mod c14n_oracle;
 mod cli;
 mod config;
 mod connections;
+mod console;
 mod corpus;
 mod csv_import;
 mod differential;

@@ -1,0 +1,646 @@
+//! The console over real HTTP on the admin listener: sign-in with a
+//! token, the console cookie, CSRF and cross-site refusals, security
+//! headers, the Single Sign-On page (view, edit, validation by field) and
+//! User Management (search, ssoCreate, deactivate, delete), and an account
+//! token's console limited to its account.
+
+use http::Method;
+use serde_json::json;
+
+use super::accounts::{ADMIN, Fleet, TestIdp, bare_config, doc, fleet, idp_with_key, new_idp};
+use super::gateway::{code_in_page, cookie_of};
+use super::http_support::{Reply, request};
+
+/// A browser's view of the console: its cookie and the page's CSRF token.
+struct Browser {
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    page.split(&marker)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no hidden {name} in {page}"))
+        .to_owned()
+}
+
+fn set_cookie<'r>(r: &'r Reply, name: &str) -> Option<&'r str> {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+fn urlencode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                samlgate::gateway::url_encode(k),
+                samlgate::gateway::url_encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn multipart(fields: &[(&str, &str)]) -> (String, String) {
+    let b = "----samlgateTestBoundary7MA4YWxk";
+    let mut body = String::new();
+    for (k, v) in fields {
+        let file = if *k == "metadata_file" {
+            "; filename=\"idp.xml\"\r\nContent-Type: text/xml"
+        } else {
+            ""
+        };
+        body.push_str(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{k}\"{file}\r\n\r\n{v}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{b}--\r\n"));
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+async fn sign_in(base: &str, token: &str) -> Result<Browser, Reply> {
+    let r = request(Method::GET, &format!("{base}/console/"), &[], "").await;
+    assert_eq!(r.status, 200);
+    let login_cookie = set_cookie(&r, "samlgate_console_login").unwrap();
+    assert!(
+        login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"),
+        "{login_cookie}"
+    );
+    let csrf = hidden(&r.text(), "csrf");
+    let cookie = login_cookie.split(';').next().unwrap().to_owned();
+    let r = request(
+        Method::POST,
+        &format!("{base}/console/login"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookie),
+        ],
+        urlencode(&[("csrf", &csrf), ("token", token)]),
+    )
+    .await;
+    if r.status != 303 {
+        return Err(r);
+    }
+    let c = set_cookie(&r, "samlgate_console").unwrap();
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/console"),
+        "{c}"
+    );
+    let mut b = Browser {
+        base: base.to_owned(),
+        cookie: c.split(';').next().unwrap().to_owned(),
+        csrf: String::new(),
+    };
+    let landing = r.header("location").unwrap().to_owned();
+    let r = b.get(&landing).await;
+    let r = if r.status == 303 {
+        b.get(r.header("location").unwrap()).await
+    } else {
+        r
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    b.csrf = hidden(&r.text(), "csrf");
+    Ok(b)
+}
+
+impl Browser {
+    async fn get(&self, path: &str) -> Reply {
+        request(
+            Method::GET,
+            &format!("{}{path}", self.base),
+            &[("cookie", &self.cookie)],
+            "",
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        request(
+            Method::POST,
+            &format!("{}{path}", self.base),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &self.cookie),
+            ],
+            urlencode(&all),
+        )
+        .await
+    }
+
+    async fn post_multipart(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        let (ct, body) = multipart(&all);
+        request(
+            Method::POST,
+            &format!("{}{path}", self.base),
+            &[("content-type", &ct), ("cookie", &self.cookie)],
+            body,
+        )
+        .await
+    }
+}
+
+async fn two_accounts() -> (Fleet, tempfile::TempDir, TestIdp, TestIdp) {
+    let (f, dir) = fleet(bare_config()).await;
+    let a = new_idp("https://idp.acme.example/saml");
+    let b = new_idp("https://idp.globex.example/saml");
+    assert_eq!(
+        f.put("acme", &doc("acme", "acme.test", &a)).await.status,
+        201
+    );
+    assert_eq!(
+        f.put("globex", &doc("globex", "globex.test", &b))
+            .await
+            .status,
+        201
+    );
+    (f, dir, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_cookie_csrf_cross_site_and_security_headers() {
+    let (f, _d, _a, _b) = two_accounts().await;
+    // The sign-in page and its headers: no inline script or style allowed.
+    let r = request(Method::GET, &format!("{}/console/", f.admin), &[], "").await;
+    assert_eq!(r.status, 200);
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(!r.text().contains("<script") && !r.text().contains("style="));
+    let css = request(
+        Method::GET,
+        &format!("{}/console/static/console.css", f.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (css.status, css.header("content-type")),
+        (200, Some("text/css; charset=utf-8"))
+    );
+
+    // A wrong token, and a sign-in form without its cookie.
+    let r = sign_in(&f.admin, "not-a-token").await.err().unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("not valid"));
+    assert!(set_cookie(&r, "samlgate_console").is_none());
+    let r = request(
+        Method::POST,
+        &format!("{}/console/login", f.admin),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        urlencode(&[("csrf", "guess"), ("token", ADMIN)]),
+    )
+    .await;
+    assert_eq!(r.status, 401, "a login CSRF: no double-submitted cookie");
+    assert!(set_cookie(&r, "samlgate_console").is_none());
+
+    // Signed in: the accounts list.
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    let r = b.get("/console/accounts").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("acme corp") && r.text().contains("globex corp"));
+    assert!(r.text().contains("Signed in as <strong>operator</strong>"));
+    // The token is never rendered.
+    assert!(!r.text().contains(ADMIN));
+
+    // A form without the CSRF token, with another's, and from another site.
+    let form = [("mode", "prior_to_sign_in")];
+    let no_csrf = request(
+        Method::POST,
+        &format!("{}/console/a/acme/sso", f.admin),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &b.cookie),
+        ],
+        urlencode(&form),
+    )
+    .await;
+    assert_eq!(
+        (no_csrf.status, code_in_page(&no_csrf).as_str()),
+        (403, "csrf")
+    );
+    let other = sign_in(&f.admin, ADMIN).await.unwrap();
+    assert_ne!(other.csrf, b.csrf);
+    let wrong = Browser {
+        base: b.base.clone(),
+        cookie: b.cookie.clone(),
+        csrf: other.csrf.clone(),
+    };
+    let r = wrong.post("/console/a/acme/sso", &form).await;
+    assert_eq!((r.status, code_in_page(&r).as_str()), (403, "csrf"));
+    let r = request(
+        Method::POST,
+        &format!("{}/console/a/acme/sso", f.admin),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &b.cookie),
+            ("origin", "https://evil.example"),
+        ],
+        urlencode(&[("csrf", &b.csrf), ("mode", "prior_to_sign_in")]),
+    )
+    .await;
+    assert_eq!((r.status, code_in_page(&r).as_str()), (403, "cross_site"));
+    // None of them changed anything.
+    let acct = f.registry.get("acme").unwrap();
+    assert_eq!(
+        acct.provisioning.mode,
+        samlgate::account::ProvisioningMode::Jit
+    );
+
+    // Without the cookie: back to sign-in; a POST is refused.
+    let r = request(
+        Method::GET,
+        &format!("{}/console/accounts", f.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/console/")));
+    let r = request(
+        Method::POST,
+        &format!("{}/console/a/acme/users", f.admin),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        urlencode(&[("csrf", &b.csrf), ("email", "x@acme.example")]),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+
+    // Sign out ends the console session in the store, not just the cookie.
+    let r = b.post("/console/logout", &[]).await;
+    assert_eq!(r.status, 303);
+    assert!(
+        set_cookie(&r, "samlgate_console")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = b.get("/console/accounts").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/console/")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_switches_an_account_to_prior_to_sign_in_and_a_new_login_is_refused() {
+    let (f, _d, a, _b) = two_accounts().await;
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    // The page shows what the IdP metadata says.
+    let r = b.get("/console/a/acme/sso").await;
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    assert!(t.contains("https://idp.acme.example/saml"), "{t}");
+    assert!(t.contains("Just-in-Time"));
+    assert!(t.contains("https://idp.example.net/sso"));
+    let fp = f.registry.get("acme").unwrap().idp.metadata.signing_certs[0]
+        .fingerprint
+        .clone();
+    assert!(t.contains(&fp), "the certificate's fingerprint");
+    assert!(
+        !t.contains("expires in"),
+        "a certificate valid for a year is not flagged"
+    );
+    let md = b.get("/console/a/acme/sp-metadata").await;
+    assert_eq!(md.status, 200);
+    assert!(
+        md.text()
+            .contains("entityID=\"http://acme.test/saml/metadata\"")
+    );
+    assert!(
+        md.header("content-disposition")
+            .unwrap()
+            .contains("acme-sp-metadata.xml")
+    );
+
+    // Edit → Provision User: Prior to Sign-In → Save.
+    let r = b.get("/console/a/acme/sso?edit").await;
+    assert!(r.text().contains("name=\"mode\" value=\"jit\" checked"));
+    let r = b
+        .post_multipart(
+            "/console/a/acme/sso",
+            &[
+                ("mode", "prior_to_sign_in"),
+                ("domains", "acme.example\nacme-corp.example"),
+                ("idp_initiated", "1"),
+                ("metadata_xml", ""),
+                ("metadata_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/console/a/acme/sso?saved"));
+    let acct = f.registry.get("acme").unwrap();
+    assert_eq!(
+        acct.provisioning.mode,
+        samlgate::account::ProvisioningMode::PriorToSignIn
+    );
+    assert_eq!(
+        acct.provisioning.associated_domains,
+        ["acme.example", "acme-corp.example"]
+    );
+    let r = f.login("acme.test", &a, "new@acme.example").await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (403, "not_provisioned")
+    );
+
+    // ssoCreate from User Management, then that user signs in.
+    let r = b
+        .post(
+            "/console/a/acme/users",
+            &[
+                ("email", "Pre@Acme.example"),
+                ("first_name", "Pre"),
+                ("last_name", "Vision"),
+                ("type", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let detail = b.get(r.header("location").unwrap()).await;
+    assert!(detail.text().contains("pre@acme.example") && detail.text().contains("licensed"));
+    assert_eq!(
+        f.login("acme.test", &a, "pre@acme.example").await.status,
+        303
+    );
+    // The same email again: the API's conflict, on the form.
+    let r = b
+        .post(
+            "/console/a/acme/users",
+            &[("email", "pre@acme.example"), ("type", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert!(r.text().contains("user_exists"));
+    let r = b
+        .post(
+            "/console/a/acme/users",
+            &[("email", "not an email"), ("type", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+
+    // Bad metadata: refused by field, nothing saved.
+    let r = b
+        .post_multipart(
+            "/console/a/acme/sso",
+            &[
+                ("mode", "jit"),
+                ("domains", "acme.example"),
+                ("metadata_xml", "<not-metadata/>"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("idp.metadata_xml"), "{}", r.text());
+    assert!(r.text().contains("Nothing was saved"));
+    assert_eq!(
+        f.registry.get("acme").unwrap().provisioning.mode,
+        samlgate::account::ProvisioningMode::PriorToSignIn
+    );
+    // Two ways at once.
+    let r = b
+        .post_multipart(
+            "/console/a/acme/sso",
+            &[
+                ("mode", "jit"),
+                ("metadata_file", &a.metadata),
+                ("metadata_url", "https://idp.acme.example/md"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("one way"));
+    // A metadata file upload replaces the IdP.
+    let new = new_idp("https://idp2.acme.example/saml");
+    let r = b
+        .post_multipart(
+            "/console/a/acme/sso",
+            &[
+                ("mode", "jit"),
+                ("domains", "acme.example"),
+                ("metadata_file", &new.metadata),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        f.registry.get("acme").unwrap().idp.metadata.entity_id,
+        "https://idp2.acme.example/saml"
+    );
+    // A bad mode value.
+    let r = b
+        .post_multipart("/console/a/acme/sso", &[("mode", "sometimes")])
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("provisioning.mode"));
+}
+
+/// An IdP whose certificate ends in `days`.
+fn idp_expiring_in(entity_id: &str, days: u32) -> TestIdp {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "expiring test IdP")
+        .unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(days).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    idp_with_key(
+        entity_id,
+        key.private_key_to_pem_pkcs8().unwrap(),
+        b.build().to_pem().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_user_management_and_an_account_tokens_console_sees_only_its_account() {
+    let (f, _d, a, _b) = two_accounts().await;
+    let soon = idp_expiring_in("https://idp.globex.example/saml", 10);
+    assert_eq!(
+        f.put("globex", &doc("globex", "globex.test", &soon))
+            .await
+            .status,
+        200
+    );
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    let r = b.get("/console/a/globex/sso").await;
+    assert!(
+        r.text().contains("expires in 9 days") || r.text().contains("expires in 10 days"),
+        "{}",
+        r.text()
+    );
+
+    // Users from logins, searched by prefix and status.
+    let signed = f.login("acme.test", &a, "ann@acme.example").await;
+    assert_eq!(signed.status, 303);
+    let session = cookie_of(&signed);
+    for e in ["bob@acme.example", "bea@acme.example", "carl@acme.example"] {
+        assert_eq!(f.login("acme.test", &a, e).await.status, 303);
+    }
+    let r = b.get("/console/a/acme/users?q=b").await;
+    let t = r.text();
+    assert!(
+        t.contains("bob@acme.example") && t.contains("bea@acme.example"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("ann@acme.example") && !t.contains("carl@acme.example"),
+        "{t}"
+    );
+    let r = b.get("/console/a/acme/users?q=ann%40acme.example").await;
+    assert!(r.text().contains("ann@acme.example"));
+    assert!(
+        b.get("/console/a/acme/users")
+            .await
+            .text()
+            .contains("carl@acme.example")
+    );
+
+    // Deactivate ends the live session before the page answers.
+    assert_eq!(
+        f.on("acme.test", "/app", &[("cookie", &session)])
+            .await
+            .status,
+        200
+    );
+    let r = b
+        .post(
+            "/console/a/acme/users/ann%40acme.example",
+            &[("action", "deactivate")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_ne!(
+        f.on("acme.test", "/app", &[("cookie", &session)])
+            .await
+            .status,
+        200,
+        "the deactivated user's session ended"
+    );
+    let detail = b.get("/console/a/acme/users/ann%40acme.example").await;
+    assert!(detail.text().contains("deactivated") && detail.text().contains("Reactivate"));
+    let r = b.get("/console/a/acme/users?status=deactivated").await;
+    assert!(r.text().contains("ann@acme.example") && !r.text().contains("bob@acme.example"));
+    let r = b
+        .post(
+            "/console/a/acme/users/ann%40acme.example",
+            &[("action", "reactivate")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        f.login("acme.test", &a, "ann@acme.example").await.status,
+        303
+    );
+    // Delete asks for confirmation.
+    let r = b
+        .post(
+            "/console/a/acme/users/bob%40acme.example",
+            &[("action", "delete")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (400, "confirm_required")
+    );
+    assert!(
+        f.store
+            .get_user("bob@acme.example")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let r = b
+        .post(
+            "/console/a/acme/users/bob%40acme.example",
+            &[("action", "delete"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(
+        f.store
+            .get_user("bob@acme.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        b.get("/console/a/acme/users/bob%40acme.example")
+            .await
+            .status,
+        404
+    );
+
+    // An account's users token: its own account only, as if others did
+    // not exist.
+    let r = f
+        .api(
+            Method::POST,
+            "/api/v2/accounts/acme/tokens",
+            ADMIN,
+            json!({"scope": "users"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let scoped = sign_in(&f.admin, &token).await.unwrap();
+    let r = scoped.get("/console/").await;
+    assert_eq!(r.header("location"), Some("/console/a/acme/sso"));
+    assert_eq!(scoped.get("/console/a/acme/users").await.status, 200);
+    for path in [
+        "/console/accounts",
+        "/console/a/globex/sso",
+        "/console/a/globex/users",
+        "/console/a/globex/sp-metadata",
+    ] {
+        assert_eq!(scoped.get(path).await.status, 404, "{path}");
+    }
+    let r = scoped
+        .post(
+            "/console/a/globex/users",
+            &[("email", "x@globex.example"), ("type", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = scoped
+        .post_multipart("/console/a/globex/sso", &[("mode", "prior_to_sign_in")])
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        f.registry.get("globex").unwrap().provisioning.mode,
+        samlgate::account::ProvisioningMode::Jit
+    );
+    // A SCIM token does not open the console.
+    let r = f
+        .api(
+            Method::POST,
+            "/api/v2/accounts/acme/tokens",
+            ADMIN,
+            json!({"scope": "scim"}),
+        )
+        .await;
+    let scim = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(sign_in(&f.admin, &scim).await.err().unwrap().status, 401);
+}
