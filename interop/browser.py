@@ -167,6 +167,64 @@ def prior_to_sign_in_refuses_until_sso_create(d):
     shot(d, "prior-4-signed-in-after-ssocreate")
 
 
+def console_sign_in(d):
+    d.get(f"{os.environ['ADMIN']}/console/")
+    wait_for(d, EC.presence_of_element_located((By.ID, "token")), "the console sign-in form")
+    shot(d, "console-1-sign-in")
+    d.find_element(By.ID, "token").send_keys(os.environ["ADMIN_TOKEN"])
+    d.find_element(By.ID, "token").submit()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Accounts"), "the accounts page")
+    shot(d, "console-2-accounts")
+
+
+def console_prior_to_sign_in_refuses_then_admits_after_sso_create(d):
+    acct = os.environ["ACCT"]
+    admin = os.environ["ADMIN"]
+    console_sign_in(d)
+    d.find_element(By.CSS_SELECTOR, 'a[href="/console/a/acme/sso"]').click()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Just-in-Time"), "acme's Single Sign-On page")
+    shot(d, "console-3-sso-page")
+    d.find_element(By.LINK_TEXT, "Edit").click()
+    wait_for(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'input[value="prior_to_sign_in"]')), "the edit form")
+    d.find_element(By.CSS_SELECTOR, 'input[value="prior_to_sign_in"]').click()
+    shot(d, "console-4-prior-to-sign-in-chosen")
+    d.find_element(By.XPATH, '//button[text()="Save"]').click()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Saved."), "the saved page")
+    assert "Prior to Sign-In" in d.find_element(By.TAG_NAME, "main").text
+    shot(d, "console-5-saved")
+    # A new user of acme's IdP is refused now.
+    d.get(f"{acct}/meetings/60")
+    idp_login(d, "erin", "erinpass", "console-erin")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "not_provisioned"), "erin refused")
+    shot(d, "console-6-erin-not-provisioned")
+    # User Management: add erin as Licensed; her next sign-in is admitted.
+    d.get(f"{admin}/console/a/acme/users")
+    wait_for(d, EC.presence_of_element_located((By.ID, "email")), "the ssoCreate form")
+    d.find_element(By.ID, "email").send_keys("erin@acme.example")
+    d.find_element(By.ID, "first_name").send_keys("Erin")
+    d.find_element(By.ID, "last_name").send_keys("Acme")
+    d.find_element(By.CSS_SELECTOR, 'select#type option[value="2"]').click()
+    shot(d, "console-7-sso-create-form")
+    started = time.time()
+    d.find_element(By.XPATH, '//button[text()="Add user"]').click()
+    wait_for(d, lambda d: "?created" in d.current_url, "the new user's page")
+    print(f"     (ssoCreate answered in {time.time() - started:.1f} s)")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "The user was added."), "the added notice")
+    shot(d, "console-8-user-added")
+    d.get(f"{acct}/meetings/61")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "erin@acme.example"), "erin at the upstream")
+    body = d.find_element(By.TAG_NAME, "body").text
+    assert "licensed" in body, body
+    shot(d, "console-9-erin-signed-in")
+    # Back to Just-in-Time, through the console again.
+    d.get(f"{admin}/console/a/acme/sso?edit")
+    wait_for(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'input[value="jit"]')), "the edit form again")
+    d.find_element(By.CSS_SELECTOR, 'input[value="jit"]').click()
+    d.find_element(By.XPATH, '//button[text()="Save"]').click()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Saved."), "the second save")
+    assert "Just-in-Time" in d.find_element(By.TAG_NAME, "main").text
+
+
 def metric(admin, name):
     """The value of one sample in a gateway's /metrics (0 when absent)."""
     import urllib.request
@@ -275,6 +333,8 @@ scenario("prior_to_sign_in refuses, then admits after ssoCreate", prior_to_sign_
 scenario("JIT updates a changed attribute on the next login", changed_attribute_is_updated_on_the_next_login)
 scenario("a user outside the associated domains verifies her email, then signs in", outside_user_verifies_email_then_signs_in)
 scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)
+scenario("console: switch acme to Prior to Sign-In, a new user is refused, ssoCreate in User Management admits her",
+         console_prior_to_sign_in_refuses_then_admits_after_sso_create)
 scenario("an expired session goes back through the IdP", expired_session_goes_back_through_the_idp)
 scenario("IdP-initiated logout lands on the other replica and ends the session there too",
          idp_initiated_logout_lands_on_the_other_replica)

@@ -306,6 +306,10 @@ $config = [
       'email' => ['dave@acme.example'], 'givenName' => ['Dave'], 'sn' => ['Acme'],
       'groups' => ['acme-staff'],
     ],
+    'erin:erinpass' => [
+      'email' => ['erin@acme.example'], 'givenName' => ['Erin'], 'sn' => ['Acme'],
+      'groups' => ['acme-staff'],
+    ],
   ],
 ];
 PHP
@@ -455,7 +459,7 @@ if [ "${BROWSER:-0}" = "1" ]; then
   "$bin" serve --config "$work/samlgate2.toml" 2>"$work/samlgate2.log" &
   pids+=($!)
   wait_for curl --max-time 5 -sf "http://127.0.0.1:$ADMIN2/healthz"
-  GW="$gw" GW2="$gw2" ADMIN2="http://127.0.0.1:$ADMIN2" ADMIN_TOKEN="interop-admin-token-0123456789" \
+  GW="$gw" GW2="$gw2" ADMIN2="http://127.0.0.1:$ADMIN2" ADMIN_TOKEN="interop-admin-token-0123456789" ACCT="$acct" \
   IDP="$idp" ADMIN="http://127.0.0.1:$ADMIN" MAILDIR="$work/maildir" \
     AUTHSOURCES="$work/ssp/config/authsources.php" DB="$work/samlgate.db" \
     FRONT="$front" R1="http://127.0.0.1:$R1" R2="http://127.0.0.1:$R2" \

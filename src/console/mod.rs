@@ -109,7 +109,10 @@ fn secure_headers(h: &mut http::HeaderMap) {
         HeaderValue::from_static("nosniff"),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: with `no-referrer` a browser sends
+    // `Origin: null` on the console's own form posts, which the
+    // cross-site check refuses.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
@@ -237,13 +240,16 @@ fn same_token(a: &str, b: &str) -> bool {
     !a.is_empty() && a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
 }
 
-/// A POST from another site: its `Origin` names another host than the
-/// request's, or the browser says `Sec-Fetch-Site: cross-site`.
+/// A POST from elsewhere: the browser says `Sec-Fetch-Site` other than
+/// `same-origin` or `none` (`same-site` too: an account host on the same
+/// domain proxies upstream pages), or its `Origin` names another host than
+/// the request's (or is `null`, as from a sandboxed frame).
 fn cross_site(req: &Request<Incoming>) -> bool {
     let h = req.headers();
-    if h.get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-    {
+    if h.get("sec-fetch-site").is_some_and(|v| {
+        !(v.as_bytes().eq_ignore_ascii_case(b"same-origin")
+            || v.as_bytes().eq_ignore_ascii_case(b"none"))
+    }) {
         return true;
     }
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {

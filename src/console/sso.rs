@@ -73,7 +73,7 @@ fn view(acct: &Account) -> Markup {
                             @match expiry(c) {
                                 Some((at, days)) if days < 0 => { (at) " " span.warn role="status" { "expired" } }
                                 Some((at, days)) if days < EXPIRY_WARNING_DAYS => {
-                                    (at) " " span.warn role="status" { "expires in " (days) " days" }
+                                    (at) " " span.warn role="status" { "expires in " (days) (if days == 1 { " day" } else { " days" }) }
                                 }
                                 Some((at, _)) => { (at) }
                                 None => { span.muted { "unreadable" } }

@@ -253,6 +253,47 @@ async fn console_sign_in_cookie_csrf_cross_site_and_security_headers() {
     )
     .await;
     assert_eq!((r.status, code_in_page(&r).as_str()), (403, "cross_site"));
+    for (h, v) in [
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        let r = request(
+            Method::POST,
+            &format!("{}/console/a/acme/sso", f.admin),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &b.cookie),
+                (h, v),
+            ],
+            urlencode(&[("csrf", &b.csrf), ("mode", "prior_to_sign_in")]),
+        )
+        .await;
+        assert_eq!(
+            (r.status, code_in_page(&r).as_str()),
+            (403, "cross_site"),
+            "{h}: {v}"
+        );
+    }
+    // The browser's own same-origin post passes the check (and the CSRF
+    // token's): a bad mode, refused by field, not as cross-site.
+    let origin = f.admin.clone();
+    let host = origin.trim_start_matches("http://").to_owned();
+    let r = request(
+        Method::POST,
+        &format!("{}/console/a/acme/sso", f.admin),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &b.cookie),
+            ("origin", &origin),
+            ("host", &host),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        urlencode(&[("csrf", &b.csrf), ("mode", "sometimes")]),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
     // None of them changed anything.
     let acct = f.registry.get("acme").unwrap();
     assert_eq!(
