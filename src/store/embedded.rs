@@ -319,6 +319,12 @@ fn doc_key(space: DocSpace, key: &str) -> String {
     format!("{}:{key}", space.as_str())
 }
 
+/// Entry `seq` of capped log `log`: sequence numbers inverted, so a range
+/// from the log's prefix reads newest first (U+0001 ends the log's name).
+fn log_key(log: &str, seq: u64) -> String {
+    doc_key(DocSpace::Log, &format!("{log}\u{1}{:016x}", u64::MAX - seq))
+}
+
 /// Where the members of a short-lived set live: one entry each, keyed
 /// `{kind}:{key}` + U+0001 + member.
 fn set_prefix(kind: Ephemeral, key: &str) -> String {
@@ -1325,6 +1331,80 @@ impl Store for EmbeddedStore {
                 out.push((k.get(head..).unwrap_or("").to_owned(), v.value().to_vec()));
             }
             Ok(out)
+        })
+    }
+
+    fn log_push<'a>(
+        &'a self,
+        log: &'a str,
+        entries: &'a [Vec<u8>],
+        keep: usize,
+    ) -> StoreFuture<'a, ()> {
+        let log = log.to_owned();
+        let keep = u64::try_from(keep).unwrap_or(u64::MAX);
+        let from = entries
+            .len()
+            .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+        let entries: Vec<Vec<u8>> = entries.get(from..).unwrap_or_default().to_vec();
+        self.write(move |txn, _| {
+            let counter = format!("log:{log}");
+            let mut meta = txn.open_table(META).map_err(err)?;
+            let old = meta
+                .get(counter.as_str())
+                .map_err(err)?
+                .map_or(0, |g| g.value());
+            let mut docs = txn.open_table(DOCS).map_err(err)?;
+            let mut seq = old;
+            for e in &entries {
+                seq += 1;
+                docs.insert(log_key(&log, seq).as_str(), e.as_slice())
+                    .map_err(err)?;
+            }
+            // What fell off the end: from the oldest kept before to the
+            // newest now beyond `keep` (each removed once, so linear).
+            for s in (old.saturating_sub(keep) + 1)..=seq.saturating_sub(keep) {
+                docs.remove(log_key(&log, s).as_str()).map_err(err)?;
+            }
+            meta.insert(counter.as_str(), seq).map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn log_recent<'a>(&'a self, log: &'a str, limit: usize) -> StoreFuture<'a, Vec<Vec<u8>>> {
+        let prefix = doc_key(DocSpace::Log, &format!("{log}\u{1}"));
+        self.blocking(move |db, _| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(DOCS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in t.range::<&str>(prefix.as_str()..).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                if !k.value().starts_with(prefix.as_str()) || out.len() >= limit {
+                    break;
+                }
+                out.push(v.value().to_vec());
+            }
+            Ok(out)
+        })
+    }
+
+    fn log_delete<'a>(&'a self, log: &'a str) -> StoreFuture<'a, ()> {
+        let log = log.to_owned();
+        self.write(move |txn, _| {
+            let prefix = doc_key(DocSpace::Log, &format!("{log}\u{1}"));
+            let mut docs = txn.open_table(DOCS).map_err(err)?;
+            let keys: Vec<String> = docs
+                .range::<&str>(prefix.as_str()..)
+                .map_err(err)?
+                .filter_map(Result::ok)
+                .map(|(k, _)| k.value().to_owned())
+                .take_while(|k| k.starts_with(prefix.as_str()))
+                .collect();
+            for k in keys {
+                docs.remove(k.as_str()).map_err(err)?;
+            }
+            let mut meta = txn.open_table(META).map_err(err)?;
+            meta.remove(format!("log:{log}").as_str()).map_err(err)?;
+            Ok(())
         })
     }
 

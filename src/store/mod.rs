@@ -226,6 +226,8 @@ pub enum DocSpace {
     ScimUser,
     /// `{account}/{group id}` → a SCIM group.
     Group,
+    /// Entries of the capped logs ([`Store::log_push`]; embedded store).
+    Log,
 }
 
 impl DocSpace {
@@ -234,6 +236,7 @@ impl DocSpace {
         match self {
             Self::ScimUser => "scim-user",
             Self::Group => "group",
+            Self::Log => "log",
         }
     }
 }
@@ -518,6 +521,22 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> StoreFuture<'a, Vec<(String, Vec<u8>)>>;
 
+    /// Appends `entries` (oldest first) to the capped log `log`, which
+    /// keeps its newest `keep` entries (the sign-in activity of the
+    /// console).
+    fn log_push<'a>(
+        &'a self,
+        log: &'a str,
+        entries: &'a [Vec<u8>],
+        keep: usize,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The newest `limit` entries of log `log`, newest first.
+    fn log_recent<'a>(&'a self, log: &'a str, limit: usize) -> StoreFuture<'a, Vec<Vec<u8>>>;
+
+    /// Deletes log `log`.
+    fn log_delete<'a>(&'a self, log: &'a str) -> StoreFuture<'a, ()>;
+
     /// Deletes up to `limit` short-lived values whose time is up, resuming
     /// where the last call stopped; how many went. Stores whose keys expire
     /// by themselves (Redis) have nothing to do.
@@ -717,6 +736,15 @@ impl Store for EmptyStore {
         Box::pin(async { Ok(None) })
     }
     fn delete_ephemeral<'a>(&'a self, _: Ephemeral, _: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn log_push<'a>(&'a self, _: &'a str, _: &'a [Vec<u8>], _: usize) -> StoreFuture<'a, ()> {
+        Self::refuse()
+    }
+    fn log_recent<'a>(&'a self, _: &'a str, _: usize) -> StoreFuture<'a, Vec<Vec<u8>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn log_delete<'a>(&'a self, _: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
     fn put_account<'a>(

@@ -298,6 +298,10 @@ impl RedisStore {
     fn doc_key(&self, space: DocSpace, key: &str) -> String {
         format!("{}:doc:{}:{{{key}}}", self.prefix, space.as_str())
     }
+    /// A capped log: one list (one key, so one cluster slot).
+    fn log_key(&self, log: &str) -> String {
+        format!("{}:log:{{{log}}}", self.prefix)
+    }
     fn docs_key(&self, space: DocSpace) -> String {
         format!("{}:docs:{}", self.prefix, space.as_str())
     }
@@ -1008,6 +1012,56 @@ impl Store for RedisStore {
             let _: i64 = self
                 .query(redis::cmd("SREM").arg(self.eph_key(kind, key)).arg(member))
                 .await?;
+            Ok(())
+        })
+    }
+
+    fn log_push<'a>(
+        &'a self,
+        log: &'a str,
+        entries: &'a [Vec<u8>],
+        keep: usize,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let key = self.log_key(log);
+            // LPUSH puts each argument at the head in turn: the last
+            // (newest) ends first.
+            let _: i64 = self
+                .query(redis::cmd("LPUSH").arg(&key).arg(entries))
+                .await?;
+            let _: Value = self
+                .query(
+                    redis::cmd("LTRIM")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(keep.saturating_sub(1)),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn log_recent<'a>(&'a self, log: &'a str, limit: usize) -> StoreFuture<'a, Vec<Vec<u8>>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            self.query(
+                redis::cmd("LRANGE")
+                    .arg(self.log_key(log))
+                    .arg(0)
+                    .arg(limit - 1),
+            )
+            .await
+        })
+    }
+
+    fn log_delete<'a>(&'a self, log: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self.query(redis::cmd("DEL").arg(self.log_key(log))).await?;
             Ok(())
         })
     }

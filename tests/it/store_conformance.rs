@@ -656,6 +656,67 @@ async fn embedded_store_sweeps_expired_short_lived_values() {
     }
 }
 
+/// Capped logs: newest first, at most `keep`, each log on its own, and an
+/// embedded store's log survives a reopen.
+async fn log_suite(store: &dyn Store) {
+    let e = |i: u32| format!("e{i}").into_bytes();
+    assert!(store.log_recent("a", 10).await.unwrap().is_empty());
+    store.log_push("a", &[e(1), e(2), e(3)], 5).await.unwrap();
+    store.log_push("b", &[e(100)], 5).await.unwrap();
+    assert_eq!(store.log_recent("a", 10).await.unwrap(), [e(3), e(2), e(1)]);
+    assert_eq!(store.log_recent("a", 2).await.unwrap(), [e(3), e(2)]);
+    assert!(store.log_recent("a", 0).await.unwrap().is_empty());
+    // Past `keep`: the oldest go, in one push and over several.
+    store
+        .log_push("a", &[e(4), e(5), e(6), e(7)], 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.log_recent("a", 10).await.unwrap(),
+        [e(7), e(6), e(5), e(4), e(3)]
+    );
+    let many: Vec<Vec<u8>> = (8..20).map(e).collect();
+    store.log_push("a", &many, 5).await.unwrap();
+    assert_eq!(
+        store.log_recent("a", 10).await.unwrap(),
+        [e(19), e(18), e(17), e(16), e(15)]
+    );
+    store.log_push("a", &[], 5).await.unwrap();
+    assert_eq!(store.log_recent("a", 10).await.unwrap().len(), 5);
+    assert_eq!(store.log_recent("b", 10).await.unwrap(), [e(100)]);
+    // A log whose name is another's prefix is its own.
+    store.log_push("a2", &[e(50)], 5).await.unwrap();
+    assert_eq!(store.log_recent("a", 1).await.unwrap(), [e(19)]);
+    assert_eq!(store.log_recent("a2", 10).await.unwrap(), [e(50)]);
+    store.log_delete("a").await.unwrap();
+    assert!(store.log_recent("a", 10).await.unwrap().is_empty());
+    assert_eq!(store.log_recent("a2", 10).await.unwrap(), [e(50)]);
+    store.log_push("a", &[e(1)], 5).await.unwrap();
+    assert_eq!(store.log_recent("a", 10).await.unwrap(), [e(1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_logs_on_every_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    {
+        let store = EmbeddedStore::open(&path, Arc::new(SystemClock)).unwrap();
+        log_suite(&store).await;
+    }
+    let store = EmbeddedStore::open(&path, Arc::new(SystemClock)).unwrap();
+    assert_eq!(store.log_recent("a2", 10).await.unwrap(), [b"e50".to_vec()]);
+    let (url, _g1) = standalone();
+    let store = RedisStore::standalone(&url, &unique_prefix("log"))
+        .await
+        .unwrap();
+    log_suite(&store).await;
+    let (nodes, _g2) = cluster();
+    let store = RedisStore::cluster(&nodes, &unique_prefix("log"))
+        .await
+        .unwrap();
+    log_suite(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_and_revocations_on_every_store() {
     let dir = tempfile::tempdir().unwrap();
