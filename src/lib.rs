@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod activity;
 pub mod admin;
 pub mod check;
 pub mod clock;

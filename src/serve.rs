@@ -195,6 +195,9 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     let sync = crate::account::manage::Sync::new();
     let mut gateways = Vec::new();
     let mut threads = Vec::new();
+    // Login decisions for the console's sign-in activity (written by one
+    // task, off the request path).
+    let (activity, activity_rx) = crate::activity::Activity::new();
     for i in 0..workers {
         let gw = Arc::new(
             Gateway::with_sessions(
@@ -207,7 +210,8 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
                 i,
                 Arc::clone(&accounts),
             )
-            .map_err(ServeError::Other)?,
+            .map_err(ServeError::Other)?
+            .with_activity(Arc::clone(&activity)),
         );
         gateways.push(Arc::clone(&gw));
         let listener = reuseport(cfg.listen.public)?;
@@ -243,10 +247,25 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         accounts: Arc::clone(&accounts),
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
-        metrics: Arc::new(move || m.render()),
+        metrics: {
+            let a = Arc::clone(&activity);
+            Arc::new(move || {
+                format!(
+                    "{}# HELP samlgate_activity_dropped_total Login decisions not kept in the sign-in activity (queue full or store failed).\n# TYPE samlgate_activity_dropped_total counter\nsamlgate_activity_dropped_total {}\n",
+                    m.render(),
+                    a.dropped()
+                )
+            })
+        },
         sessions: Arc::clone(&sessions),
     });
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(crate::activity::run(
+        Arc::clone(&activity),
+        Arc::clone(&store),
+        activity_rx,
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(serve(
         admin_listener,
         admin,

@@ -437,6 +437,7 @@ pub async fn delete(
     if !store.delete_account(id).await? {
         return Err(AccountError::NotFound(id.to_owned()));
     }
+    store.log_delete(&crate::activity::log_of(id)).await?;
     if let Some(r) = registry {
         r.apply([Change::Remove(id.to_owned())]);
     }

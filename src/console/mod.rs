@@ -17,6 +17,7 @@
 //! secret is rendered; every change is an audit event naming who made it
 //! (`by = console:{who}`).
 
+mod activity;
 pub mod form;
 mod sso;
 mod users;
@@ -165,6 +166,7 @@ fn page(title: &str, signed: Option<&Signed>, account: Option<&Account>, body: M
                         ul {
                             li { a href={ (BASE) "/a/" (a.id) "/sso" } { "Single Sign-On" } }
                             li { a href={ (BASE) "/a/" (a.id) "/users" } { "User Management" } }
+                            li { a href={ (BASE) "/a/" (a.id) "/activity" } { "Sign-in activity" } }
                         }
                     }
                 }
@@ -417,6 +419,7 @@ async fn get(ctx: &Ctx<'_>, rest: &str, q: &Form) -> Response<Body> {
             r
         }
         "users" => users::list(ctx, &acct, q).await,
+        "activity" => activity::page_of(ctx, &acct, q).await,
         p => match p.strip_prefix("users/") {
             Some(email) => users::detail(ctx, &acct, &decode_segment(email), q).await,
             None => not_found(Some(&ctx.signed)),

@@ -209,6 +209,18 @@ pub(super) async fn detail(ctx: &Ctx<'_>, acct: &Account, email: &str, q: &Form)
         Err(_) => return super::not_found(Some(&ctx.signed)),
     };
     let here = user_link(acct, &u.email);
+    let decisions =
+        match crate::activity::recent(ctx.admin.store.as_ref(), &acct.id, crate::activity::KEEP)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => return super::store_error_page(&e, Some(&ctx.signed)),
+        };
+    let mine: Vec<&crate::activity::Decision> = decisions
+        .iter()
+        .filter(|d| d.email.as_deref() == Some(u.email.as_str()))
+        .take(20)
+        .collect();
     let body = html! {
         @if q.get("created").is_some() { p.ok role="status" { "The user was added." } }
         @if q.get("updated").is_some() { p.ok role="status" { "Saved." } }
@@ -225,6 +237,12 @@ pub(super) async fn detail(ctx: &Ctx<'_>, acct: &Account, email: &str, q: &Form)
             dt { "Features" } dd { (u.features.join(", ")) }
             dt { "Created" } dd { (u.created_at) }
             dt { "Updated" } dd { (u.updated_at) }
+        }
+        h2 { "Recent sign-ins" }
+        @if mine.is_empty() {
+            p.muted { "None among the account's recent sign-in activity." }
+        } @else {
+            (super::activity::table(acct, &mine))
         }
         h2 { "Actions" }
         form.inline method="post" action=(here) {

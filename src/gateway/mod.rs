@@ -77,6 +77,14 @@ impl LoginError {
         }
     }
 
+    /// The email the refusal is about, when one is known.
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Self::Refused(r) => r.email(),
+            _ => None,
+        }
+    }
+
     /// 400 malformed, 403 refused, 503 store outage.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -118,6 +126,8 @@ pub struct Gateway {
     shard: usize,
     tls: bool,
     dev_idp: Option<DevIdp>,
+    /// Where login decisions go for the console's sign-in activity.
+    activity: Option<Arc<crate::activity::Activity>>,
 }
 
 /// The value of the first cookie called `name` in `values` (every Cookie
@@ -286,7 +296,16 @@ impl Gateway {
             shard: 0,
             tls,
             dev_idp,
+            activity: None,
         })
+    }
+
+    /// Sends this gateway's login decisions to `activity` (the console's
+    /// sign-in activity).
+    #[must_use]
+    pub fn with_activity(mut self, activity: Arc<crate::activity::Activity>) -> Self {
+        self.activity = Some(activity);
+        self
     }
 
     /// Like [`Gateway::new`], sharing a session cache and the accounts
@@ -785,6 +804,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 tracing::info!(target: "audit", event = "login", decision = "accept", tracking_id = %tracking,
                     account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
                     request_binding = binding, remote = %peer.ip());
+                self.record(acct, Some(&done.email), None, "", &tracking, peer);
                 let mut r = redirect(StatusCode::SEE_OTHER, &done.target);
                 self.set_cookie(&mut r, cfg, &done.session_id, acct.session.lifetime_secs);
                 // The answered request leaves the browser's cookie.
@@ -795,6 +815,29 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 r
             }
             Err(e) => self.refuse(cfg, acct, &e, &tracking, peer, None),
+        }
+    }
+
+    /// Hands a login decision to the sign-in activity (never waits).
+    fn record(
+        &self,
+        acct: &Account,
+        email: Option<&str>,
+        code: Option<&str>,
+        reason: &str,
+        tracking: &str,
+        peer: SocketAddr,
+    ) {
+        if let Some(a) = &self.activity {
+            a.record(crate::activity::Decision::new(
+                self.clock.now().timestamp(),
+                &acct.id,
+                email,
+                code,
+                reason,
+                tracking,
+                &peer.ip().to_string(),
+            ));
         }
     }
 
@@ -817,6 +860,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         }
         tracing::warn!(target: "audit", event = "login", decision = "reject", code, reason = %e, tracking_id = %tracking,
             account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = name_id.unwrap_or(""), remote = %peer.ip());
+        self.record(acct, e.email(), Some(code), &e.to_string(), tracking, peer);
         refusal(
             e.status(),
             code,

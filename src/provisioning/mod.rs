@@ -42,6 +42,18 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The email the refusal is about, when it names one.
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Self::NotProvisioned(e)
+            | Self::Deactivated(e)
+            | Self::PendingVerification(e)
+            | Self::WrongAccount(e)
+            | Self::DomainOfOtherAccount(e) => Some(e),
+            Self::Store(_) => None,
+        }
+    }
+
     /// Stable code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -134,6 +134,7 @@ pub async fn fleet_on(store: Arc<dyn Store>, clock: Arc<TestClock>, mut cfg: Con
     let mut sync = samlgate::account::manage::Sync::new();
     sync.poll(store.as_ref(), &cfg, &registry).await.unwrap();
     let sessions = Arc::new(samlgate::gateway::session::Sessions::default());
+    let (activity, activity_rx) = samlgate::activity::Activity::new();
     let gateway = Arc::new(
         Gateway::with_sessions(
             Arc::clone(&cfg),
@@ -145,11 +146,18 @@ pub async fn fleet_on(store: Arc<dyn Store>, clock: Arc<TestClock>, mut cfg: Con
             0,
             Arc::clone(&registry),
         )
-        .unwrap(),
+        .unwrap()
+        .with_activity(Arc::clone(&activity)),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = format!("http://{}", l.local_addr().unwrap());
     let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(samlgate::activity::run(
+        activity,
+        Arc::clone(&store),
+        activity_rx,
+        rx.clone(),
+    ));
     tokio::spawn(serve(
         l,
         gateway as Arc<dyn Handler>,

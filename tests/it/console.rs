@@ -685,3 +685,120 @@ async fn console_user_management_and_an_account_tokens_console_sees_only_its_acc
     let scim = r.json()["token"].as_str().unwrap().to_owned();
     assert_eq!(sign_in(&f.admin, &scim).await.err().unwrap().status, 401);
 }
+
+/// Polls `check` for up to 5 s (the activity is written off the request
+/// path, within milliseconds).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_activity_answers_why_bob_cannot_sign_in() {
+    let (f, _d, a, b_idp) = two_accounts().await;
+    assert_eq!(
+        f.login("acme.test", &a, "ann@acme.example").await.status,
+        303
+    );
+    assert_eq!(
+        f.patch(
+            "acme",
+            json!({"provisioning": {"mode": "prior_to_sign_in"}})
+        )
+        .await
+        .status,
+        200
+    );
+    let refused = f.login("acme.test", &a, "bob@acme.example").await;
+    assert_eq!(code_in_page(&refused), "not_provisioned");
+    let tracking = refused
+        .text()
+        .split("Tracking id: <code>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .map(str::to_owned);
+    // A response signed by globex's IdP posted to acme: refused before
+    // any email is known.
+    let foreign = b_idp
+        .idp
+        .response_b64(&f.params("acme.test", "eve@acme.example", None))
+        .unwrap();
+    assert_eq!(f.post_acs("acme.test", &foreign).await.status, 403);
+    assert_eq!(
+        f.login("globex.test", &b_idp, "gil@globex.example")
+            .await
+            .status,
+        303
+    );
+
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    eventually("three acme decisions in the activity", async || {
+        let t = b.get("/console/a/acme/activity").await.text();
+        t.contains("3 of the 3 most recent")
+    })
+    .await;
+    let t = b.get("/console/a/acme/activity").await.text();
+    assert!(
+        t.contains("ann@acme.example") && t.contains("admitted"),
+        "{t}"
+    );
+    assert!(
+        t.contains("bob@acme.example") && t.contains("not_provisioned"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("gil@globex.example"),
+        "another account's sign-ins are not here"
+    );
+    let id = tracking.expect("a tracking id on the refusal page");
+    assert!(t.contains(&id), "the refusal page's tracking id: {id}");
+    // "Why can't Bob sign in?": filtered by his email, and by code.
+    let t = b.get("/console/a/acme/activity?q=bob").await.text();
+    assert!(
+        t.contains("1 of the 3") && t.contains("has not been provisioned"),
+        "{t}"
+    );
+    let t = b.get("/console/a/acme/activity?code=admitted").await.text();
+    assert!(
+        t.contains("ann@acme.example") && !t.contains("bob@acme.example"),
+        "{t}"
+    );
+    let t = b
+        .get("/console/a/acme/activity?code=not_provisioned")
+        .await
+        .text();
+    assert!(
+        t.contains("bob@acme.example") && !t.contains("ann@acme.example"),
+        "{t}"
+    );
+    // Ann's page lists her sign-in.
+    let t = b
+        .get("/console/a/acme/users/ann%40acme.example")
+        .await
+        .text();
+    assert!(
+        t.contains("Recent sign-ins") && t.contains("admitted"),
+        "{t}"
+    );
+    // Deleting the account deletes its activity.
+    let r = f
+        .api(
+            Method::DELETE,
+            "/api/v2/accounts/globex?purge=true",
+            ADMIN,
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(
+        samlgate::activity::recent(f.store.as_ref(), "globex", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
