@@ -4,6 +4,10 @@
 //! console's Sign-in activity page and a user's recent decisions: "why
 //! can't Bob sign in?" answered in one place, on every replica.
 //!
+//! Each admitted login also keeps the user's attributes as received
+//! ([`LastLogin`], bounded, one document per user, deleted with the user):
+//! the console runs an edited mapping over them to preview its impact.
+//!
 //! Off the request path: a login hands its decision to a bounded queue
 //! (never waits); one task per process writes what has queued up, one
 //! store write per account per batch. A full queue or a failed write drops
@@ -17,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::store::{Store, StoreError};
+use crate::mapping::SamlAttribute;
+use crate::store::{DocSpace, Store, StoreError};
 
 /// Decisions kept per account.
 pub const KEEP: usize = 10_000;
@@ -73,6 +78,98 @@ impl Decision {
     }
 }
 
+/// Most attributes kept of a login.
+pub const MAX_ATTRIBUTES: usize = 100;
+/// Most values kept per attribute.
+pub const MAX_VALUES: usize = 50;
+/// Longest value kept (characters; longer ones are cut).
+pub const MAX_VALUE: usize = 1024;
+
+/// A user's last admitted login, as the mapping saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastLogin {
+    /// The account.
+    pub account: String,
+    /// The user's email (the key, with the account).
+    pub email: String,
+    /// NameID.
+    pub name_id: Option<String>,
+    /// The attributes received (bounded: [`MAX_ATTRIBUTES`],
+    /// [`MAX_VALUES`], [`MAX_VALUE`]).
+    pub attributes: Vec<SamlAttribute>,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl LastLogin {
+    /// The login's attributes, cut to the bounds.
+    pub fn new(
+        account: &str,
+        email: &str,
+        name_id: Option<&str>,
+        attributes: &[SamlAttribute],
+        at: i64,
+    ) -> Self {
+        let cut = |v: &String| v.chars().take(MAX_VALUE).collect::<String>();
+        Self {
+            account: account.to_owned(),
+            email: email.to_owned(),
+            name_id: name_id.map(|n| n.chars().take(MAX_VALUE).collect()),
+            attributes: attributes
+                .iter()
+                .take(MAX_ATTRIBUTES)
+                .map(|a| SamlAttribute {
+                    name: cut(&a.name),
+                    friendly_name: a.friendly_name.as_ref().map(cut),
+                    name_format: a.name_format.as_ref().map(cut),
+                    values: a.values.iter().take(MAX_VALUES).map(cut).collect(),
+                })
+                .collect(),
+            at,
+        }
+    }
+}
+
+/// The document key of `email`'s last login in `account`.
+pub fn last_login_key(account: &str, email: &str) -> String {
+    format!("{account}/{email}")
+}
+
+/// Deletes what is kept of user `email` of `account` (before the user
+/// is deleted: a failure leaves both, and the deletion can be retried).
+pub async fn forget_user(store: &dyn Store, account: &str, email: &str) -> Result<(), StoreError> {
+    store
+        .delete_doc(DocSpace::LastLogin, &last_login_key(account, email))
+        .await
+        .map(|_| ())
+}
+
+/// Account `account`'s users' last logins, by email, after `after`, at
+/// most `limit`.
+pub async fn last_logins(
+    store: &dyn Store,
+    account: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<LastLogin>, StoreError> {
+    let prefix = format!("{account}/");
+    let after = after.map(|a| last_login_key(account, a));
+    Ok(store
+        .list_docs(DocSpace::LastLogin, &prefix, after.as_deref(), limit)
+        .await?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+/// What the recorder's queue carries.
+pub enum Item {
+    /// A login decision.
+    Decision(Decision),
+    /// A user's last login.
+    LastLogin(Box<LastLogin>),
+}
+
 /// The store log of account `account`'s decisions.
 pub fn log_of(account: &str) -> String {
     format!("activity:{account}")
@@ -80,13 +177,13 @@ pub fn log_of(account: &str) -> String {
 
 /// The recorder's queue (one per process).
 pub struct Activity {
-    tx: mpsc::Sender<Decision>,
+    tx: mpsc::Sender<Item>,
     dropped: AtomicU64,
 }
 
 impl Activity {
     /// A recorder and the receiving end for [`run`].
-    pub fn new() -> (Arc<Self>, mpsc::Receiver<Decision>) {
+    pub fn new() -> (Arc<Self>, mpsc::Receiver<Item>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (
             Arc::new(Self {
@@ -99,7 +196,16 @@ impl Activity {
 
     /// Queues `d` (never waits; a full queue drops it).
     pub fn record(&self, d: Decision) {
-        if self.tx.try_send(d).is_err() {
+        self.send(Item::Decision(d));
+    }
+
+    /// Queues a user's last login (never waits).
+    pub fn last_login(&self, l: LastLogin) {
+        self.send(Item::LastLogin(Box::new(l)));
+    }
+
+    fn send(&self, item: Item) {
+        if self.tx.try_send(item).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -115,7 +221,7 @@ impl Activity {
 pub async fn run(
     activity: Arc<Activity>,
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Decision>,
+    mut rx: mpsc::Receiver<Item>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf = Vec::with_capacity(BATCH);
@@ -131,9 +237,29 @@ pub async fn run(
             return;
         }
         let mut by_account: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for d in buf.drain(..) {
-            if let Ok(json) = serde_json::to_vec(&d) {
-                by_account.entry(d.account).or_default().push(json);
+        // The newest of each user's last logins in the batch.
+        let mut logins: HashMap<String, Vec<u8>> = HashMap::new();
+        for item in buf.drain(..) {
+            match item {
+                Item::Decision(d) => {
+                    if let Ok(json) = serde_json::to_vec(&d) {
+                        by_account.entry(d.account).or_default().push(json);
+                    }
+                }
+                Item::LastLogin(l) => {
+                    if let Ok(json) = serde_json::to_vec(&l) {
+                        logins.insert(last_login_key(&l.account, &l.email), json);
+                    }
+                }
+            }
+        }
+        if !logins.is_empty() {
+            let docs: Vec<(String, Vec<u8>)> = logins.into_iter().collect();
+            if let Err(e) = store.put_docs(DocSpace::LastLogin, &docs).await {
+                activity
+                    .dropped
+                    .fetch_add(docs.len() as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, dropped = docs.len(), "last-login attributes not written");
             }
         }
         for (account, entries) in by_account {

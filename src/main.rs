@@ -507,6 +507,22 @@ fn users(command: UsersCommand) -> ExitCode {
                         }
                     }
                 }
+                let account_of = match &account {
+                    Some(a) => Some(a.clone()),
+                    None => match store.get_user(&key).await {
+                        Ok(u) => u.map(|u| u.account),
+                        Err(e) => {
+                            eprintln!("samlgate: [{}] {e}", e.code());
+                            return ExitCode::from(1);
+                        }
+                    },
+                };
+                if let Some(a) = account_of
+                    && let Err(e) = samlgate::activity::forget_user(store.as_ref(), &a, &key).await
+                {
+                    eprintln!("samlgate: [{}] {e}", e.code());
+                    return ExitCode::from(1);
+                }
                 match store.delete_user(&key).await {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => {

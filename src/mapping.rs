@@ -54,15 +54,15 @@ impl License {
 }
 
 /// One SAML attribute as asserted (values in document order).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct SamlAttribute {
     /// `Name`.
     pub name: String,
     /// `FriendlyName`, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub friendly_name: Option<String>,
     /// `NameFormat`, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_format: Option<String>,
     /// Text of each `AttributeValue`.
     pub values: Vec<String>,

@@ -153,8 +153,25 @@ pub async fn patch(
     patch: &Value,
     dry_run: bool,
 ) -> Result<Written, AccountError> {
+    update(store, cfg, registry, id, dry_run, |doc| {
+        doc::merge_patch(doc, patch);
+    })
+    .await
+}
+
+/// Changes account `id`'s document with `change` (`dry_run`: checks only,
+/// and the account it would be is in the answer). The changed document is
+/// checked whole, as a PUT of it would be; a new `metadata_url` is fetched.
+pub async fn update(
+    store: &dyn Store,
+    cfg: &Config,
+    registry: Option<&Registry>,
+    id: &str,
+    dry_run: bool,
+    change: impl Fn(&mut Value),
+) -> Result<Written, AccountError> {
     // A concurrent change makes the conditional write fail: read again and
-    // re-apply the patch, a few times.
+    // re-apply the change, a few times.
     for _ in 0..4 {
         let stored = store
             .get_account(id)
@@ -162,7 +179,7 @@ pub async fn patch(
             .ok_or_else(|| AccountError::NotFound(id.to_owned()))?;
         let mut record = decode(id, &stored)?;
         let before_url = metadata_url(&record.doc).map(str::to_owned);
-        doc::merge_patch(&mut record.doc, patch);
+        change(&mut record.doc);
         let fetched = match metadata_url(&record.doc) {
             Some(url) if Some(url) != before_url.as_deref() => {
                 let f = fetch(url).await;
@@ -409,6 +426,7 @@ pub async fn delete(
         }
         let before = purged;
         for u in &page {
+            crate::activity::forget_user(store, id, &u.email).await?;
             if store.delete_user(&u.email).await? {
                 purged += 1;
                 crate::scim::forget_id(store, u).await;

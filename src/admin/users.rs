@@ -191,6 +191,7 @@ impl Admin {
         by: &str,
     ) -> Result<(), UserOpError> {
         let user = self.find_user(acct, email).await?;
+        crate::activity::forget_user(self.store.as_ref(), &acct.id, email).await?;
         if !self.store.delete_user(email).await? {
             return Err(UserOpError::NotFound);
         }

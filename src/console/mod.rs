@@ -19,6 +19,7 @@
 
 mod activity;
 pub mod form;
+mod mapping;
 mod sso;
 mod users;
 
@@ -165,6 +166,7 @@ fn page(title: &str, signed: Option<&Signed>, account: Option<&Account>, body: M
                         strong { (a.name) " (" (a.id) ")" }
                         ul {
                             li { a href={ (BASE) "/a/" (a.id) "/sso" } { "Single Sign-On" } }
+                            li { a href={ (BASE) "/a/" (a.id) "/mapping" } { "Attribute mapping" } }
                             li { a href={ (BASE) "/a/" (a.id) "/users" } { "User Management" } }
                             li { a href={ (BASE) "/a/" (a.id) "/activity" } { "Sign-in activity" } }
                         }
@@ -420,6 +422,7 @@ async fn get(ctx: &Ctx<'_>, rest: &str, q: &Form) -> Response<Body> {
         }
         "users" => users::list(ctx, &acct, q).await,
         "activity" => activity::page_of(ctx, &acct, q).await,
+        "mapping" => mapping::page_of(ctx, &acct, q).await,
         p => match p.strip_prefix("users/") {
             Some(email) => users::detail(ctx, &acct, &decode_segment(email), q).await,
             None => not_found(Some(&ctx.signed)),
@@ -437,6 +440,7 @@ async fn post(ctx: &Ctx<'_>, rest: &str, form: &Form) -> Response<Body> {
     match page {
         "sso" => sso::save(ctx, &acct, form).await,
         "users" => users::create(ctx, &acct, form).await,
+        "mapping" => mapping::act(ctx, &acct, form).await,
         p => match p.strip_prefix("users/") {
             Some(email) => users::act(ctx, &acct, &decode_segment(email), form).await,
             None => not_found(Some(&ctx.signed)),

@@ -108,6 +108,9 @@ struct LoginDone {
     name_id: Option<String>,
     /// The request answered (`None`: unsolicited).
     answered: Option<String>,
+    /// The attributes received (kept as the user's last login's, for the
+    /// console's mapping preview; empty when nothing records them).
+    attributes: Vec<crate::mapping::SamlAttribute>,
 }
 
 /// The public side of one gateway process.
@@ -805,6 +808,15 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
                     request_binding = binding, remote = %peer.ip());
                 self.record(acct, Some(&done.email), None, "", &tracking, peer);
+                if let Some(a) = &self.activity {
+                    a.last_login(crate::activity::LastLogin::new(
+                        &acct.id,
+                        &done.email,
+                        done.name_id.as_deref(),
+                        &done.attributes,
+                        self.clock.now().timestamp(),
+                    ));
+                }
                 let mut r = redirect(StatusCode::SEE_OTHER, &done.target);
                 self.set_cookie(&mut r, cfg, &done.session_id, acct.session.lifetime_secs);
                 // The answered request leaves the browser's cookie.
@@ -1008,6 +1020,11 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             email,
             name_id,
             answered: verified.in_response_to().map(str::to_owned),
+            attributes: if self.activity.is_some() {
+                verified.attributes().to_vec()
+            } else {
+                Vec::new()
+            },
         })
     }
 

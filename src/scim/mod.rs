@@ -943,6 +943,7 @@ async fn write_update(
                 ctx.store.put_users(std::slice::from_ref(&updated)).await?;
             }
         }
+        crate::activity::forget_user(ctx.store, &ctx.acct.id, &old.email).await?;
         ctx.store.delete_user(&old.email).await?;
         if updated.status == UserStatus::PendingVerification {
             send_verification(ctx.store, ctx.cfg, ctx.acct, &updated.email).await?;
@@ -1030,6 +1031,7 @@ async fn user_patch(
 async fn user_delete(ctx: &Ctx<'_>, id: &str, want: Option<&str>) -> Result<Response<Body>> {
     let old = user_by_id(ctx, id).await?;
     check_if_match(want, &user::version(&old))?;
+    crate::activity::forget_user(ctx.store, &ctx.acct.id, &old.email).await?;
     if !ctx.store.delete_user(&old.email).await? {
         return Err(ScimError::not_found("user"));
     }

@@ -1293,6 +1293,24 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn put_docs<'a>(
+        &'a self,
+        space: DocSpace,
+        docs: &'a [(String, Vec<u8>)],
+    ) -> StoreFuture<'a, ()> {
+        let docs: Vec<(String, Vec<u8>)> = docs
+            .iter()
+            .map(|(k, v)| (doc_key(space, k), v.clone()))
+            .collect();
+        self.write(move |txn, _| {
+            let mut t = txn.open_table(DOCS).map_err(err)?;
+            for (k, v) in &docs {
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+            Ok(())
+        })
+    }
+
     fn delete_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, bool> {
         let key = doc_key(space, key);
         self.write(move |txn, _| {

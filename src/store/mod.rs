@@ -228,6 +228,8 @@ pub enum DocSpace {
     Group,
     /// Entries of the capped logs ([`Store::log_push`]; embedded store).
     Log,
+    /// `{account}/{email}` → the user's last login's attributes.
+    LastLogin,
 }
 
 impl DocSpace {
@@ -237,6 +239,7 @@ impl DocSpace {
             Self::ScimUser => "scim-user",
             Self::Group => "group",
             Self::Log => "log",
+            Self::LastLogin => "last-login",
         }
     }
 }
@@ -507,6 +510,21 @@ pub trait Store: Send + Sync {
         value: &'a [u8],
         only_if_absent: bool,
     ) -> StoreFuture<'a, bool>;
+
+    /// Writes several documents (replacing them), in one round trip or
+    /// transaction where the backend allows.
+    fn put_docs<'a>(
+        &'a self,
+        space: DocSpace,
+        docs: &'a [(String, Vec<u8>)],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            for (k, v) in docs {
+                self.put_doc(space, k, v, false).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// Deletes the document at `key`; `true` when it existed.
     fn delete_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, bool>;

@@ -1099,6 +1099,32 @@ impl Store for RedisStore {
         })
     }
 
+    fn put_docs<'a>(
+        &'a self,
+        space: DocSpace,
+        docs: &'a [(String, Vec<u8>)],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if docs.is_empty() {
+                return Ok(());
+            }
+            let mut cmds = Vec::with_capacity(docs.len() + 1);
+            for (k, v) in docs {
+                let mut set = redis::cmd("SET");
+                set.arg(self.doc_key(space, k)).arg(v.as_slice());
+                cmds.push((set, false));
+            }
+            // The listing index (one key): every member in one command.
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(self.docs_key(space));
+            for (k, _) in docs {
+                zadd.arg(0).arg(k);
+            }
+            cmds.push((zadd, false));
+            self.many(cmds).await.map(|_| ())
+        })
+    }
+
     fn delete_doc<'a>(&'a self, space: DocSpace, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let n: i64 = self

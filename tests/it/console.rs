@@ -802,3 +802,213 @@ async fn console_sign_in_activity_answers_why_bob_cannot_sign_in() {
             .is_empty()
     );
 }
+
+/// `email`'s IdP-initiated response on `host` with `groups`.
+fn response_with_groups(
+    f: &Fleet,
+    idp: &TestIdp,
+    host: &str,
+    email: &str,
+    groups: &[&str],
+) -> String {
+    let mut p = f.params(host, email, None);
+    p.attributes.retain(|(n, _)| n != "groups");
+    p.attributes.push((
+        "groups".into(),
+        groups.iter().map(|g| g.to_string()).collect(),
+    ));
+    idp.idp.response_b64(&p).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_mapping_test_preview_impact_save_and_the_user_signs_in_licensed() {
+    let (f, _d, a, _b) = two_accounts().await;
+    for (email, groups) in [
+        ("ann@acme.example", &["Meetings-Licensed"][..]),
+        ("bob@acme.example", &["Sales"][..]),
+        ("cat@acme.example", &["Sales", "Eng"][..]),
+        ("dan@acme.example", &["Eng"][..]),
+    ] {
+        let r = f
+            .post_acs(
+                "acme.test",
+                &response_with_groups(&f, &a, "acme.test", email, groups),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{email}");
+    }
+    let basic = |e: &'static str| {
+        let store = std::sync::Arc::clone(&f.store);
+        async move { store.get_user(e).await.unwrap().unwrap().license }
+    };
+    assert_eq!(
+        basic("bob@acme.example").await,
+        samlgate::mapping::License::Basic
+    );
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    // The last logins are kept off the request path.
+    eventually("four last logins kept", async || {
+        samlgate::activity::last_logins(f.store.as_ref(), "acme", None, 10)
+            .await
+            .unwrap()
+            .len()
+            == 4
+    })
+    .await;
+    let r = b.get("/console/a/acme/mapping").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("Meetings-Licensed"),
+        "the current rules: {}",
+        r.text()
+    );
+
+    // Preview: Sales becomes licensed, Meetings-Licensed no longer is.
+    let edited = json!({"rules": [{"name": "sales", "attribute": "groups", "contains": "Sales", "license": "licensed"}]})
+        .to_string();
+    // While logins do not update the license (the default), no existing
+    // user's license would change, and the page says why.
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", &edited), ("do", "preview")],
+        )
+        .await;
+    assert!(
+        r.text()
+            .contains("<strong>0</strong> users would change license"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("not in provisioning.update_on_login"),
+        "{}",
+        r.text()
+    );
+    let r = f
+        .patch(
+            "acme",
+            json!({"provisioning": {"update_on_login": ["first_name", "last_name", "groups", "license"]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", &edited), ("do", "preview")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = r.text();
+    assert!(
+        t.contains("<strong>3</strong> users would change license"),
+        "{t}"
+    );
+    assert!(t.contains("<strong>0</strong> would change groups"), "{t}");
+    assert!(t.contains("of 4 users with a kept last login"), "{t}");
+    assert!(
+        t.contains("bob@acme.example")
+            && t.contains("cat@acme.example")
+            && t.contains("ann@acme.example")
+    );
+    assert!(
+        !t.contains(">dan@acme.example<"),
+        "dan does not change: {t}"
+    );
+    // Nothing saved by a preview.
+    assert!(
+        b.get("/console/a/acme/mapping")
+            .await
+            .text()
+            .contains("Meetings-Licensed")
+    );
+
+    // Test a SAMLResponse with the edited mapping.
+    let bob = response_with_groups(&f, &a, "acme.test", "bob@acme.example", &["Sales"]);
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", &edited), ("do", "test"), ("response", &bob)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = r.text();
+    assert!(t.contains("<dd>accept</dd>"), "{t}");
+    assert!(t.contains("licensed (by a rule)"), "{t}");
+    assert!(t.contains("Trace") && t.contains("signature"), "{t}");
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[
+                ("mapping", &edited),
+                ("do", "test"),
+                ("response", "bm90IFhNTA=="),
+            ],
+        )
+        .await;
+    assert!(r.text().contains("reject"), "{}", r.text());
+
+    // Problems by key, nothing saved.
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", "{not json"), ("do", "save")],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("not JSON"));
+    let bad = json!({"rules": [{"name": "x", "attribute": "groups", "regex": "(", "license": "licensed"}]}).to_string();
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", &bad), ("do", "save")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("mapping.rules"), "{}", r.text());
+    assert!(
+        b.get("/console/a/acme/mapping")
+            .await
+            .text()
+            .contains("Meetings-Licensed")
+    );
+
+    // Save; bob's next sign-in carries the licensed header upstream.
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", &edited), ("do", "save")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/console/a/acme/mapping?saved"))
+    );
+    let r = f.post_acs("acme.test", &bob).await;
+    assert_eq!(r.status, 303);
+    let up = f
+        .on("acme.test", "/app", &[("cookie", &cookie_of(&r))])
+        .await;
+    assert_eq!(up.status, 200);
+    assert!(
+        up.text().contains(r#""x-samlgate-license":"licensed""#),
+        "{}",
+        up.text()
+    );
+
+    // Deleting a user deletes their kept attributes.
+    let r = b
+        .post(
+            "/console/a/acme/users/dan%40acme.example",
+            &[("action", "delete"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let kept = samlgate::activity::last_logins(f.store.as_ref(), "acme", None, 10)
+        .await
+        .unwrap();
+    assert!(
+        kept.iter().all(|l| l.email != "dan@acme.example"),
+        "{kept:?}"
+    );
+}
