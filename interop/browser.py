@@ -225,6 +225,32 @@ def console_prior_to_sign_in_refuses_then_admits_after_sso_create(d):
     assert "Just-in-Time" in d.find_element(By.TAG_NAME, "main").text
 
 
+def console_import_with_bad_rows_reads_the_report(d):
+    admin = os.environ["ADMIN"]
+    path = os.path.join(tempfile.mkdtemp(), "acme-users.csv")
+    with open(path, "w") as f:
+        f.write("email,first_name,last_name,department\n")
+        for i in range(2000):
+            f.write(f"imported{i}@acme.example,Imp,Orted{i},R&D\n")
+        f.write("not-an-email,Bad,Row,\n")
+        f.write("imported7@acme.example,Dup,Licate,\n")
+    console_sign_in(d)
+    d.get(f"{admin}/console/a/acme/import")
+    wait_for(d, EC.presence_of_element_located((By.ID, "file")), "the import form")
+    d.find_element(By.ID, "file").send_keys(path)
+    d.find_element(By.CSS_SELECTOR, 'input[name="license"][value="licensed"]').click()
+    shot(d, "console-import-1-form")
+    d.find_element(By.XPATH, '//button[text()="Upload and import"]').click()
+    # The script streams the file and follows the progress to the report.
+    wait_for(d, lambda d: "/console/a/acme/import/" in d.current_url, "the import report")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "bad rows"), "the report's summary")
+    text = d.find_element(By.TAG_NAME, "main").text
+    shot(d, "console-import-2-report")
+    assert "2000 created" in text, text
+    assert "2 bad rows" in text, text
+    assert "invalid email" in text and "duplicate" in text, text
+
+
 def metric(admin, name):
     """The value of one sample in a gateway's /metrics (0 when absent)."""
     import urllib.request
@@ -335,6 +361,8 @@ scenario("a user outside the associated domains verifies her email, then signs i
 scenario("a wrong password never reaches the gateway", wrong_password_stays_at_the_idp)
 scenario("console: switch acme to Prior to Sign-In, a new user is refused, ssoCreate in User Management admits her",
          console_prior_to_sign_in_refuses_then_admits_after_sso_create)
+scenario("console: import a CSV with bad rows (streamed, with progress) and read the report",
+         console_import_with_bad_rows_reads_the_report)
 scenario("an expired session goes back through the IdP", expired_session_goes_back_through_the_idp)
 scenario("IdP-initiated logout lands on the other replica and ends the session there too",
          idp_initiated_logout_lands_on_the_other_replica)

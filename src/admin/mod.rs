@@ -67,6 +67,64 @@ fn store_error(e: &StoreError) -> Response<Body> {
     )
 }
 
+/// Why an upload could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The body could not be read.
+    #[error("the upload could not be read")]
+    Unreadable,
+    /// Over [`MAX_CSV`].
+    #[error("the CSV is over 2 GiB")]
+    TooLarge,
+    /// The temporary file failed.
+    #[error("cannot spool the upload: {0}")]
+    File(String),
+}
+
+impl SpoolError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unreadable => "body_unreadable",
+            Self::TooLarge => "body_too_large",
+            Self::File(_) => "spool_failed",
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unreadable => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Spools an upload to an anonymous temporary file (bounded memory for any
+/// size, at most [`MAX_CSV`]), rewound for reading.
+pub async fn spool(mut body: Incoming) -> Result<std::fs::File, SpoolError> {
+    let file = tempfile::tempfile().map_err(|e| SpoolError::File(e.to_string()))?;
+    let mut spool = tokio::fs::File::from_std(file);
+    let mut total: u64 = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|_| SpoolError::Unreadable)?;
+        if let Some(data) = frame.data_ref() {
+            total += data.len() as u64;
+            if total > MAX_CSV {
+                return Err(SpoolError::TooLarge);
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut spool, data)
+                .await
+                .map_err(|e| SpoolError::File(e.to_string()))?;
+        }
+    }
+    let mut file = spool.into_std().await;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))
+        .map_err(|e| SpoolError::File(e.to_string()))?;
+    Ok(file)
+}
+
 /// A refused user operation as the API answers it.
 fn op_error(e: &users::UserOpError) -> Response<Body> {
     if let users::UserOpError::Store(se) = e {
@@ -155,7 +213,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 impl Admin {
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
@@ -418,59 +476,10 @@ impl Admin {
             update_existing: truthy("update_existing"),
             ..Default::default()
         };
-        // Spool the upload to a temporary file: bounded memory for any size.
-        let spool = match tempfile::tempfile() {
+        let file = match spool(req.into_body()).await {
             Ok(f) => f,
-            Err(e) => {
-                return json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "spool_failed",
-                    &e.to_string(),
-                    None,
-                );
-            }
+            Err(e) => return json_error(e.status(), e.code(), &e.to_string(), None),
         };
-        let mut spool = tokio::fs::File::from_std(spool);
-        let mut body = req.into_body();
-        let mut total: u64 = 0;
-        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-            let Ok(frame) = frame else {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "body_unreadable",
-                    "the upload could not be read",
-                    None,
-                );
-            };
-            if let Some(data) = frame.data_ref() {
-                total += data.len() as u64;
-                if total > MAX_CSV {
-                    return json_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        "the CSV is over 2 GiB",
-                        None,
-                    );
-                }
-                if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut spool, data).await {
-                    return json_error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "spool_failed",
-                        &e.to_string(),
-                        None,
-                    );
-                }
-            }
-        }
-        let mut file = spool.into_std().await;
-        if let Err(e) = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)) {
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "spool_failed",
-                &e.to_string(),
-                None,
-            );
-        }
         let reader = std::io::BufReader::with_capacity(256 * 1024, file);
         let owners = self.accounts.snapshot();
         match import(

@@ -19,6 +19,7 @@
 
 mod activity;
 pub mod form;
+mod import;
 mod mapping;
 mod sso;
 mod users;
@@ -50,6 +51,7 @@ pub const TTL: Duration = Duration::from_secs(30 * 60);
 pub const MAX_FORM: usize = 2 * 1024 * 1024;
 
 const CSS: &str = include_str!("console.css");
+const IMPORT_JS: &str = include_str!("import.js");
 
 /// Who is signed in to the console (as stored, by the cookie's hash).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +69,7 @@ pub struct Signed {
 
 /// A request's context once signed in.
 pub struct Ctx<'a> {
-    admin: &'a Admin,
+    admin: &'a Arc<Admin>,
     signed: Signed,
 }
 
@@ -118,7 +120,7 @@ fn secure_headers(h: &mut http::HeaderMap) {
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
 }
@@ -168,6 +170,7 @@ fn page(title: &str, signed: Option<&Signed>, account: Option<&Account>, body: M
                             li { a href={ (BASE) "/a/" (a.id) "/sso" } { "Single Sign-On" } }
                             li { a href={ (BASE) "/a/" (a.id) "/mapping" } { "Attribute mapping" } }
                             li { a href={ (BASE) "/a/" (a.id) "/users" } { "User Management" } }
+                            li { a href={ (BASE) "/a/" (a.id) "/import" } { "Import" } }
                             li { a href={ (BASE) "/a/" (a.id) "/activity" } { "Sign-in activity" } }
                         }
                     }
@@ -317,15 +320,22 @@ pub fn query(req_query: Option<&str>) -> Form {
 }
 
 /// Handles `/console` and below.
-pub(crate) async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let rest = path.strip_prefix(BASE).unwrap_or("").to_owned();
     let method = req.method().clone();
-    if rest == "/static/console.css" {
-        let mut r = Response::new(full(CSS));
+    let asset = match rest.as_str() {
+        "/static/console.css" => Some((CSS, "text/css; charset=utf-8")),
+        "/static/import.js" => Some((IMPORT_JS, "text/javascript; charset=utf-8")),
+        _ => None,
+    };
+    if let Some((text, ct)) = asset {
+        let mut r = Response::new(full(text));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/css; charset=utf-8"),
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
         );
         r.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -364,6 +374,28 @@ pub(crate) async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, _, Some(signed)) => get(&Ctx { admin, signed }, &rest, &q).await,
         (&Method::POST, _, Some(signed)) => {
             let ctx = Ctx { admin, signed };
+            // The streamed import: the file is the body, the CSRF token a
+            // header.
+            if let Some((id, "import/upload")) = account_path(&rest) {
+                let token = req
+                    .headers()
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !same_token(token, &ctx.signed.csrf) {
+                    tracing::warn!(target: "audit", event = "console_refused", reason = "csrf", by = %ctx.by(), path = %path);
+                    return error_page(
+                        StatusCode::FORBIDDEN,
+                        "csrf",
+                        "This upload did not come from the console; reload the page and try again.",
+                        Some(&ctx.signed),
+                    );
+                }
+                let Some(acct) = ctx.account(id) else {
+                    return not_found(Some(&ctx.signed));
+                };
+                return import::upload(&ctx, &acct, &q, req.into_body()).await;
+            }
             let cookie = cookie_value(&req, COOKIE).unwrap_or("").to_owned();
             let form = match read_form(req).await {
                 Ok(f) => f,
@@ -423,9 +455,11 @@ async fn get(ctx: &Ctx<'_>, rest: &str, q: &Form) -> Response<Body> {
         "users" => users::list(ctx, &acct, q).await,
         "activity" => activity::page_of(ctx, &acct, q).await,
         "mapping" => mapping::page_of(ctx, &acct, q).await,
-        p => match p.strip_prefix("users/") {
-            Some(email) => users::detail(ctx, &acct, &decode_segment(email), q).await,
-            None => not_found(Some(&ctx.signed)),
+        "import" => import::page_of(ctx, &acct),
+        p => match (p.strip_prefix("users/"), p.strip_prefix("import/")) {
+            (Some(email), _) => users::detail(ctx, &acct, &decode_segment(email), q).await,
+            (_, Some(job)) => import::job_page(ctx, &acct, job).await,
+            _ => not_found(Some(&ctx.signed)),
         },
     }
 }
@@ -441,6 +475,7 @@ async fn post(ctx: &Ctx<'_>, rest: &str, form: &Form) -> Response<Body> {
         "sso" => sso::save(ctx, &acct, form).await,
         "users" => users::create(ctx, &acct, form).await,
         "mapping" => mapping::act(ctx, &acct, form).await,
+        "import" => import::from_form(ctx, &acct, form).await,
         p => match p.strip_prefix("users/") {
             Some(email) => users::act(ctx, &acct, &decode_segment(email), form).await,
             None => not_found(Some(&ctx.signed)),

@@ -203,6 +203,8 @@ pub enum Ephemeral {
     SloIndex,
     /// Hashed console cookie → who signed in to the console.
     Console,
+    /// `{account}:{job}` → a console CSV import's progress and report.
+    ImportJob,
 }
 
 impl Ephemeral {
@@ -215,6 +217,7 @@ impl Ephemeral {
             Self::VerificationToken => "verify",
             Self::SloIndex => "slo",
             Self::Console => "console",
+            Self::ImportJob => "import-job",
         }
     }
 }

@@ -176,6 +176,9 @@ async fn console_sign_in_cookie_csrf_cross_site_and_security_headers() {
     assert_eq!(r.status, 200);
     let csp = r.header("content-security-policy").unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    // The import page's script talks to the console (found by Chromium:
+    // without connect-src its upload failed).
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -1011,4 +1014,127 @@ async fn console_mapping_test_preview_impact_save_and_the_user_signs_in_licensed
         kept.iter().all(|l| l.email != "dan@acme.example"),
         "{kept:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_import_with_bad_rows_shows_the_report_and_its_csv() {
+    let (f, _d, _a, _b) = two_accounts().await;
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    let r = b.get("/console/a/acme/import").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("src=\"/console/static/import.js\""));
+    let js = request(
+        Method::GET,
+        &format!("{}/console/static/import.js", f.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+
+    // The form without JavaScript: the file inside it.
+    let csv = "email,first_name,last_name\n\
+               ann@acme.example,Ann,A\n\
+               not-an-email,Bad,Row\n\
+               bob@acme.example,Bob,B\n\
+               ann@acme.example,Ann,Again\n\
+               cat@acme.example,Cat,C,extra\n";
+    let r = b
+        .post_multipart(
+            "/console/a/acme/import",
+            &[
+                ("file", csv),
+                ("license", "licensed"),
+                ("feature", "webinar, large_meetings"),
+                ("sso", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let report = r.header("location").unwrap().to_owned();
+    let job_json = format!("{report}.json");
+    eventually("the import ends", async || {
+        b.get(&job_json).await.json()["state"] == "done"
+    })
+    .await;
+    let t = b.get(&report).await.text();
+    assert!(
+        t.contains("2 created, 0 updated, 0 already there, 3 bad rows"),
+        "{t}"
+    );
+    assert!(
+        t.contains("licensed, SSO User, features: webinar, large_meetings"),
+        "{t}"
+    );
+    for (line, why) in [("3", "invalid email"), ("5", "duplicate"), ("6", "fields")] {
+        assert!(t.contains(&format!("<td>{line}</td>")), "line {line}: {t}");
+        assert!(t.contains(why), "{why}: {t}");
+    }
+    let c = b.get(&format!("{report}.csv")).await;
+    assert_eq!(c.header("content-type"), Some("text/csv; charset=utf-8"));
+    let lines: Vec<String> = c.text().lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "line,reason");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[1].starts_with("3,"), "{lines:?}");
+    let ann = f.store.get_user("ann@acme.example").await.unwrap().unwrap();
+    assert_eq!(ann.license, samlgate::mapping::License::Licensed);
+    assert!(ann.sso_only);
+    assert_eq!(ann.features, ["webinar", "large_meetings"]);
+    assert_eq!(ann.account, "acme");
+
+    // The streamed upload (what the page's script does): the CSRF token in
+    // a header, refused without it.
+    let url = format!(
+        "{}/console/a/acme/import/upload?license=on_prem&sso=1",
+        f.admin
+    );
+    let body = "email\ndee@acme.example\n";
+    let r = request(
+        Method::POST,
+        &url,
+        &[("cookie", &b.cookie), ("content-type", "text/csv")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = request(
+        Method::POST,
+        &url,
+        &[
+            ("cookie", &b.cookie),
+            ("content-type", "text/csv"),
+            ("x-csrf-token", &b.csrf),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let status = r.json()["status"].as_str().unwrap().to_owned();
+    eventually("the streamed import ends", async || {
+        let s = b.get(&status).await.json();
+        s["state"] == "done" && s["read"] == s["size"]
+    })
+    .await;
+    assert_eq!(
+        f.store
+            .get_user("dee@acme.example")
+            .await
+            .unwrap()
+            .unwrap()
+            .license,
+        samlgate::mapping::License::OnPrem
+    );
+    // A bad license choice, and another account's job.
+    let r = b
+        .post_multipart(
+            "/console/a/acme/import",
+            &[("file", csv), ("license", "gold")],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let other = report.replace("/a/acme/", "/a/globex/");
+    assert_eq!(b.get(&other).await.status, 404);
 }
