@@ -145,6 +145,7 @@ async fn decision(label: &str, store: Arc<dyn Store>, fixtures: &std::path::Path
         license: samlgate::mapping::License::Basic,
         features: vec![],
         license_by_rule: false,
+        admin: false,
     };
     let now = SystemClock.now();
     samlgate::provisioning::decide(

@@ -251,6 +251,60 @@ def console_import_with_bad_rows_reads_the_report(d):
     assert "invalid email" in text and "duplicate" in text, text
 
 
+def console_mapping_preview_save_then_sso_admin_sees_only_acme(d):
+    import json
+    import urllib.request
+    acct = os.environ["ACCT"]
+    admin = os.environ["ADMIN"]
+    # Logins update the license from the mapping in this account.
+    req = urllib.request.Request(
+        f"{admin}/api/v2/accounts/acme",
+        data=json.dumps({"provisioning": {"update_on_login": [
+            "first_name", "last_name", "department", "groups", "license"]}}).encode(),
+        headers={"Authorization": f"Bearer {os.environ['ADMIN_TOKEN']}", "Content-Type": "application/json"},
+        method="PATCH")
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 200, r.status
+    console_sign_in(d)
+    # dave signed in to acme before (ssp-login.sh): his attributes are kept.
+    d.get(f"{admin}/console/a/acme/mapping")
+    wait_for(d, EC.presence_of_element_located((By.ID, "mapping")), "the mapping editor")
+    rules = ('{"rules": [{"name": "staff", "attribute": "groups", "contains": "acme-staff", "license": "licensed"},'
+             ' {"name": "console", "attribute": "groups", "contains": "acme-staff", "role": "admin"}]}')
+    box = d.find_element(By.ID, "mapping")
+    box.clear()
+    box.send_keys(rules)
+    d.find_element(By.XPATH, '//button[text()="Preview impact"]').click()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "would change license"), "the preview")
+    text = d.find_element(By.TAG_NAME, "main").text
+    shot(d, "console-mapping-1-preview")
+    assert "dave@acme.example" in text, text
+    assert "0 users would change license" not in text, text
+    d.find_element(By.XPATH, '//button[text()="Save"]').click()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Saved."), "the saved mapping")
+    shot(d, "console-mapping-2-saved")
+    # dave signs in: licensed upstream.
+    d.get(f"{acct}/meetings/70")
+    idp_login(d, "dave", "davepass", "console-dave")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "dave@acme.example"), "dave at the upstream")
+    body = d.find_element(By.TAG_NAME, "body").text
+    assert "licensed" in body, body
+    shot(d, "console-mapping-3-dave-licensed")
+    # The mapping made him an admin of acme's console, through its SSO.
+    d.get(f"{acct}/console/")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Identity provider"), "acme's console")
+    assert "Signed in as dave@acme.example" in d.find_element(By.TAG_NAME, "body").text
+    shot(d, "console-sso-admin-1-acme")
+    d.find_element(By.LINK_TEXT, "User Management").click()
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "User Management"), "acme's users")
+    # Another account does not exist for him.
+    d.get(f"{acct}/console/a/default/sso")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "no such page"), "the other account refused")
+    shot(d, "console-sso-admin-2-other-account-not-found")
+    d.get(f"{acct}/console/accounts")
+    wait_for(d, EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "no such page"), "no accounts list")
+
+
 def metric(admin, name):
     """The value of one sample in a gateway's /metrics (0 when absent)."""
     import urllib.request
@@ -363,6 +417,8 @@ scenario("console: switch acme to Prior to Sign-In, a new user is refused, ssoCr
          console_prior_to_sign_in_refuses_then_admits_after_sso_create)
 scenario("console: import a CSV with bad rows (streamed, with progress) and read the report",
          console_import_with_bad_rows_reads_the_report)
+scenario("console: edit acme's mapping, preview dave moving to Licensed, save; he signs in licensed and, made an admin by it, sees only acme's console",
+         console_mapping_preview_save_then_sso_admin_sees_only_acme)
 scenario("an expired session goes back through the IdP", expired_session_goes_back_through_the_idp)
 scenario("IdP-initiated logout lands on the other replica and ends the session there too",
          idp_initiated_logout_lands_on_the_other_replica)

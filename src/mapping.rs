@@ -295,6 +295,8 @@ pub struct Rule {
     pub groups: Vec<String>,
     /// Features added.
     pub features: Vec<String>,
+    /// `role = "admin"`: the user is an admin of the account's console.
+    pub admin: bool,
 }
 
 impl Rule {
@@ -428,6 +430,10 @@ pub struct MappedUser {
     pub features: Vec<String>,
     /// A rule set the license (else it is the default).
     pub license_by_rule: bool,
+    /// A matching rule gave `role = "admin"`: the user may sign in to the
+    /// account's console (at `/console/` on its hosts).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// What the rules make of a user's directory (SCIM) groups.
@@ -568,6 +574,7 @@ impl Mapping {
         }
 
         let mut license: Option<(License, &str)> = None;
+        let mut admin = false;
         let mut features = Unique::default();
         for f in &self.default_features {
             features.push(f.clone());
@@ -590,6 +597,7 @@ impl Mapping {
             for f in &rule.features {
                 features.push(f.clone());
             }
+            admin |= rule.admin;
             trace.add("rule", || {
                 let mut did = Vec::new();
                 match rule_license {
@@ -605,6 +613,9 @@ impl Mapping {
                 }
                 if !rule.features.is_empty() {
                     did.push(format!("features +{:?}", rule.features));
+                }
+                if rule.admin {
+                    did.push("role admin".into());
                 }
                 format!("{}: matched → {}", rule.name, did.join(", "))
             });
@@ -631,6 +642,7 @@ impl Mapping {
             license,
             features: features.list,
             license_by_rule,
+            admin,
         })
     }
 
@@ -858,6 +870,7 @@ mod tests {
                 license: Some(License::Licensed),
                 groups: vec!["licensed".into()],
                 features: vec!["recording".into()],
+                admin: false,
             },
             Rule {
                 name: "onprem".into(),
@@ -868,6 +881,7 @@ mod tests {
                 license: Some(License::OnPrem),
                 groups: vec![],
                 features: vec!["webinar".into()],
+                admin: false,
             },
             Rule {
                 name: "not-contractor".into(),
@@ -878,6 +892,7 @@ mod tests {
                 license: None,
                 groups: vec!["employees".into()],
                 features: vec![],
+                admin: false,
             },
         ];
         let mut trace = Trace::collecting();

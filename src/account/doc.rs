@@ -64,6 +64,7 @@ const RULE: &[(&str, Shape)] = &[
     ("license", Shape::Str),
     ("groups", Shape::Strs),
     ("features", Shape::Strs),
+    ("role", Shape::Str),
 ];
 
 const DOC: &[(&str, Shape)] = &[

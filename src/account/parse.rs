@@ -169,10 +169,26 @@ pub fn mapping_from_raw(raw: RawMapping, p: &mut Problems) -> Mapping {
                 }
             },
         };
+        let admin = match r.role.as_deref() {
+            None => false,
+            Some("admin") => true,
+            Some(other) => {
+                p.add(
+                    format!("{key}.role"),
+                    format!(
+                        "{other:?} is not a role: the one role is \"admin\" (the account's console)"
+                    ),
+                );
+                continue;
+            }
+        };
         let groups = r.groups.unwrap_or_default();
         let features = r.features.unwrap_or_default();
-        if license.is_none() && groups.is_empty() && features.is_empty() {
-            p.add(key.clone(), "does nothing: set license, groups or features");
+        if license.is_none() && groups.is_empty() && features.is_empty() && !admin {
+            p.add(
+                key.clone(),
+                "does nothing: set license, groups, features or role",
+            );
         }
         rules.push(Rule {
             name,
@@ -183,6 +199,7 @@ pub fn mapping_from_raw(raw: RawMapping, p: &mut Problems) -> Mapping {
             license,
             groups,
             features,
+            admin,
         });
     }
     Mapping {

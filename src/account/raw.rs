@@ -52,4 +52,5 @@ pub struct RawRule {
     pub license: Option<String>,
     pub groups: Option<Vec<String>>,
     pub features: Option<Vec<String>>,
+    pub role: Option<String>,
 }

@@ -235,8 +235,11 @@ fn cookie_value<'r>(req: &'r Request<Incoming>, name: &str) -> Option<&'r str> {
     )
 }
 
-fn set_cookie(r: &mut Response<Body>, name: &str, value: &str, max_age: u64) {
-    let c = format!("{name}={value}; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+fn set_cookie(r: &mut Response<Body>, name: &str, value: &str, max_age: u64, secure: bool) {
+    let c = format!(
+        "{name}={value}; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    );
     if let Ok(v) = HeaderValue::from_str(&c) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -319,8 +322,59 @@ pub fn query(req_query: Option<&str>) -> Form {
     form::urlencoded(req_query.unwrap_or("").as_bytes()).unwrap_or_default()
 }
 
-/// Handles `/console` and below.
+/// Which door a request came through.
+pub enum Door<'a> {
+    /// The admin listener: operators, signed in with a token.
+    Operators,
+    /// An account's host: that account's admins, signed in through its
+    /// SSO (a mapping rule gave them `role = "admin"`).
+    Account {
+        /// The account the host names.
+        acct: &'a Arc<Account>,
+        /// The request's live SSO session on it, if any.
+        session: Option<Arc<crate::gateway::session::SessionData>>,
+        /// Served over TLS (the console cookie is then `Secure`).
+        tls: bool,
+        /// The account's SAML login path (`/saml/login`).
+        login: String,
+        /// The account's SAML logout path (where signing out goes).
+        logout: String,
+    },
+}
+
+/// Handles `/console` and below on the admin listener.
 pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+    serve(admin, req, Door::Operators).await
+}
+
+/// Mints a console sign-in for `who` (limited to `account`, if given).
+async fn mint(
+    admin: &Admin,
+    who: String,
+    account: Option<String>,
+) -> Result<(String, Signed), StoreError> {
+    let signed = Signed {
+        who,
+        account,
+        csrf: random_token(),
+        expires: admin.clock.now().timestamp() + i64::try_from(TTL.as_secs()).unwrap_or(1800),
+    };
+    let id = random_token();
+    let json = serde_json::to_vec(&signed).unwrap_or_default();
+    admin
+        .store
+        .put_ephemeral(Ephemeral::Console, &token_hash(&id), &json, TTL)
+        .await?;
+    tracing::info!(target: "audit", event = "console_login", by = %format!("console:{}", signed.who), account = ?signed.account);
+    Ok((id, signed))
+}
+
+/// Handles `/console` and below, for `door`.
+pub(crate) async fn serve(
+    admin: &Arc<Admin>,
+    req: Request<Incoming>,
+    door: Door<'_>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let rest = path.strip_prefix(BASE).unwrap_or("").to_owned();
     let method = req.method().clone();
@@ -352,12 +406,109 @@ pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Respon
             None,
         );
     }
-    let signed = match signed_in(admin, &req).await {
+    let mut signed = match signed_in(admin, &req).await {
         Ok(s) => s,
         Err(e) => return store_error_page(&e, None),
     };
     let q = query(req.uri().query());
-    match (&method, rest.as_str(), signed) {
+    // The account door: a console sign-in lasts only while its holder's
+    // SSO session lives and makes them an admin of this account; without
+    // one, that session mints it. The console cookie is SameSite=Strict:
+    // right after the IdP's cross-site POST the browser does not send it,
+    // so a minted sign-in's page is served at once with the new cookie
+    // (a redirect would arrive without it and mint again).
+    let mut minted: Option<String> = None;
+    let mut secure = false;
+    if let Door::Account {
+        acct,
+        session,
+        tls,
+        login,
+        ..
+    } = &door
+    {
+        secure = *tls;
+        let live = session
+            .as_ref()
+            .filter(|s| s.admin && s.account == acct.id && s.user.account == acct.id);
+        signed = signed.filter(|s| {
+            s.account.as_deref() == Some(acct.id.as_str()) && live.is_some_and(|l| l.email == s.who)
+        });
+        match (&method, rest.as_str()) {
+            (&Method::GET, "" | "/") if live.is_some() => {
+                return redirect(&format!("{BASE}/a/{}/sso", acct.id));
+            }
+            (_, "/login" | "/accounts") => return not_found(signed.as_ref()),
+            _ => {}
+        }
+        if signed.is_none() {
+            match live {
+                Some(l) if method == Method::GET => {
+                    match mint(admin, l.email.clone(), Some(acct.id.clone())).await {
+                        Ok((id, s)) => {
+                            minted = Some(id);
+                            signed = Some(s);
+                        }
+                        Err(e) => return store_error_page(&e, None),
+                    }
+                }
+                Some(_) => {
+                    return error_page(
+                        StatusCode::UNAUTHORIZED,
+                        "signed_out",
+                        "Your console sign-in has ended; reload the page.",
+                        None,
+                    );
+                }
+                None if session.is_some() => {
+                    tracing::warn!(target: "audit", event = "console_refused", reason = "not_console_admin", account = %acct.id,
+                        email = session.as_ref().map_or("", |s| s.email.as_str()));
+                    return error_page(
+                        StatusCode::FORBIDDEN,
+                        "not_console_admin",
+                        "Your sign-in does not make you an administrator of this account (a mapping rule gives role = \"admin\").",
+                        None,
+                    );
+                }
+                None if method == Method::GET => {
+                    let back = if rest.is_empty() || rest == "/" {
+                        format!("{BASE}/")
+                    } else {
+                        path.clone()
+                    };
+                    return redirect(&format!(
+                        "{login}?return_to={}",
+                        crate::gateway::url_encode(&back)
+                    ));
+                }
+                None => {
+                    return error_page(
+                        StatusCode::UNAUTHORIZED,
+                        "signed_out",
+                        "Sign in again.",
+                        None,
+                    );
+                }
+            }
+        }
+    }
+    let mut r = route(admin, req, &door, signed, &rest, &q).await;
+    if let Some(id) = minted {
+        set_cookie(&mut r, COOKIE, &id, TTL.as_secs(), secure);
+    }
+    r
+}
+
+async fn route(
+    admin: &Arc<Admin>,
+    req: Request<Incoming>,
+    door: &Door<'_>,
+    signed: Option<Signed>,
+    rest: &str,
+    q: &Form,
+) -> Response<Body> {
+    let method = req.method().clone();
+    match (&method, rest, signed) {
         (&Method::GET, "" | "/", None) => login_page(None),
         (&Method::GET, "" | "/", Some(s)) => match &s.account {
             Some(a) => redirect(&format!("{BASE}/a/{a}/sso")),
@@ -371,19 +522,19 @@ pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Respon
             "Your console sign-in has ended; sign in again.",
             None,
         ),
-        (&Method::GET, _, Some(signed)) => get(&Ctx { admin, signed }, &rest, &q).await,
+        (&Method::GET, _, Some(signed)) => get(&Ctx { admin, signed }, rest, q).await,
         (&Method::POST, _, Some(signed)) => {
             let ctx = Ctx { admin, signed };
             // The streamed import: the file is the body, the CSRF token a
             // header.
-            if let Some((id, "import/upload")) = account_path(&rest) {
+            if let Some((id, "import/upload")) = account_path(rest) {
                 let token = req
                     .headers()
                     .get("x-csrf-token")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 if !same_token(token, &ctx.signed.csrf) {
-                    tracing::warn!(target: "audit", event = "console_refused", reason = "csrf", by = %ctx.by(), path = %path);
+                    tracing::warn!(target: "audit", event = "console_refused", reason = "csrf", by = %ctx.by(), path = %rest);
                     return error_page(
                         StatusCode::FORBIDDEN,
                         "csrf",
@@ -394,7 +545,7 @@ pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Respon
                 let Some(acct) = ctx.account(id) else {
                     return not_found(Some(&ctx.signed));
                 };
-                return import::upload(&ctx, &acct, &q, req.into_body()).await;
+                return import::upload(&ctx, &acct, q, req.into_body()).await;
             }
             let cookie = cookie_value(&req, COOKIE).unwrap_or("").to_owned();
             let form = match read_form(req).await {
@@ -402,7 +553,7 @@ pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Respon
                 Err(r) => return r,
             };
             if !same_token(form.text("csrf"), &ctx.signed.csrf) {
-                tracing::warn!(target: "audit", event = "console_refused", reason = "csrf", by = %ctx.by(), path = %path);
+                tracing::warn!(target: "audit", event = "console_refused", reason = "csrf", by = %ctx.by(), path = %rest);
                 return error_page(
                     StatusCode::FORBIDDEN,
                     "csrf",
@@ -411,9 +562,14 @@ pub(crate) async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Respon
                 );
             }
             if rest == "/logout" {
-                return logout(&ctx, &cookie).await;
+                // An account's admin signs out of its SSO too.
+                let next = match door {
+                    Door::Account { logout, .. } => logout.clone(),
+                    Door::Operators => format!("{BASE}/"),
+                };
+                return logout_to(&ctx, &cookie, &next).await;
             }
-            post(&ctx, &rest, &form).await
+            post(&ctx, rest, &form).await
         }
         (_, _, Some(signed)) => error_page(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -530,7 +686,7 @@ fn login_page(problem: Option<&str>) -> Response<Body> {
             },
         ),
     );
-    set_cookie(&mut r, LOGIN_COOKIE, &token, 900);
+    set_cookie(&mut r, LOGIN_COOKIE, &token, 900, false);
     r
 }
 
@@ -560,29 +716,17 @@ async fn login(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
             return login_page(Some("That token is not valid here."));
         }
     };
-    let signed = Signed {
-        who,
-        account,
-        csrf: random_token(),
-        expires: admin.clock.now().timestamp() + i64::try_from(TTL.as_secs()).unwrap_or(1800),
+    let (id, _) = match mint(admin, who, account).await {
+        Ok(m) => m,
+        Err(e) => return store_error_page(&e, None),
     };
-    let id = random_token();
-    let json = serde_json::to_vec(&signed).unwrap_or_default();
-    if let Err(e) = admin
-        .store
-        .put_ephemeral(Ephemeral::Console, &token_hash(&id), &json, TTL)
-        .await
-    {
-        return store_error_page(&e, None);
-    }
-    tracing::info!(target: "audit", event = "console_login", by = %format!("console:{}", signed.who), account = ?signed.account);
     let mut r = redirect(&format!("{BASE}/"));
-    set_cookie(&mut r, COOKIE, &id, TTL.as_secs());
-    set_cookie(&mut r, LOGIN_COOKIE, "", 0);
+    set_cookie(&mut r, COOKIE, &id, TTL.as_secs(), false);
+    set_cookie(&mut r, LOGIN_COOKIE, "", 0, false);
     r
 }
 
-async fn logout(ctx: &Ctx<'_>, cookie: &str) -> Response<Body> {
+async fn logout_to(ctx: &Ctx<'_>, cookie: &str, next: &str) -> Response<Body> {
     if let Err(e) = ctx
         .admin
         .store
@@ -592,8 +736,8 @@ async fn logout(ctx: &Ctx<'_>, cookie: &str) -> Response<Body> {
         return store_error_page(&e, Some(&ctx.signed));
     }
     tracing::info!(target: "audit", event = "console_logout", by = %ctx.by());
-    let mut r = redirect(&format!("{BASE}/"));
-    set_cookie(&mut r, COOKIE, "", 0);
+    let mut r = redirect(next);
+    set_cookie(&mut r, COOKIE, "", 0, false);
     r
 }
 

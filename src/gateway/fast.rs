@@ -318,6 +318,7 @@ fn inspect<'s>(
     // The gateway's own routes.
     if path.starts_with(cfg.path_prefix.as_str())
         || path.starts_with(crate::scim::BASE)
+        || path.starts_with(crate::console::BASE)
         || (gw.dev_idp.is_some() && path.starts_with("/_demo-idp/"))
     {
         return Inspect::Handover;

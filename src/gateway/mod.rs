@@ -488,6 +488,14 @@ impl Gateway {
             };
             return crate::scim::serve(&ctx, req, peer.ip()).await;
         }
+        // The account's console, for its admins (signed in through SSO).
+        if path == crate::console::BASE
+            || path
+                .strip_prefix(crate::console::BASE)
+                .is_some_and(|r| r.starts_with('/'))
+        {
+            return self.console(&cfg, acct, req).await;
+        }
         let prefix = cfg.path_prefix.as_str();
         if let Some(rest) = path.strip_prefix(prefix) {
             match (req.method(), rest) {
@@ -1009,6 +1017,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             sp_name_qualifier: nid.and_then(|n| n.sp_name_qualifier.clone()),
             session_index: verified.session_index().map(str::to_owned),
             session_not_on_or_after: verified.session_not_on_or_after(),
+            admin: mapped.admin,
         };
         let session_id = self
             .sessions
@@ -1056,6 +1065,59 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 &format!("{}/login", cfg.path_prefix),
             ),
         }
+    }
+
+    /// `/console` on an account's host: the console for that account's
+    /// admins, who sign in through its SSO (`crate::console::Door`).
+    async fn console(
+        &self,
+        cfg: &Arc<Config>,
+        acct: &Arc<Account>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let name = self.cookie_name(cfg);
+        let session = match self.session_cookie(&req, &name) {
+            Some(id) => match self
+                .sessions
+                .load(
+                    self.store.as_ref(),
+                    cfg,
+                    acct,
+                    id,
+                    self.clock.now(),
+                    self.shard,
+                )
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    self.metrics.store_error();
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        e.code(),
+                        "sessions are temporarily unavailable",
+                        None,
+                    );
+                }
+            },
+            None => None,
+        };
+        let admin = Arc::new(crate::admin::Admin {
+            config: Arc::clone(cfg),
+            accounts: Arc::clone(self.accounts.registry()),
+            store: Arc::clone(&self.store),
+            clock: Arc::clone(&self.clock),
+            metrics: Arc::new(String::new),
+            sessions: Arc::clone(&self.sessions),
+        });
+        let door = crate::console::Door::Account {
+            acct,
+            session,
+            tls: self.tls,
+            login: format!("{}/login", cfg.path_prefix),
+            logout: format!("{}/logout", cfg.path_prefix),
+        };
+        crate::console::serve(&admin, req, door).await
     }
 
     async fn protected(

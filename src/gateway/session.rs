@@ -79,6 +79,10 @@ pub struct SessionData {
     pub expires: i64,
     /// Unix seconds: last refresh of the idle timeout.
     pub touched: i64,
+    /// The login's mapping gave `role = "admin"`: the account's console
+    /// admits this session's user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// What the login contributes to a session.
@@ -96,6 +100,8 @@ pub struct LoginFacts {
     pub session_index: Option<String>,
     /// AuthnStatement SessionNotOnOrAfter: caps the session.
     pub session_not_on_or_after: Option<DateTime<Utc>>,
+    /// The mapping made the user an admin of the account's console.
+    pub admin: bool,
 }
 
 fn default_account() -> String {
@@ -382,6 +388,7 @@ impl Sessions {
             sp_name_qualifier,
             session_index,
             session_not_on_or_after,
+            admin,
         } = login;
         let id = new_session_id();
         let n = now.timestamp();
@@ -401,6 +408,7 @@ impl Sessions {
             created: n,
             expires,
             touched: n,
+            admin,
         };
         let json = serde_json::to_vec(&data).unwrap_or_default();
         let key = token_hash(&id);

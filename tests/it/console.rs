@@ -1138,3 +1138,192 @@ async fn console_import_with_bad_rows_shows_the_report_and_its_csv() {
     let other = report.replace("/a/acme/", "/a/globex/");
     assert_eq!(b.get(&other).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_admin_signs_in_to_the_console_through_sso_and_sees_only_that_account() {
+    let (f, _d, a, b_idp) = two_accounts().await;
+    let mut d = doc("acme", "acme.test", &a);
+    d["mapping"]["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "console", "attribute": "groups", "contains": "Console-Admins", "role": "admin"}));
+    assert_eq!(f.put("acme", &d).await.status, 200);
+    let bad = {
+        let mut d = d.clone();
+        d["mapping"]["rules"][1]["role"] = json!("owner");
+        d
+    };
+    let r = f.put("acme", &bad).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("mapping.rules[1].role"), "{}", r.text());
+
+    // No session: the account's SSO first, back to the console after.
+    let r = f.on("acme.test", "/console/", &[]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some("/saml/login?return_to=%2Fconsole%2F")
+    );
+    assert!(!r.text().contains("\"path\""), "never the upstream's");
+
+    // A user the mapping makes an admin.
+    let login = f
+        .post_acs(
+            "acme.test",
+            &response_with_groups(
+                &f,
+                &a,
+                "acme.test",
+                "root@acme.example",
+                &["Console-Admins"],
+            ),
+        )
+        .await;
+    assert_eq!(login.status, 303);
+    let session = cookie_of(&login);
+    let r = f
+        .on("acme.test", "/console/", &[("cookie", &session)])
+        .await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/console/a/acme/sso"))
+    );
+    // The first page mints the console sign-in and sets its own cookie.
+    let r = f
+        .on("acme.test", "/console/a/acme/sso", &[("cookie", &session)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = set_cookie(&r, "samlgate_console").expect("a console cookie");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/console"),
+        "{c}"
+    );
+    assert!(
+        r.text()
+            .contains("Signed in as <strong>root@acme.example</strong>")
+    );
+    assert!(!r.text().contains("All accounts"), "no operator navigation");
+    let both = format!("{session}; {}", c.split(';').next().unwrap());
+    let csrf = hidden(&r.text(), "csrf");
+    // Its own account's pages; nobody else's.
+    assert_eq!(
+        f.on("acme.test", "/console/a/acme/users", &[("cookie", &both)])
+            .await
+            .status,
+        200
+    );
+    for p in [
+        "/console/a/globex/sso",
+        "/console/a/globex/users",
+        "/console/accounts",
+    ] {
+        assert_eq!(
+            f.on("acme.test", p, &[("cookie", &both)]).await.status,
+            404,
+            "{p}"
+        );
+    }
+    // The operator's sign-in form is not on an account's host.
+    let r = request(
+        Method::POST,
+        &format!("{}/console/login", f.public),
+        &[
+            ("host", "acme.test"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        urlencode(&[("csrf", "x"), ("token", ADMIN)]),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // A change, with the console cookie and its CSRF token.
+    let (ct, body) = multipart(&[
+        ("csrf", &csrf),
+        ("mode", "prior_to_sign_in"),
+        ("domains", "acme.example"),
+        ("idp_initiated", "1"),
+    ]);
+    let r = request(
+        Method::POST,
+        &format!("{}/console/a/acme/sso", f.public),
+        &[
+            ("host", "acme.test"),
+            ("content-type", &ct),
+            ("cookie", &both),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        f.registry.get("acme").unwrap().provisioning.mode,
+        samlgate::account::ProvisioningMode::PriorToSignIn
+    );
+    // Another account's change is refused even with a valid token.
+    let (ct, body) = multipart(&[("csrf", &csrf), ("mode", "prior_to_sign_in")]);
+    let r = request(
+        Method::POST,
+        &format!("{}/console/a/globex/sso", f.public),
+        &[
+            ("host", "acme.test"),
+            ("content-type", &ct),
+            ("cookie", &both),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        f.registry.get("globex").unwrap().provisioning.mode,
+        samlgate::account::ProvisioningMode::Jit
+    );
+    // The acme session is no session on globex's host.
+    let r = f
+        .on("globex.test", "/console/a/globex/sso", &[("cookie", &both)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(r.header("location").unwrap().starts_with("/saml/login"));
+
+    // A user the mapping does not make an admin.
+    assert_eq!(
+        f.patch("acme", json!({"provisioning": {"mode": "jit"}}))
+            .await
+            .status,
+        200
+    );
+    let plain = f
+        .post_acs(
+            "acme.test",
+            &response_with_groups(&f, &a, "acme.test", "joe@acme.example", &["Sales"]),
+        )
+        .await;
+    assert_eq!(plain.status, 303, "{}", plain.text());
+    let r = f
+        .on(
+            "acme.test",
+            "/console/a/acme/sso",
+            &[("cookie", &cookie_of(&plain))],
+        )
+        .await;
+    assert_eq!(
+        (r.status, code_in_page(&r).as_str()),
+        (403, "not_console_admin")
+    );
+    // Globex's admins are not acme's.
+    let _ = b_idp;
+
+    // Deactivating the admin ends the console sign-in with the session.
+    let r = f
+        .api(
+            Method::PATCH,
+            "/api/v2/accounts/acme/users/root%40acme.example",
+            ADMIN,
+            json!({"status": "deactivated"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = f
+        .on("acme.test", "/console/a/acme/users", &[("cookie", &both)])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(r.header("location").unwrap().starts_with("/saml/login"));
+}

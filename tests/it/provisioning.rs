@@ -32,6 +32,7 @@ fn mapped(email: &str, license: License) -> MappedUser {
         license,
         features: vec![],
         license_by_rule: true,
+        admin: false,
     }
 }
 
