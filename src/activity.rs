@@ -168,6 +168,26 @@ pub enum Item {
     Decision(Decision),
     /// A user's last login.
     LastLogin(Box<LastLogin>),
+    /// A refused login's POST body (the newest per account is kept
+    /// [`FAILED_KEPT`], for the console's Test a SAMLResponse).
+    Failed(String, bytes::Bytes),
+}
+
+/// How long an account's last refused response is kept.
+pub const FAILED_KEPT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Account `account`'s last refused SAMLResponse (the base64 value), if
+/// one was refused in the last [`FAILED_KEPT`].
+pub async fn last_failed(store: &dyn Store, account: &str) -> Result<Option<String>, StoreError> {
+    let Some(body) = store
+        .get_ephemeral(crate::store::Ephemeral::FailedResponse, account)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(crate::console::form::urlencoded(&body)
+        .ok()
+        .and_then(|f| f.get("SAMLResponse").map(str::to_owned)))
 }
 
 /// The store log of account `account`'s decisions.
@@ -197,6 +217,11 @@ impl Activity {
     /// Queues `d` (never waits; a full queue drops it).
     pub fn record(&self, d: Decision) {
         self.send(Item::Decision(d));
+    }
+
+    /// Queues a refused login's POST body (never waits).
+    pub fn failed_response(&self, account: &str, body: bytes::Bytes) {
+        self.send(Item::Failed(account.to_owned(), body));
     }
 
     /// Queues a user's last login (never waits).
@@ -239,6 +264,7 @@ pub async fn run(
         let mut by_account: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         // The newest of each user's last logins in the batch.
         let mut logins: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut failed: HashMap<String, bytes::Bytes> = HashMap::new();
         for item in buf.drain(..) {
             match item {
                 Item::Decision(d) => {
@@ -251,6 +277,23 @@ pub async fn run(
                         logins.insert(last_login_key(&l.account, &l.email), json);
                     }
                 }
+                Item::Failed(account, body) => {
+                    failed.insert(account, body);
+                }
+            }
+        }
+        for (account, body) in failed {
+            if let Err(e) = store
+                .put_ephemeral(
+                    crate::store::Ephemeral::FailedResponse,
+                    &account,
+                    &body,
+                    FAILED_KEPT,
+                )
+                .await
+            {
+                activity.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, account = %account, "refused response not kept");
             }
         }
         if !logins.is_empty() {

@@ -73,6 +73,8 @@ fn editor(
                 label for="response" { "Paste a SAMLResponse (the base64 POST value or its XML)" }
                 textarea #response name="response" rows="6" spellcheck="false" { (response) }
                 button.secondary type="submit" name="do" value="test" { "Test with the edited mapping" }
+                button.secondary type="submit" name="do" value="last" { "Test the last refused sign-in's response" }
+                p.muted { "The last response this account refused is kept for 15 minutes." }
             }
         }
     }
@@ -286,7 +288,14 @@ pub(super) async fn act(ctx: &Ctx<'_>, acct: &Account, form: &Form) -> Response<
         );
     }
     let text = form.get("mapping").unwrap_or("").to_owned();
-    let response = form.get("response").unwrap_or("").trim().to_owned();
+    let mut response = form.get("response").unwrap_or("").trim().to_owned();
+    if form.text("do") == "last" {
+        match crate::activity::last_failed(ctx.admin.store.as_ref(), &acct.id).await {
+            Ok(Some(r)) => response = r,
+            Ok(None) => {}
+            Err(e) => return super::store_error_page(&e, Some(&ctx.signed)),
+        }
+    }
     let show = |status: StatusCode, problems: &[ConfigProblem], result: Markup| {
         respond(
             status,
@@ -358,13 +367,18 @@ pub(super) async fn act(ctx: &Ctx<'_>, acct: &Account, form: &Form) -> Response<
             tracing::info!(target: "audit", event = "account_updated", by = %ctx.by(), account = %acct.id, changed = "mapping");
             redirect(&format!("{BASE}/a/{}/mapping?saved", acct.id))
         }
-        "test" => {
+        "test" | "last" => {
             if response.is_empty() {
+                let message = if form.text("do") == "last" {
+                    "no sign-in was refused in the last 15 minutes"
+                } else {
+                    "paste a SAMLResponse to test"
+                };
                 return show(
                     StatusCode::BAD_REQUEST,
                     &[ConfigProblem {
                         key: "response".into(),
-                        message: "paste a SAMLResponse to test".into(),
+                        message: message.into(),
                     }],
                     html! {},
                 );

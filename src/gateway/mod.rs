@@ -798,6 +798,8 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             }
         };
         let start = Instant::now();
+        // Kept for the console's Test when this login is refused.
+        let kept = self.activity.as_ref().map(|_| body.clone());
         let result = if acct.is_active() {
             self.login_flow(cfg, acct, body, bound.as_deref()).await
         } else {
@@ -834,7 +836,22 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 }
                 r
             }
-            Err(e) => self.refuse(cfg, acct, &e, &tracking, peer, None),
+            Err(e) => {
+                // Not when the gateway failed (store, pool): only responses
+                // the checks or the login decision refused.
+                if let (Some(a), Some(body)) = (&self.activity, kept)
+                    && !matches!(
+                        e,
+                        LoginError::Store(_)
+                            | LoginError::Pool(_)
+                            | LoginError::Refused(Refusal::Store(_))
+                            | LoginError::TooLarge(_)
+                    )
+                {
+                    a.failed_response(&acct.id, body);
+                }
+                self.refuse(cfg, acct, &e, &tracking, peer, None)
+            }
         }
     }
 

@@ -205,6 +205,8 @@ pub enum Ephemeral {
     Console,
     /// `{account}:{job}` → a console CSV import's progress and report.
     ImportJob,
+    /// Account id → its last refused login's POST body (briefly).
+    FailedResponse,
 }
 
 impl Ephemeral {
@@ -218,6 +220,7 @@ impl Ephemeral {
             Self::SloIndex => "slo",
             Self::Console => "console",
             Self::ImportJob => "import-job",
+            Self::FailedResponse => "failed-response",
         }
     }
 }

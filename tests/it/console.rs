@@ -788,6 +788,37 @@ async fn console_sign_in_activity_answers_why_bob_cannot_sign_in() {
         t.contains("Recent sign-ins") && t.contains("admitted"),
         "{t}"
     );
+    // The last refused response (eve's, signed by globex's IdP) is kept
+    // briefly for Test a SAMLResponse.
+    let mapping = json!({"rules": [{"name": "lic", "attribute": "groups", "contains": "Meetings-Licensed", "license": "licensed"}]}).to_string();
+    eventually("the refused response kept", async || {
+        samlgate::activity::last_failed(f.store.as_ref(), "acme")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let r = b
+        .post(
+            "/console/a/acme/mapping",
+            &[("mapping", &mapping), ("do", "last")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("<span class=\"warn\">reject</span>"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("Trace"), "{}", r.text());
+    let r = b
+        .post(
+            "/console/a/globex/mapping",
+            &[("mapping", &mapping), ("do", "last")],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("no sign-in was refused"), "{}", r.text());
     // Deleting the account deletes its activity.
     let r = f
         .api(
