@@ -28,8 +28,13 @@ use crate::store::{DocSpace, Store, StoreError};
 pub const KEEP: usize = 10_000;
 /// Decisions queued at most (beyond: dropped and counted).
 pub const QUEUE: usize = 16_384;
-/// Decisions written per batch at most.
-const BATCH: usize = 2_000;
+/// Items written per batch at most.
+const BATCH: usize = 4_096;
+/// The writer's pause between batches: a login's hand-off then rarely
+/// wakes it (at thousands of logins a second, a wake-up per login cost
+/// more than the rest of the recording), and what queued meanwhile goes in
+/// one store write per account.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// Longest reason kept (characters).
 const MAX_REASON: usize = 300;
 
@@ -166,8 +171,8 @@ pub async fn last_logins(
 pub enum Item {
     /// A login decision.
     Decision(Decision),
-    /// A user's last login.
-    LastLogin(Box<LastLogin>),
+    /// An admitted login: its decision and the user's attributes.
+    Admitted(Decision, Box<LastLogin>),
     /// A refused login's POST body (the newest per account is kept
     /// [`FAILED_KEPT`], for the console's Test a SAMLResponse).
     Failed(String, bytes::Bytes),
@@ -224,9 +229,9 @@ impl Activity {
         self.send(Item::Failed(account.to_owned(), body));
     }
 
-    /// Queues a user's last login (never waits).
-    pub fn last_login(&self, l: LastLogin) {
-        self.send(Item::LastLogin(Box::new(l)));
+    /// Queues an admitted login's decision and attributes (one hand-off).
+    pub fn admitted(&self, d: Decision, l: LastLogin) {
+        self.send(Item::Admitted(d, Box::new(l)));
     }
 
     fn send(&self, item: Item) {
@@ -266,20 +271,23 @@ pub async fn run(
         let mut logins: HashMap<String, Vec<u8>> = HashMap::new();
         let mut failed: HashMap<String, bytes::Bytes> = HashMap::new();
         for item in buf.drain(..) {
-            match item {
-                Item::Decision(d) => {
-                    if let Ok(json) = serde_json::to_vec(&d) {
-                        by_account.entry(d.account).or_default().push(json);
-                    }
-                }
-                Item::LastLogin(l) => {
-                    if let Ok(json) = serde_json::to_vec(&l) {
-                        logins.insert(last_login_key(&l.account, &l.email), json);
-                    }
-                }
+            let (decision, last) = match item {
+                Item::Decision(d) => (Some(d), None),
+                Item::Admitted(d, l) => (Some(d), Some(l)),
                 Item::Failed(account, body) => {
                     failed.insert(account, body);
+                    (None, None)
                 }
+            };
+            if let Some(d) = decision
+                && let Ok(json) = serde_json::to_vec(&d)
+            {
+                by_account.entry(d.account).or_default().push(json);
+            }
+            if let Some(l) = last
+                && let Ok(json) = serde_json::to_vec(&l)
+            {
+                logins.insert(last_login_key(&l.account, &l.email), json);
             }
         }
         for (account, body) in failed {
@@ -315,6 +323,12 @@ pub async fn run(
         }
         if rx.is_closed() && rx.is_empty() {
             return;
+        }
+        if !*shutdown.borrow() {
+            tokio::select! {
+                () = tokio::time::sleep(PAUSE) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }

@@ -817,15 +817,26 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                 tracing::info!(target: "audit", event = "login", decision = "accept", tracking_id = %tracking,
                     account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
                     request_binding = binding, remote = %peer.ip());
-                self.record(acct, Some(&done.email), None, "", &tracking, peer);
                 if let Some(a) = &self.activity {
-                    a.last_login(crate::activity::LastLogin::new(
-                        &acct.id,
-                        &done.email,
-                        done.name_id.as_deref(),
-                        &done.attributes,
-                        self.clock.now().timestamp(),
-                    ));
+                    let at = self.clock.now().timestamp();
+                    a.admitted(
+                        crate::activity::Decision::new(
+                            at,
+                            &acct.id,
+                            Some(&done.email),
+                            None,
+                            "",
+                            &tracking,
+                            &peer.ip().to_string(),
+                        ),
+                        crate::activity::LastLogin::new(
+                            &acct.id,
+                            &done.email,
+                            done.name_id.as_deref(),
+                            &done.attributes,
+                            at,
+                        ),
+                    );
                 }
                 let mut r = redirect(StatusCode::SEE_OTHER, &done.target);
                 self.set_cookie(&mut r, cfg, &done.session_id, acct.session.lifetime_secs);
