@@ -17,8 +17,27 @@ for f in tests/fixtures/responses/*; do
   case "$name" in *encrypted*|*ecdsa*) continue ;; esac
   cmp -s "$f" "$tmp/fixtures/responses/$name" || { echo "fixture $name differs from gen.py output: rerun tests/fixtures/gen.py" >&2; exit 1; }
 done
+# The processes that test servers run as; those running now are not ours.
+ours() {
+  ps -eo pid=,comm= | awk '$2 ~ /^(redis-server|redis-cli|php|php[0-9.]*|nginx|chromium|chrome|chrome_crashpad|chromedriver|samlgate|xmlsec1)$/ {print $1}' | sort
+}
+before=$(ours)
 cargo test --all-targets "$@"
 # Interop with IdP software nobody here wrote: a full SP-initiated login
 # through Debian's SimpleSAMLphp, driven with curl, then in headless Chromium
 # (screenshots in target/interop-artifacts/).
 BROWSER=1 SAMLGATE_BIN=target/debug/samlgate interop/ssp-login.sh
+# Nothing this run started may outlive it (a test or script that leaves a
+# server behind fails the run). A few seconds' grace for processes that are
+# exiting.
+for _ in $(seq 20); do
+  left=$(comm -13 <(echo "$before") <(ours))
+  [ -z "$left" ] && break
+  sleep 0.5
+done
+if [ -n "$left" ]; then
+  echo "FAIL: processes started by the tests are still running:" >&2
+  for p in $left; do ps -o pid=,args= -p "$p" >&2 || true; done
+  exit 1
+fi
+echo "no process left behind"
