@@ -280,12 +280,7 @@ fn impact(acct: &Account, i: &Impact) -> Markup {
 /// `POST /a/{id}/mapping`: test, preview or save.
 pub(super) async fn act(ctx: &Ctx<'_>, acct: &Account, form: &Form) -> Response<Body> {
     if acct.is_default() {
-        return super::error_page(
-            StatusCode::CONFLICT,
-            "config_file_account",
-            "This account comes from the config file: change it there.",
-            Some(&ctx.signed),
-        );
+        return super::config_file_account(&ctx.signed);
     }
     let text = form.get("mapping").unwrap_or("").to_owned();
     let mut response = form.get("response").unwrap_or("").trim().to_owned();

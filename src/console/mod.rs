@@ -206,6 +206,16 @@ fn error_page(
     )
 }
 
+/// The config file's account is changed in the config file.
+fn config_file_account(signed: &Signed) -> Response<Body> {
+    error_page(
+        StatusCode::CONFLICT,
+        "config_file_account",
+        "This account comes from the config file: change it there.",
+        Some(signed),
+    )
+}
+
 fn store_error_page(e: &StoreError, signed: Option<&Signed>) -> Response<Body> {
     tracing::error!(error = %e, "store error in the console");
     error_page(

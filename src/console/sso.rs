@@ -267,12 +267,7 @@ fn patch_of(form: &Form) -> Result<(Edit, Value), ConfigProblem> {
 /// `POST /a/{id}/sso`: Save.
 pub(super) async fn save(ctx: &Ctx<'_>, acct: &Account, form: &Form) -> Response<Body> {
     if acct.is_default() {
-        return super::error_page(
-            StatusCode::CONFLICT,
-            "config_file_account",
-            "This account comes from the config file: change it there.",
-            Some(&ctx.signed),
-        );
+        return super::config_file_account(&ctx.signed);
     }
     let invalid = |e: &Edit, problems: &[ConfigProblem]| {
         respond(

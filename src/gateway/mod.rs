@@ -1095,6 +1095,34 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         }
     }
 
+    /// The request's live session on `acct` (none without a cookie); the
+    /// error is the 503 to answer when the store fails.
+    async fn session_of(
+        &self,
+        cfg: &Config,
+        acct: &Account,
+        req: &Request<Incoming>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Arc<session::SessionData>>, Box<Response<Body>>> {
+        let name = self.cookie_name(cfg);
+        let Some(id) = self.session_cookie(req, &name) else {
+            return Ok(None);
+        };
+        self.sessions
+            .load(self.store.as_ref(), cfg, acct, id, now, self.shard)
+            .await
+            .map_err(|e| {
+                self.metrics.store_error();
+                tracing::error!(error = %e, "session lookup failed");
+                Box::new(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.code(),
+                    "sessions are temporarily unavailable",
+                    None,
+                ))
+            })
+    }
+
     /// `/console` on an account's host: the console for that account's
     /// admins, who sign in through its SSO (`crate::console::Door`).
     async fn console(
@@ -1103,32 +1131,9 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         acct: &Arc<Account>,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let name = self.cookie_name(cfg);
-        let session = match self.session_cookie(&req, &name) {
-            Some(id) => match self
-                .sessions
-                .load(
-                    self.store.as_ref(),
-                    cfg,
-                    acct,
-                    id,
-                    self.clock.now(),
-                    self.shard,
-                )
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    self.metrics.store_error();
-                    return json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        e.code(),
-                        "sessions are temporarily unavailable",
-                        None,
-                    );
-                }
-            },
-            None => None,
+        let session = match self.session_of(cfg, acct, &req, self.clock.now()).await {
+            Ok(s) => s,
+            Err(r) => return *r,
         };
         let admin = Arc::new(crate::admin::Admin {
             config: Arc::clone(cfg),
@@ -1157,25 +1162,9 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
     ) -> Response<Body> {
         let name = self.cookie_name(cfg);
         let now = self.clock.now();
-        let session = match self.session_cookie(&req, &name) {
-            Some(id) => match self
-                .sessions
-                .load(self.store.as_ref(), cfg, acct, id, now, self.shard)
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    self.metrics.store_error();
-                    tracing::error!(error = %e, "session lookup failed");
-                    return json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        e.code(),
-                        "sessions are temporarily unavailable",
-                        None,
-                    );
-                }
-            },
-            None => None,
+        let session = match self.session_of(cfg, acct, &req, now).await {
+            Ok(s) => s,
+            Err(r) => return *r,
         };
         let Some(session) = session else {
             return self.unauthenticated(cfg, &req);

@@ -299,7 +299,7 @@ fn problem_keys(r: &Reply) -> Vec<String> {
 }
 
 /// Two accounts on a gateway without a default account.
-async fn two_accounts() -> (Fleet, tempfile::TempDir, TestIdp, TestIdp) {
+pub(super) async fn two_accounts() -> (Fleet, tempfile::TempDir, TestIdp, TestIdp) {
     let (f, dir) = fleet(bare_config()).await;
     let a = new_idp("https://idp.acme.example/saml");
     let b = new_idp("https://idp.globex.example/saml");

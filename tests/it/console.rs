@@ -7,7 +7,7 @@
 use http::Method;
 use serde_json::json;
 
-use super::accounts::{ADMIN, Fleet, TestIdp, bare_config, doc, fleet, idp_with_key, new_idp};
+use super::accounts::{ADMIN, Fleet, TestIdp, doc, idp_with_key, new_idp, two_accounts};
 use super::gateway::{code_in_page, cookie_of};
 use super::http_support::{Reply, request};
 
@@ -149,23 +149,6 @@ impl Browser {
         )
         .await
     }
-}
-
-async fn two_accounts() -> (Fleet, tempfile::TempDir, TestIdp, TestIdp) {
-    let (f, dir) = fleet(bare_config()).await;
-    let a = new_idp("https://idp.acme.example/saml");
-    let b = new_idp("https://idp.globex.example/saml");
-    assert_eq!(
-        f.put("acme", &doc("acme", "acme.test", &a)).await.status,
-        201
-    );
-    assert_eq!(
-        f.put("globex", &doc("globex", "globex.test", &b))
-            .await
-            .status,
-        201
-    );
-    (f, dir, a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

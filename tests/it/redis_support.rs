@@ -208,7 +208,11 @@ impl RedisCluster {
     }
 
     /// Three masters and three replicas that fail over within about a
-    /// second (`cluster-node-timeout 1000`).
+    /// second (`cluster-node-timeout 1000`); a replica may always be
+    /// promoted (`cluster-replica-validity-factor 0`: otherwise, on a loaded
+    /// machine, a replica whose last contact with its master looks too old
+    /// may refuse; one CI-like run saw no failover within 9 s, cause not
+    /// established).
     pub fn start_with_replicas() -> Self {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
@@ -216,7 +220,12 @@ impl RedisCluster {
                     cluster_port(),
                     tempfile::tempdir().unwrap(),
                     true,
-                    &["--cluster-node-timeout", "1000"],
+                    &[
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ],
                 )
             })
             .collect();
