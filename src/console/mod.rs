@@ -165,7 +165,7 @@ fn page(title: &str, signed: Option<&Signed>, account: Option<&Account>, body: M
                             a href={ (BASE) "/accounts" } { "All accounts" }
                             " › "
                         }
-                        strong { (a.name) " (" (a.id) ")" }
+                        @if a.name.is_empty() { strong { (a.id) } } @else { strong { (a.name) " (" (a.id) ")" } }
                         ul {
                             li { a href={ (BASE) "/a/" (a.id) "/sso" } { "Single Sign-On" } }
                             li { a href={ (BASE) "/a/" (a.id) "/mapping" } { "Attribute mapping" } }
@@ -784,7 +784,7 @@ fn accounts_page(ctx: &Ctx<'_>) -> Response<Body> {
                         tbody {
                             @for a in &all {
                                 tr {
-                                    td { strong { (a.name) } br; span.muted { (a.id) } }
+                                    td { strong { (if a.name.is_empty() { &a.id } else { &a.name }) } br; span.muted { (a.id) } }
                                     td { (a.hosts.join(", ")) }
                                     td { (if a.is_active() { "active" } else { "suspended" }) }
                                     td { (mode_name(a)) }
