@@ -107,29 +107,34 @@ pub struct LastLogin {
 }
 
 impl LastLogin {
-    /// The login's attributes, cut to the bounds.
+    /// The login's attributes (taken, not copied), cut to the bounds.
     pub fn new(
         account: &str,
         email: &str,
         name_id: Option<&str>,
-        attributes: &[SamlAttribute],
+        mut attributes: Vec<SamlAttribute>,
         at: i64,
     ) -> Self {
-        let cut = |v: &String| v.chars().take(MAX_VALUE).collect::<String>();
+        fn cut(v: &mut String) {
+            if let Some((i, _)) = v.char_indices().nth(MAX_VALUE) {
+                v.truncate(i);
+            }
+        }
+        attributes.truncate(MAX_ATTRIBUTES);
+        for a in &mut attributes {
+            cut(&mut a.name);
+            a.friendly_name.iter_mut().for_each(cut);
+            a.name_format.iter_mut().for_each(cut);
+            a.values.truncate(MAX_VALUES);
+            a.values.iter_mut().for_each(cut);
+        }
+        let mut name_id = name_id.map(str::to_owned);
+        name_id.iter_mut().for_each(cut);
         Self {
             account: account.to_owned(),
             email: email.to_owned(),
-            name_id: name_id.map(|n| n.chars().take(MAX_VALUE).collect()),
-            attributes: attributes
-                .iter()
-                .take(MAX_ATTRIBUTES)
-                .map(|a| SamlAttribute {
-                    name: cut(&a.name),
-                    friendly_name: a.friendly_name.as_ref().map(cut),
-                    name_format: a.name_format.as_ref().map(cut),
-                    values: a.values.iter().take(MAX_VALUES).map(cut).collect(),
-                })
-                .collect(),
+            name_id,
+            attributes,
             at,
         }
     }

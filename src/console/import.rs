@@ -308,18 +308,6 @@ pub(super) async fn from_form(ctx: &Ctx<'_>, acct: &Arc<Account>, form: &Form) -
     }
 }
 
-fn json_answer(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
 /// `POST /a/{id}/import/upload?license=…&feature=…&sso=1` (the file as
 /// the body; the CSRF token in `X-CSRF-Token`, checked by the caller).
 pub(super) async fn upload(
@@ -331,7 +319,7 @@ pub(super) async fn upload(
     let opts = match options(q) {
         Ok(o) => o,
         Err(p) => {
-            return json_answer(
+            return crate::server::json(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({"code": "invalid_options", "message": p}),
             );
@@ -340,18 +328,18 @@ pub(super) async fn upload(
     let file = match crate::admin::spool(body).await {
         Ok(f) => f,
         Err(e) => {
-            return json_answer(
+            return crate::server::json(
                 e.status(),
                 &serde_json::json!({"code": e.code(), "message": e.to_string()}),
             );
         }
     };
     match start(ctx, acct, file, opts).await {
-        Ok(job) => json_answer(
+        Ok(job) => crate::server::json(
             StatusCode::ACCEPTED,
             &serde_json::json!({"job": job.id, "status": format!("{BASE}/a/{}/import/{}.json", acct.id, job.id), "report": format!("{BASE}/a/{}/import/{}", acct.id, job.id)}),
         ),
-        Err(e) => json_answer(
+        Err(e) => crate::server::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({"code": e.code(), "message": e.to_string()}),
         ),
@@ -397,7 +385,7 @@ pub(super) async fn job_page(ctx: &Ctx<'_>, acct: &Account, which: &str) -> Resp
         })
         .unwrap_or_default();
     match kind {
-        "json" => json_answer(
+        "json" => crate::server::json(
             StatusCode::OK,
             &serde_json::json!({"state": job.state, "size": job.size, "read": job.read, "rows": job.rows}),
         ),

@@ -179,6 +179,10 @@ async fn preview(
 ) -> Result<Impact, crate::store::StoreError> {
     let mut out = Impact::default();
     let mut after: Option<String> = None;
+    // An existing user's next sign-in changes only the fields of
+    // `provisioning.update_on_login`.
+    let upd = |f: &str| edited.provisioning.update_on_login.iter().any(|u| u == f);
+    let (lic_updates, grp_updates, feat_updates) = (upd("license"), upd("groups"), upd("features"));
     loop {
         let page = last_logins(
             ctx.admin.store.as_ref(),
@@ -201,14 +205,11 @@ async fn preview(
             };
             let before = current.mapping.apply(&input, &mut Trace::off());
             let now = edited.mapping.apply(&input, &mut Trace::off());
-            // An existing user's next sign-in changes only the fields of
-            // `provisioning.update_on_login`.
-            let upd = |f: &str| edited.provisioning.update_on_login.iter().any(|u| u == f);
             let (lic, grp, feat) = match (&before, &now) {
                 (Ok(b), Ok(a)) => (
-                    upd("license") && b.license != a.license,
-                    upd("groups") && b.groups != a.groups,
-                    upd("features") && b.features != a.features,
+                    lic_updates && b.license != a.license,
+                    grp_updates && b.groups != a.groups,
+                    feat_updates && b.features != a.features,
                 ),
                 (Err(_), Err(_)) => (false, false, false),
                 _ => (true, true, true),

@@ -807,7 +807,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         };
         self.metrics.verify_latency.observe(start.elapsed());
         match result {
-            Ok(done) => {
+            Ok(mut done) => {
                 self.metrics.account_login(&acct.id, "accept", "");
                 let binding = match (&done.answered, &bound) {
                     (None, _) => "unsolicited",
@@ -818,25 +818,16 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
                     account = %acct.id, idp = %acct.idp.metadata.entity_id, name_id = done.name_id.as_deref().unwrap_or(""), email = %done.email,
                     request_binding = binding, remote = %peer.ip());
                 if let Some(a) = &self.activity {
-                    let at = self.clock.now().timestamp();
-                    a.admitted(
-                        crate::activity::Decision::new(
-                            at,
-                            &acct.id,
-                            Some(&done.email),
-                            None,
-                            "",
-                            &tracking,
-                            &peer.ip().to_string(),
-                        ),
-                        crate::activity::LastLogin::new(
-                            &acct.id,
-                            &done.email,
-                            done.name_id.as_deref(),
-                            &done.attributes,
-                            at,
-                        ),
+                    let decision =
+                        self.decision(acct, Some(&done.email), None, "", &tracking, peer);
+                    let kept = crate::activity::LastLogin::new(
+                        &acct.id,
+                        &done.email,
+                        done.name_id.as_deref(),
+                        std::mem::take(&mut done.attributes),
+                        decision.at,
                     );
+                    a.admitted(decision, kept);
                 }
                 let mut r = redirect(StatusCode::SEE_OTHER, &done.target);
                 self.set_cookie(&mut r, cfg, &done.session_id, acct.session.lifetime_secs);
@@ -866,7 +857,29 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         }
     }
 
-    /// Hands a login decision to the sign-in activity (never waits).
+    /// A login decision as the sign-in activity keeps it, made now.
+    fn decision(
+        &self,
+        acct: &Account,
+        email: Option<&str>,
+        code: Option<&str>,
+        reason: &str,
+        tracking: &str,
+        peer: SocketAddr,
+    ) -> crate::activity::Decision {
+        crate::activity::Decision::new(
+            self.clock.now().timestamp(),
+            &acct.id,
+            email,
+            code,
+            reason,
+            tracking,
+            &peer.ip().to_string(),
+        )
+    }
+
+    /// Hands a refused login's decision to the sign-in activity (never
+    /// waits).
     fn record(
         &self,
         acct: &Account,
@@ -877,15 +890,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         peer: SocketAddr,
     ) {
         if let Some(a) = &self.activity {
-            a.record(crate::activity::Decision::new(
-                self.clock.now().timestamp(),
-                &acct.id,
-                email,
-                code,
-                reason,
-                tracking,
-                &peer.ip().to_string(),
-            ));
+            a.record(self.decision(acct, email, code, reason, tracking, peer));
         }
     }
 
