@@ -121,17 +121,19 @@ async fn list_page(
         Ok(p) => p,
         Err(e) => return super::store_error_page(&e, Some(&ctx.signed)),
     };
-    let before = listed.users.len();
+    // Listed in email order: once one is past the prefix, so is every
+    // later one, and there is no next page.
+    let past_prefix = listed
+        .users
+        .last()
+        .is_some_and(|u| !u.email.starts_with(&prefix));
     users.extend(
         listed
             .users
             .into_iter()
             .filter(|u| u.email.starts_with(&prefix)),
     );
-    // Past the prefix's emails: no next page.
-    let next = listed
-        .next_cursor
-        .filter(|_| users.len() >= before || prefix.is_empty());
+    let next = listed.next_cursor.filter(|_| !past_prefix);
     let body = html! {
         form method="get" action={ (BASE) "/a/" (acct.id) "/users" } role="search" {
             label for="q" { "Find users (email starts with)" }

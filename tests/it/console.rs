@@ -685,6 +685,85 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_user_search_pages_through_a_prefix_and_stops_past_it() {
+    let (f, _d, _a, _b) = two_accounts().await;
+    // 55 users under the prefix "pg", one before it and two after it.
+    let mut csv = String::from("email,first_name,last_name\n");
+    for i in 0..55 {
+        csv.push_str(&format!("pg{i:02}@acme.example,P,G\n"));
+    }
+    for e in ["pa@acme.example", "ph00@acme.example", "ph01@acme.example"] {
+        csv.push_str(&format!("{e},P,H\n"));
+    }
+    // An email that is a prefix of 49 others, then two past them.
+    csv.push_str("pq@acme.example,P,Q\n");
+    for i in 0..49 {
+        csv.push_str(&format!("pq@acme.example.x{i:02},P,Q\n"));
+    }
+    csv.push_str("pr@acme.example,P,R\nps@acme.example,P,S\n");
+    let r = request(
+        Method::POST,
+        &format!(
+            "{}/api/v2/accounts/acme/users/import?license=basic",
+            f.admin
+        ),
+        &[
+            ("authorization", &format!("Bearer {ADMIN}")),
+            ("content-type", "text/csv"),
+        ],
+        csv,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = sign_in(&f.admin, ADMIN).await.unwrap();
+    let listed = |t: &str| {
+        t.match_indices("@acme.example</a>")
+            .map(|(at, _)| {
+                let start = t[..at].rfind('>').unwrap() + 1;
+                t[start..at].to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let next = |t: &str| {
+        t.split("href=\"")
+            .filter_map(|h| h.split('"').next())
+            .find(|h| h.contains("cursor="))
+            .map(|h| h.replace("&amp;", "&"))
+    };
+    // A full first page, then the rest, then no further page: the
+    // listing runs past the prefix.
+    let first = b.get("/console/a/acme/users?q=pg").await.text();
+    let want: Vec<String> = (0..50).map(|i| format!("pg{i:02}")).collect();
+    assert_eq!(listed(&first), want, "{first}");
+    let more = next(&first).expect("a next page");
+    let second = b.get(&more).await.text();
+    let want: Vec<String> = (50..55).map(|i| format!("pg{i:02}")).collect();
+    assert_eq!(listed(&second), want, "{second}");
+    assert_eq!(next(&second), None, "{second}");
+    // A prefix with fewer users than a page: no next page either.
+    let few = b.get("/console/a/acme/users?q=ph").await.text();
+    assert_eq!(listed(&few), ["ph00", "ph01"]);
+    assert_eq!(next(&few), None);
+    // An exact email is listed once, first.
+    let exact = b
+        .get("/console/a/acme/users?q=pg07%40acme.example")
+        .await
+        .text();
+    assert_eq!(listed(&exact), ["pg07"]);
+    assert_eq!(next(&exact), None);
+    // The exact email first, then the 49 it prefixes; the page's last row
+    // is past the prefix, so there is no next page (though the page is
+    // full and the exact row makes the matches as many as the rows).
+    let full = b
+        .get("/console/a/acme/users?q=pq%40acme.example")
+        .await
+        .text();
+    assert_eq!(full.matches(">pq@acme.example").count(), 50, "{full}");
+    assert!(!full.contains(">pr@acme.example"), "{full}");
+    assert_eq!(next(&full), None, "{full}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_sign_in_activity_answers_why_bob_cannot_sign_in() {
     let (f, _d, a, b_idp) = two_accounts().await;
     assert_eq!(
