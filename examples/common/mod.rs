@@ -74,7 +74,11 @@ pub fn serve(extra: &str) -> Serve {
         ),
     )
     .unwrap();
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/samlgate");
+    // SAMLGATE_BIN: another build, for an A/B run of the same benchmark.
+    let bin = std::env::var_os("SAMLGATE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/samlgate"),
+        PathBuf::from,
+    );
     let taskset = Command::new("taskset").arg("--version").output().is_ok();
     let mut cmd = if taskset {
         let mut c = Command::new("taskset");
