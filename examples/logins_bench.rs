@@ -86,6 +86,12 @@ async fn main() {
     for s in [&embedded, &redis] {
         until_served(s, HOST, Duration::from_secs(30)).await;
     }
+    // For a profiler attached to one of them (`perf record -p PID`).
+    println!(
+        "gateways: embedded pid {}, redis pid {}",
+        embedded.child.id(),
+        redis.child.id()
+    );
     let gateways: [(&str, &Serve); 2] = [("embedded", &embedded), ("redis", &redis)];
     // Warm-up: a round each, not counted.
     for (name, s) in gateways {

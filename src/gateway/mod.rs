@@ -120,6 +120,9 @@ pub struct Gateway {
     accounts: LocalView,
     /// The store.
     pub store: Arc<dyn Store>,
+    /// Its write-behind handle, where it has one (see
+    /// [`Store::write_behind`]): a login's writes before its session's.
+    write_behind: Option<Arc<dyn Store>>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Metrics.
@@ -292,6 +295,7 @@ impl Gateway {
             // Its own copy (see `reload`).
             config: RwLock::new(Arc::new((*config).clone())),
             accounts: LocalView::new(registry),
+            write_behind: store.write_behind(),
             store,
             clock,
             metrics,
@@ -1016,28 +1020,36 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         // Replay cache: remembered until the assertion could no longer be used.
         let left = (verified.not_on_or_after() - now).num_seconds() + cfg.security.clock_skew_secs;
         let ttl = std::time::Duration::from_secs(u64::try_from(left.max(1)).unwrap_or(1));
-        if !self
-            .store
-            .insert_ephemeral(
+        // The replay entry, and the user with its vanity name, are written
+        // behind: the session's durable write below makes them durable too
+        // before the login is answered (one sync for the chain). A refused
+        // login answers nothing they would have to back.
+        let behind = self.write_behind.as_deref().unwrap_or(self.store.as_ref());
+        // Mapped first (no side effect), so the replay entry's write also
+        // reads the user it names (one store step instead of two).
+        let mapped = saml::map_user(&verified, acct, &cfg.security, &mut trace)?;
+        let (fresh, user) = behind
+            .insert_ephemeral_get_user(
                 Ephemeral::Replay,
                 &acct.scoped(verified.assertion_id()),
                 b"",
                 ttl,
+                &mapped.email.to_ascii_lowercase(),
             )
-            .await?
-        {
+            .await?;
+        if !fresh {
             return Err(SamlError::Replayed(verified.assertion_id().to_owned()).into());
         }
-        let mapped = saml::map_user(&verified, acct, &cfg.security, &mut trace)?;
         let owners = self.accounts.snapshot();
-        let admission = provisioning::decide(
-            self.store.as_ref(),
+        let admission = provisioning::decide_read(
+            behind,
             cfg,
             acct,
             owners.as_ref(),
             &mapped,
             now,
             true,
+            Some(user),
         )
         .await?;
         let name_id = verified.name_id().map(|n| n.value.clone());

@@ -290,6 +290,9 @@ pub async fn send_verification(
             Duration::from_secs(600),
         )
         .await?;
+    // The link goes out once the token (and the user, written behind by a
+    // login) is durable.
+    store.flush().await?;
     let origin = origin_of(&account.sp.acs_url);
     let link = format!("{origin}{}/verify?token={token}", cfg.path_prefix);
     let body = format!(
@@ -449,13 +452,33 @@ pub async fn decide(
     now: DateTime<Utc>,
     write: bool,
 ) -> Result<Admission, Refusal> {
+    decide_read(store, cfg, account, owners, mapped, now, write, None).await
+}
+
+/// [`decide`] with the user's record already read (`read`: Some(None) when
+/// there is none), as the ACS reads it with its replay entry.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_read(
+    store: &dyn Store,
+    cfg: &Config,
+    account: &Account,
+    owners: &dyn DomainOwners,
+    mapped: &MappedUser,
+    now: DateTime<Utc>,
+    write: bool,
+    mut read: Option<Option<UserRecord>>,
+) -> Result<Admission, Refusal> {
     // Already canonical (`crate::email`); lowercased again for callers
     // that built the mapped user themselves.
     let email = mapped.email.to_ascii_lowercase();
     // Two passes at most: a concurrent first login may create the user
     // between our read and our insert; then we continue as an update.
     for _ in 0..2 {
-        if let Some(mut user) = store.get_user(&email).await? {
+        let existing = match read.take() {
+            Some(r) => r,
+            None => store.get_user(&email).await?,
+        };
+        if let Some(mut user) = existing {
             if user.account != account.id {
                 return Err(Refusal::WrongAccount(email));
             }
@@ -513,9 +536,38 @@ pub async fn decide(
                 action: Action::WouldCreate,
             });
         }
-        assign_vanities(store, std::slice::from_mut(&mut user)).await?;
-        let inserted = store.insert_users(std::slice::from_ref(&user)).await?;
-        if inserted.first() == Some(&true) {
+        // One atomic write where the store has it (embedded): the claim and
+        // the insert together, nothing to give back when the email exists.
+        let names: Vec<String> = if user.license == License::Licensed && user.vanity.is_none() {
+            std::iter::once(vanity_candidate(&email).unwrap_or_else(random_vanity))
+                .chain(std::iter::repeat_with(random_vanity))
+                .take(6)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let claimed = match store.insert_user_claiming(&user, &names) {
+            Some(insert) => Some(insert.await?),
+            None => None,
+        };
+        let inserted = if let Some(claimed) = claimed {
+            match claimed {
+                Some(created) => {
+                    user = created;
+                    true
+                }
+                // Lost the race: read the winner's record on the next pass.
+                None => continue,
+            }
+        } else {
+            assign_vanities(store, std::slice::from_mut(&mut user)).await?;
+            store
+                .insert_users(std::slice::from_ref(&user))
+                .await?
+                .first()
+                == Some(&true)
+        };
+        if inserted {
             if user.status == UserStatus::PendingVerification {
                 send_verification(store, cfg, account, &email).await?;
             }

@@ -19,6 +19,13 @@
 //! to redb directly. Back up the database file and its `.wal` together, or
 //! stop the gateway first (a clean stop leaves the log empty).
 //!
+//! **Write-behind.** [`Store::write_behind`] gives a handle whose writes
+//! are answered once applied and logged, without waiting for the sync: a
+//! login's replay entry, vanity name and user, which its session's durable
+//! write (or [`Store::flush`]) then makes durable with one sync, since the
+//! log is one file written in order. A batch holding only such writes is
+//! not synced at all.
+//!
 //! Reads run on a reader thread per core, each in its own read transaction
 //! (redb's MVCC: they never wait for the writer). Neither path stalls the
 //! request threads.
@@ -71,6 +78,11 @@ pub const MAX_BATCH: usize = 512;
 #[derive(Clone)]
 pub struct EmbeddedStore {
     threads: Arc<Threads>,
+    /// Writes through this handle are answered once durable (false: once
+    /// applied; see [`Store::write_behind`]).
+    durable: bool,
+    /// Syncs of the log so far.
+    log_syncs: Arc<std::sync::atomic::AtomicU64>,
     clock: Arc<dyn Clock>,
     /// The session revocation log. Only this process holds the file, so
     /// every replica that can see a revocation is in this process: the log
@@ -134,11 +146,14 @@ trait Job: Send {
     fn run(&mut self, tx: &Tx<'_>) -> Result<(), StoreError>;
     /// Answers the caller: the kept result when the transaction committed.
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+    /// Its caller waits for it to be durable (else: to be applied).
+    fn durable(&self) -> bool;
 }
 
 struct Pending<T, F> {
     f: F,
     out: Option<T>,
+    durable: bool,
     done: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -158,6 +173,10 @@ where
         // The caller may have gone (a dropped request): nothing to answer.
         let _ = done.send(result);
     }
+
+    fn durable(&self) -> bool {
+        self.durable
+    }
 }
 
 /// The writer's log and when it last checkpointed.
@@ -169,12 +188,15 @@ struct Log {
 }
 
 impl Log {
-    /// Makes `txn` (whose changes are `redo`) durable and commits it.
+    /// Logs `txn`'s changes (`redo`) and commits it; durable when `sync`
+    /// (and with it everything logged before), else once a later group
+    /// syncs or a checkpoint runs.
     fn commit(
         &mut self,
         db: &Database,
         mut txn: redb::WriteTransaction,
         redo: &[u8],
+        sync: bool,
     ) -> Result<(), StoreError> {
         if redo.len() > wal::DIRECT_BYTES || !self.wal.fits(redo.len()) {
             // Large (an import's batches), or the log is full: redb's own
@@ -187,10 +209,14 @@ impl Log {
         }
         if !redo.is_empty() {
             set_applied(&txn, self.wal.next_seq())?;
-            if let Err(e) = self.wal.append(redo) {
+            if let Err(e) = self.wal.append(redo, sync) {
                 let _ = txn.abort();
                 return Err(e);
             }
+        } else if sync && let Err(e) = self.wal.sync() {
+            // Nothing new, but earlier write-behind frames to make durable.
+            let _ = txn.abort();
+            return Err(e);
         }
         txn.set_durability(redb::Durability::None).map_err(err)?;
         txn.commit().map_err(err)?;
@@ -296,7 +322,8 @@ fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>) {
                 }
             }
             None => {
-                let outcome = log.commit(db, txn, &redo);
+                let sync = batch.iter().any(|j| j.durable());
+                let outcome = log.commit(db, txn, &redo, sync);
                 log.redo = redo;
                 for j in batch {
                     j.finish(outcome.clone());
@@ -419,6 +446,7 @@ impl EmbeddedStore {
         if !wal.is_empty() {
             wal.clear()?;
         }
+        let log_syncs = wal.sync_counter();
         let log = Log {
             wal,
             checkpointed: std::time::Instant::now(),
@@ -453,6 +481,8 @@ impl EmbeddedStore {
         }
         Ok(Self {
             threads: Arc::new(threads),
+            durable: true,
+            log_syncs,
             clock,
             revocations: Arc::default(),
             purge_from: Arc::default(),
@@ -470,6 +500,7 @@ impl EmbeddedStore {
         let job = Box::new(Pending {
             f: move |tx: &Tx<'_>| f(tx, now),
             out: None,
+            durable: self.durable,
             done,
         });
         let queued = match &self.threads.writes {
@@ -482,6 +513,13 @@ impl EmbeddedStore {
                 .await
                 .map_err(|_| err("the writer thread has stopped"))?
         })
+    }
+
+    /// How many times the log was synced since the store opened (a
+    /// group's frame, or write-behind frames made durable); for benchmarks
+    /// and tests.
+    pub fn log_syncs(&self) -> u64 {
+        self.log_syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -618,6 +656,57 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         })
+    }
+
+    fn insert_user_claiming<'a>(
+        &'a self,
+        user: &'a UserRecord,
+        names: &'a [String],
+    ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
+        let (user, names) = (user.clone(), names.to_vec());
+        Some(self.write(move |txn, _| {
+            let mut t = txn.open_table(USERS).map_err(err)?;
+            if t.get(user.email.as_str()).map_err(err)?.is_some() {
+                return Ok(None);
+            }
+            let mut u = user.clone();
+            if !names.is_empty() {
+                let mut vanity = txn.open_table(VANITY).map_err(err)?;
+                let mut claimed = None;
+                for name in &names {
+                    let owner = vanity
+                        .get(name.as_str())
+                        .map_err(err)?
+                        .map(|o| o.value() == u.email);
+                    match owner {
+                        Some(true) => {}
+                        Some(false) => continue,
+                        None => {
+                            vanity
+                                .insert(name.as_str(), u.email.as_str())
+                                .map_err(err)?;
+                        }
+                    }
+                    claimed = Some(name.clone());
+                    break;
+                }
+                let Some(name) = claimed else {
+                    return Err(StoreError::Unavailable(
+                        "could not claim a free vanity name".into(),
+                    ));
+                };
+                u.vanity = Some(name);
+            }
+            t.insert(u.email.as_str(), encode_user(&u).as_slice())
+                .map_err(err)?;
+            if indexed(&u.account) {
+                let mut members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
+                members
+                    .insert(member_key(&u.account, &u.email).as_str(), &b""[..])
+                    .map_err(err)?;
+            }
+            Ok(Some(u))
+        }))
     }
 
     fn put_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, ()> {
@@ -854,6 +943,38 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(inserted)
+        })
+    }
+
+    fn insert_ephemeral_get_user<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        email: &'a str,
+    ) -> StoreFuture<'a, (bool, Option<UserRecord>)> {
+        let (k, value, email) = (eph_key(kind, key), value.to_vec(), email.to_owned());
+        self.write(move |txn, now| {
+            {
+                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+                let live = t
+                    .get(k.as_str())
+                    .map_err(err)?
+                    .and_then(|v| live_value(v.value(), now))
+                    .is_some();
+                if live {
+                    return Ok((false, None));
+                }
+                t.insert(k.as_str(), expiry_value(now, ttl, &value).as_slice())
+                    .map_err(err)?;
+            }
+            let users = txn.open_table(USERS).map_err(err)?;
+            let user = match users.get(email.as_str()).map_err(err)? {
+                Some(v) => Some(decode_user(&email, v.value())?),
+                None => None,
+            };
+            Ok((true, user))
         })
     }
 
@@ -1440,6 +1561,34 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(log.seq)
+        })
+    }
+
+    fn write_behind(&self) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(Self {
+            durable: false,
+            ..self.clone()
+        }))
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        // A durable write of nothing: its group syncs the log.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Box::new(Pending {
+            f: |_: &Tx<'_>| Ok(()),
+            out: None,
+            durable: true,
+            done,
+        });
+        let queued = match &self.threads.writes {
+            Some(w) => w.send(job).map_err(|_| ()),
+            None => Err(()),
+        };
+        Box::pin(async move {
+            queued.map_err(|_| err("the writer thread has stopped"))?;
+            answer
+                .await
+                .map_err(|_| err("the writer thread has stopped"))?
         })
     }
 

@@ -569,6 +569,59 @@ pub trait Store: Send + Sync {
         Box::pin(async { Ok(0) })
     }
 
+    /// [`Store::insert_ephemeral`], then, when it inserted, the user with
+    /// email `email` as it is after it: one write where the store can
+    /// (embedded), two steps elsewhere. The ACS records the assertion's id
+    /// and reads the user it names.
+    fn insert_ephemeral_get_user<'a>(
+        &'a self,
+        kind: Ephemeral,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        email: &'a str,
+    ) -> StoreFuture<'a, (bool, Option<UserRecord>)> {
+        Box::pin(async move {
+            if !self.insert_ephemeral(kind, key, value, ttl).await? {
+                return Ok((false, None));
+            }
+            Ok((true, self.get_user(email).await?))
+        })
+    }
+
+    /// Inserts `user` unless its email exists, in one atomic write with the
+    /// claim of its vanity name: the first of `names` that is free (or
+    /// already claimed for this email) becomes `user.vanity` (no claim when
+    /// `names` is empty). Answers the user as inserted, or None when the
+    /// email existed (then nothing is claimed); an error when every name is
+    /// taken. None where the store has no such write: the caller claims,
+    /// inserts and gives back in turn (`provisioning::decide`).
+    fn insert_user_claiming<'a>(
+        &'a self,
+        user: &'a UserRecord,
+        names: &'a [String],
+    ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
+        let _ = (user, names);
+        None
+    }
+
+    /// A handle to this store whose writes are answered once applied
+    /// (every reader sees them) and made durable by the next durable write
+    /// or [`Store::flush`] through any handle of the same store: for a chain
+    /// of writes that ends in a durable one before anything is answered (a
+    /// login's replay entry, vanity name and user, then its session), which
+    /// then costs one sync instead of one each. None where a durable write
+    /// costs no more (Redis answers once applied either way).
+    fn write_behind(&self) -> Option<Arc<dyn Store>> {
+        None
+    }
+
+    /// Makes every write answered so far durable (see
+    /// [`Store::write_behind`]).
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Appends `emails` to the revocation log: every replica forgets its
     /// cached sessions of them at its next poll of
     /// [`Store::revocations_since`]. Returns the sequence now.

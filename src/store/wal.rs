@@ -31,6 +31,8 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redb::{AccessGuard, Key, TableDefinition, TableHandle, Value, WriteTransaction};
@@ -172,6 +174,10 @@ pub struct Wal {
     end: u64,
     /// The sequence number of the next frame.
     next_seq: u64,
+    /// Frames were written since the last sync.
+    unsynced: bool,
+    /// Syncs of the log so far.
+    syncs: Arc<AtomicU64>,
 }
 
 /// The log's header: magic, then the sequence number of its first frame.
@@ -226,6 +232,8 @@ impl Wal {
             path,
             end: CAPACITY,
             next_seq,
+            unsynced: false,
+            syncs: Arc::default(),
         };
         if frames.is_empty() {
             // A new file gets its header; an old one's stale frames are
@@ -240,8 +248,9 @@ impl Wal {
         self.end + u64::try_from(payload + FRAME_HEAD).unwrap_or(u64::MAX) <= CAPACITY
     }
 
-    /// Writes `payload` as the next frame and syncs it.
-    pub fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
+    /// Writes `payload` as the next frame, and syncs the log when `sync`
+    /// (else it is durable with the next sync).
+    pub fn append(&mut self, payload: &[u8], sync: bool) -> Result<(), StoreError> {
         if !self.fits(payload.len()) {
             return Err(err("the log is full until the next checkpoint"));
         }
@@ -259,11 +268,33 @@ impl Wal {
         self.file
             .write_all_at(&head, self.end)
             .and_then(|()| self.file.write_all_at(payload, at))
-            .and_then(|()| self.file.sync_data())
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
+        self.unsynced = true;
+        if sync {
+            // A failed sync: this frame is not logged (the next one goes
+            // over it).
+            self.sync()?;
+        }
         self.end = at + u64::try_from(payload.len()).unwrap_or(u64::MAX);
         self.next_seq += 1;
         Ok(())
+    }
+
+    /// Syncs the frames written since the last sync, if any.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
+            self.unsynced = false;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Counts the syncs of frames (for benchmarks and tests).
+    pub fn sync_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.syncs)
     }
 
     /// The sequence number the next frame gets.
@@ -293,6 +324,7 @@ impl Wal {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
         self.end = HEADER;
+        self.unsynced = false;
         Ok(())
     }
 }
@@ -416,8 +448,10 @@ mod tests {
         let (mut wal, frames0) = Wal::open(&db).unwrap();
         assert!(frames0.is_empty());
         assert_eq!(std::fs::metadata(path_of(&db)).unwrap().len(), CAPACITY);
-        wal.append(b"first").unwrap();
-        wal.append(b"second").unwrap();
+        wal.append(b"first", true).unwrap();
+        // A write-behind frame: written, synced by the next sync.
+        wal.append(b"second", false).unwrap();
+        wal.sync().unwrap();
         drop(wal);
         let (_, frames) = Wal::open(&db).unwrap();
         assert_eq!(
@@ -456,7 +490,7 @@ mod tests {
         drop(wal);
         assert!(Wal::open(&db).unwrap().1.is_empty(), "cleared");
         let (mut wal, _) = Wal::open(&db).unwrap();
-        wal.append(b"third").unwrap();
+        wal.append(b"third", true).unwrap();
         drop(wal);
         assert_eq!(
             payloads(&Wal::open(&db).unwrap().1),

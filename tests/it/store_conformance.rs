@@ -35,6 +35,35 @@ pub fn user(email: &str) -> UserRecord {
 async fn suite(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 
+    // A login's replay entry with the read of its user (one write where
+    // the store can): no user yet, then a replay, then a user.
+    let minute = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .insert_ephemeral_get_user(Ephemeral::Replay, "rg1", b"", minute, "rg@example.com")
+            .await
+            .unwrap(),
+        (true, None)
+    );
+    assert_eq!(
+        store
+            .insert_ephemeral_get_user(Ephemeral::Replay, "rg1", b"", minute, "rg@example.com")
+            .await
+            .unwrap(),
+        (false, None),
+        "replayed"
+    );
+    let rg = user("rg@example.com");
+    store.insert_users(std::slice::from_ref(&rg)).await.unwrap();
+    assert_eq!(
+        store
+            .insert_ephemeral_get_user(Ephemeral::Replay, "rg2", b"", minute, "rg@example.com")
+            .await
+            .unwrap(),
+        (true, Some(rg))
+    );
+    assert!(store.delete_user("rg@example.com").await.unwrap());
+
     // users: insert-if-absent, get, overwrite, batch get
     assert_eq!(store.get_user("nobody@example.com").await.unwrap(), None);
     let a = user("a@example.com");
@@ -868,6 +897,168 @@ async fn embedded_store_replays_its_log_after_a_crash() {
             .unwrap()
             .is_some()
     );
+}
+
+/// Write-behind (a login's writes before its session): answered once
+/// applied and seen at once by every reader, no sync of their own; the next
+/// durable write syncs once for the chain, `flush` makes them durable too,
+/// and a crash-time copy after either holds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_write_behind_is_seen_at_once_and_made_durable_by_the_next_durable_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let store = EmbeddedStore::open(&live, Arc::new(SystemClock)).unwrap();
+    let behind = store
+        .write_behind()
+        .expect("the embedded store writes behind");
+    let minute = Duration::from_secs(60);
+    let before = store.log_syncs();
+    assert!(
+        behind
+            .insert_ephemeral(Ephemeral::Replay, "a1", b"", minute)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_ephemeral(Ephemeral::Replay, "a1", b"", minute)
+            .await
+            .unwrap(),
+        "the replay entry is there for the durable handle at once"
+    );
+    let after_replay = store.log_syncs();
+    assert_eq!(
+        behind
+            .claim_vanities(&[("wb.user".into(), "wb@example.com".into())])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        behind
+            .insert_users(&[user("wb@example.com")])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert!(store.get_user("wb@example.com").await.unwrap().is_some());
+    assert_eq!(
+        store.log_syncs(),
+        after_replay,
+        "write-behind writes sync nothing"
+    );
+    store
+        .put_ephemeral(Ephemeral::Session, "s1", b"session", minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.log_syncs(),
+        after_replay + 1,
+        "the durable write syncs once, for the chain"
+    );
+    assert!(before <= after_replay);
+    behind
+        .insert_users(&[user("wb2@example.com")])
+        .await
+        .unwrap();
+    behind.flush().await.unwrap();
+    // The crash: both files as they are on disk now.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&live, &copy).unwrap();
+    let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
+    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
+    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    for email in ["wb@example.com", "wb2@example.com"] {
+        assert!(reopened.get_user(email).await.unwrap().is_some(), "{email}");
+    }
+    assert!(
+        !reopened
+            .insert_ephemeral(Ephemeral::Replay, "a1", b"", minute)
+            .await
+            .unwrap(),
+        "the replay entry survived"
+    );
+    assert_eq!(
+        reopened
+            .claim_vanities(&[("wb.user".into(), "other@example.com".into())])
+            .await
+            .unwrap(),
+        vec![false],
+        "the vanity name survived"
+    );
+    assert!(
+        reopened
+            .get_ephemeral(Ephemeral::Session, "s1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// The embedded store's user insert with its vanity claim, in one write:
+/// the first free name of the list (or this email's own) is taken; an
+/// existing email inserts and claims nothing; with every name taken nothing
+/// is inserted; a non-default account's user is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_inserts_a_user_with_its_vanity_claim_in_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.db"), Arc::new(SystemClock)).unwrap();
+    let names: Vec<String> = vec!["alice.smith".into(), "m0000000001".into()];
+    let claim = async |u: &UserRecord, names: &[String]| {
+        store
+            .insert_user_claiming(u, names)
+            .expect("the embedded store has the one-write insert")
+            .await
+    };
+    let alice = user("alice.smith@example.com");
+    let created = claim(&alice, &names).await.unwrap().unwrap();
+    assert_eq!(created.vanity.as_deref(), Some("alice.smith"));
+    assert_eq!(
+        store
+            .get_user("alice.smith@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .vanity
+            .as_deref(),
+        Some("alice.smith")
+    );
+    // The first name is taken: the next one.
+    let other = user("alice.smith@other.example");
+    let created = claim(&other, &names).await.unwrap().unwrap();
+    assert_eq!(created.vanity.as_deref(), Some("m0000000001"));
+    // An existing email: nothing inserted, nothing claimed.
+    assert_eq!(
+        claim(&alice, &["fresh.name".to_owned()]).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_vanities(&[("fresh.name".into(), "x@example.com".into())])
+            .await
+            .unwrap(),
+        vec![true],
+        "the refused insert claimed nothing"
+    );
+    // Every name taken: an error, and no user.
+    assert!(claim(&user("z@example.com"), &names).await.is_err());
+    assert!(store.get_user("z@example.com").await.unwrap().is_none());
+    // A name already claimed for this email is its own; no names: no claim.
+    store
+        .claim_vanities(&[("own.name".into(), "own@example.com".into())])
+        .await
+        .unwrap();
+    let own = claim(&user("own@example.com"), &["own.name".to_owned()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(own.vanity.as_deref(), Some("own.name"));
+    let mut basic = user("basic@example.com");
+    basic.license = License::Basic;
+    basic.account = "acme".into();
+    assert_eq!(claim(&basic, &[]).await.unwrap().unwrap().vanity, None);
+    let (listed, _) = store.list_account_users("acme", None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1, "indexed in its account");
 }
 
 /// A crash after a large group's durable commit but before the log was
