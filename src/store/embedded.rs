@@ -493,6 +493,16 @@ impl EmbeddedStore {
     /// is first polled); resolves when it is durable.
     fn write<'a, T: Send + 'static>(
         &'a self,
+        f: impl FnMut(&Tx<'_>, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        self.queue(self.durable, f)
+    }
+
+    /// [`EmbeddedStore::write`], answered once durable when `durable`,
+    /// else once applied.
+    fn queue<'a, T: Send + 'static>(
+        &'a self,
+        durable: bool,
         mut f: impl FnMut(&Tx<'_>, u64) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
         let now = self.now_ms();
@@ -500,7 +510,7 @@ impl EmbeddedStore {
         let job = Box::new(Pending {
             f: move |tx: &Tx<'_>| f(tx, now),
             out: None,
-            durable: self.durable,
+            durable,
             done,
         });
         let queued = match &self.threads.writes {
@@ -1573,23 +1583,7 @@ impl Store for EmbeddedStore {
 
     fn flush(&self) -> StoreFuture<'_, ()> {
         // A durable write of nothing: its group syncs the log.
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job = Box::new(Pending {
-            f: |_: &Tx<'_>| Ok(()),
-            out: None,
-            durable: true,
-            done,
-        });
-        let queued = match &self.threads.writes {
-            Some(w) => w.send(job).map_err(|_| ()),
-            None => Err(()),
-        };
-        Box::pin(async move {
-            queued.map_err(|_| err("the writer thread has stopped"))?;
-            answer
-                .await
-                .map_err(|_| err("the writer thread has stopped"))?
-        })
+        self.queue(true, |_, _| Ok(()))
     }
 
     fn revocations_since(&self, since: Option<u64>) -> StoreFuture<'_, Revocations> {

@@ -255,6 +255,13 @@ impl RedisCluster {
 
     /// The port of the master serving `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key)
+            .unwrap_or_else(|| panic!("no master serves the slot of {key}"))
+    }
+
+    /// The port of the master serving `key`'s slot, if one does (none
+    /// while a failed master's replica is not yet promoted).
+    pub fn try_master_of(&self, key: &str) -> Option<u16> {
         let any = self
             .nodes
             .iter()
@@ -299,11 +306,11 @@ impl RedisCluster {
                 if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
                     && (a..=b).contains(&slot)
                 {
-                    return port;
+                    return Some(port);
                 }
             }
         }
-        panic!("no master serves slot {slot}")
+        None
     }
 
     /// SIGKILLs the node on `port`.
