@@ -579,6 +579,58 @@ fn record_hosts(record: &[u8]) -> Vec<String> {
     super::record_hosts(record)
 }
 
+/// Inserts ephemeral key `k` unless a live value holds it; whether it did.
+fn insert_live(
+    txn: &Tx<'_>,
+    k: &str,
+    value: &[u8],
+    ttl: Duration,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+    let live = t
+        .get(k)
+        .map_err(err)?
+        .and_then(|v| live_value(v.value(), now))
+        .is_some();
+    if !live {
+        t.insert(k, expiry_value(now, ttl, value).as_slice())
+            .map_err(err)?;
+    }
+    Ok(!live)
+}
+
+/// The users table and the account index, open in one transaction.
+type UserTables<'s> = (
+    wal::RecTable<'s, &'static str, &'static [u8]>,
+    wal::RecTable<'s, &'static str, &'static [u8]>,
+);
+
+/// Inserts `u` unless its email exists, and outside the default account
+/// its entry in its account's index; whether it did.
+fn insert_user_row(tables: &mut UserTables<'_>, u: &UserRecord) -> Result<bool, StoreError> {
+    let (users, members) = tables;
+    if users.get(u.email.as_str()).map_err(err)?.is_some() {
+        return Ok(false);
+    }
+    users
+        .insert(u.email.as_str(), encode_user(u).as_slice())
+        .map_err(err)?;
+    if indexed(&u.account) {
+        members
+            .insert(member_key(&u.account, &u.email).as_str(), &b""[..])
+            .map_err(err)?;
+    }
+    Ok(true)
+}
+
+fn user_tables<'s>(txn: &'s Tx<'_>) -> Result<UserTables<'s>, StoreError> {
+    Ok((
+        txn.open_table(USERS).map_err(err)?,
+        txn.open_table(ACCOUNT_USERS).map_err(err)?,
+    ))
+}
+
 /// Bumps the accounts version and logs `id` at it; returns it.
 fn bump(txn: &Tx<'_>, id: &str) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META).map_err(err)?;
@@ -645,26 +697,11 @@ impl Store for EmbeddedStore {
     fn insert_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, Vec<bool>> {
         let users = users.to_vec();
         self.write(move |txn, _| {
-            let mut out = Vec::with_capacity(users.len());
-            {
-                let mut t = txn.open_table(USERS).map_err(err)?;
-                let mut members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
-                for u in &users {
-                    if t.get(u.email.as_str()).map_err(err)?.is_some() {
-                        out.push(false);
-                    } else {
-                        t.insert(u.email.as_str(), encode_user(u).as_slice())
-                            .map_err(err)?;
-                        if indexed(&u.account) {
-                            members
-                                .insert(member_key(&u.account, &u.email).as_str(), &b""[..])
-                                .map_err(err)?;
-                        }
-                        out.push(true);
-                    }
-                }
-            }
-            Ok(out)
+            let mut tables = user_tables(txn)?;
+            users
+                .iter()
+                .map(|u| insert_user_row(&mut tables, u))
+                .collect()
         })
     }
 
@@ -675,8 +712,8 @@ impl Store for EmbeddedStore {
     ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
         let (user, names) = (user.clone(), names.to_vec());
         Some(self.write(move |txn, _| {
-            let mut t = txn.open_table(USERS).map_err(err)?;
-            if t.get(user.email.as_str()).map_err(err)?.is_some() {
+            let mut tables = user_tables(txn)?;
+            if tables.0.get(user.email.as_str()).map_err(err)?.is_some() {
                 return Ok(None);
             }
             let mut u = user.clone();
@@ -707,14 +744,7 @@ impl Store for EmbeddedStore {
                 };
                 u.vanity = Some(name);
             }
-            t.insert(u.email.as_str(), encode_user(&u).as_slice())
-                .map_err(err)?;
-            if indexed(&u.account) {
-                let mut members = txn.open_table(ACCOUNT_USERS).map_err(err)?;
-                members
-                    .insert(member_key(&u.account, &u.email).as_str(), &b""[..])
-                    .map_err(err)?;
-            }
+            insert_user_row(&mut tables, &u)?;
             Ok(Some(u))
         }))
     }
@@ -937,23 +967,7 @@ impl Store for EmbeddedStore {
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
         let (k, value) = (eph_key(kind, key), value.to_vec());
-        self.write(move |txn, now| {
-            let inserted;
-            {
-                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
-                let live = t
-                    .get(k.as_str())
-                    .map_err(err)?
-                    .and_then(|v| live_value(v.value(), now))
-                    .is_some();
-                inserted = !live;
-                if inserted {
-                    t.insert(k.as_str(), expiry_value(now, ttl, &value).as_slice())
-                        .map_err(err)?;
-                }
-            }
-            Ok(inserted)
-        })
+        self.write(move |txn, now| insert_live(txn, &k, &value, ttl, now))
     }
 
     fn insert_ephemeral_get_user<'a>(
@@ -966,18 +980,8 @@ impl Store for EmbeddedStore {
     ) -> StoreFuture<'a, (bool, Option<UserRecord>)> {
         let (k, value, email) = (eph_key(kind, key), value.to_vec(), email.to_owned());
         self.write(move |txn, now| {
-            {
-                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
-                let live = t
-                    .get(k.as_str())
-                    .map_err(err)?
-                    .and_then(|v| live_value(v.value(), now))
-                    .is_some();
-                if live {
-                    return Ok((false, None));
-                }
-                t.insert(k.as_str(), expiry_value(now, ttl, &value).as_slice())
-                    .map_err(err)?;
+            if !insert_live(txn, &k, &value, ttl, now)? {
+                return Ok((false, None));
             }
             let users = txn.open_table(USERS).map_err(err)?;
             let user = match users.get(email.as_str()).map_err(err)? {
