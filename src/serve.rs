@@ -262,7 +262,8 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(crate::activity::run(
         Arc::clone(&activity),
-        Arc::clone(&store),
+        // Not worth a sync: durable at the store's next checkpoint.
+        store.lazy().unwrap_or_else(|| Arc::clone(&store)),
         activity_rx,
         stop_rx.clone(),
     )));

@@ -14,7 +14,7 @@
 //! **Log.** A batch is made durable by appending its changes to the
 //! write-ahead log (`<file>.wal`, one sequential sync) and committing to
 //! redb without a sync; a checkpoint (a durable redb commit) writes the
-//! pages every megabyte of log or second, and opening the store replays
+//! pages every 8 MiB of log or second, and opening the store replays
 //! the log (see `wal`). A large batch (an import's) is committed durably
 //! to redb directly. Back up the database file and its `.wal` together, or
 //! stop the gateway first (a clean stop leaves the log empty).
@@ -25,6 +25,13 @@
 //! write (or [`Store::flush`]) then makes durable with one sync, since the
 //! log is one file written in order. A batch holding only such writes is
 //! not synced at all.
+//!
+//! **Lazy.** [`Store::lazy`] gives a handle whose writes skip the log: they
+//! are applied in a transaction of their own, answered at once, and durable
+//! at the next checkpoint (within [`wal::CHECKPOINT_AFTER`]); a crash
+//! before it loses them. For the console's sign-in activity, whose batches
+//! (hundreds of kilobytes a second under load) would otherwise each be a
+//! durable redb commit that holds up every login behind it.
 //!
 //! Reads run on a reader thread per core, each in its own read transaction
 //! (redb's MVCC: they never wait for the writer). Neither path stalls the
@@ -78,9 +85,8 @@ pub const MAX_BATCH: usize = 512;
 #[derive(Clone)]
 pub struct EmbeddedStore {
     threads: Arc<Threads>,
-    /// Writes through this handle are answered once durable (false: once
-    /// applied; see [`Store::write_behind`]).
-    durable: bool,
+    /// When writes through this handle are answered.
+    mode: Mode,
     /// Syncs of the log so far.
     log_syncs: Arc<std::sync::atomic::AtomicU64>,
     clock: Arc<dyn Clock>,
@@ -139,6 +145,19 @@ fn reader(db: Arc<Database>, reads: Arc<std::sync::Mutex<std::sync::mpsc::Receiv
     }
 }
 
+/// When a write is answered, and how it is made durable.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Once durable: logged and synced (or committed durably).
+    Durable,
+    /// Once applied and logged; durable with the next sync
+    /// ([`Store::write_behind`]).
+    Behind,
+    /// Once applied, not logged; durable at the next checkpoint
+    /// ([`Store::lazy`]).
+    Lazy,
+}
+
 /// A write waiting for the writer thread.
 trait Job: Send {
     /// Applies the write to `txn` (keeping its result). May run again in a
@@ -146,14 +165,14 @@ trait Job: Send {
     fn run(&mut self, tx: &Tx<'_>) -> Result<(), StoreError>;
     /// Answers the caller: the kept result when the transaction committed.
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
-    /// Its caller waits for it to be durable (else: to be applied).
-    fn durable(&self) -> bool;
+    /// When its caller is answered.
+    fn mode(&self) -> Mode;
 }
 
 struct Pending<T, F> {
     f: F,
     out: Option<T>,
-    durable: bool,
+    mode: Mode,
     done: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -174,8 +193,8 @@ where
         let _ = done.send(result);
     }
 
-    fn durable(&self) -> bool {
-        self.durable
+    fn mode(&self) -> Mode {
+        self.mode
     }
 }
 
@@ -183,6 +202,8 @@ where
 struct Log {
     wal: Wal,
     checkpointed: std::time::Instant,
+    /// Lazy writes were applied since the last durable commit.
+    lazy: bool,
     /// The recording buffer, reused by every group.
     redo: Vec<u8>,
 }
@@ -194,7 +215,7 @@ impl Log {
     fn commit(
         &mut self,
         db: &Database,
-        mut txn: redb::WriteTransaction,
+        txn: redb::WriteTransaction,
         redo: &[u8],
         sync: bool,
     ) -> Result<(), StoreError> {
@@ -207,6 +228,18 @@ impl Log {
             txn.commit().map_err(err)?;
             return self.cleared();
         }
+        self.append(txn, redo, sync)?;
+        self.checkpoint_due(db);
+        Ok(())
+    }
+
+    /// Commits `txn` (its changes `redo`) through the log.
+    fn append(
+        &mut self,
+        mut txn: redb::WriteTransaction,
+        redo: &[u8],
+        sync: bool,
+    ) -> Result<(), StoreError> {
         if !redo.is_empty() {
             set_applied(&txn, self.wal.next_seq())?;
             if let Err(e) = self.wal.append(redo, sync) {
@@ -219,19 +252,37 @@ impl Log {
             return Err(e);
         }
         txn.set_durability(redb::Durability::None).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Commits lazy writes' `txn`: not logged, durable at the next
+    /// checkpoint.
+    fn commit_lazy(
+        &mut self,
+        db: &Database,
+        mut txn: redb::WriteTransaction,
+    ) -> Result<(), StoreError> {
+        txn.set_durability(redb::Durability::None).map_err(err)?;
         txn.commit().map_err(err)?;
+        self.lazy = true;
+        self.checkpoint_due(db);
+        Ok(())
+    }
+
+    /// A checkpoint when the log has grown enough or the last one is long
+    /// enough ago.
+    fn checkpoint_due(&mut self, db: &Database) {
         if self.wal.len() >= wal::CHECKPOINT_BYTES
             || self.checkpointed.elapsed() >= wal::CHECKPOINT_AFTER
         {
             self.checkpoint(db);
         }
-        Ok(())
     }
 
     /// A durable commit of everything logged so far, then an empty log. A
     /// failure leaves the log as it is (still replayed at the next open).
     fn checkpoint(&mut self, db: &Database) {
-        if self.wal.is_empty() {
+        if self.wal.is_empty() && !self.lazy {
             self.checkpointed = std::time::Instant::now();
             return;
         }
@@ -247,6 +298,7 @@ impl Log {
 
     fn cleared(&mut self) -> Result<(), StoreError> {
         self.checkpointed = std::time::Instant::now();
+        self.lazy = false;
         if self.wal.is_empty() {
             return Ok(());
         }
@@ -287,14 +339,25 @@ fn writer(db: Arc<Database>, mut log: Log, jobs: std::sync::mpsc::Receiver<Box<d
         // the store unavailable) but not the thread: later writes are still
         // served.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_batch(&db, &mut log, batch);
+            // In order, each run of lazy writes (or of the others) in a
+            // transaction of its own: lazy ones are not logged.
+            let mut jobs = batch.into_iter().peekable();
+            while let Some(first) = jobs.next() {
+                let lazy = first.mode() == Mode::Lazy;
+                let mut run = vec![first];
+                while let Some(j) = jobs.next_if(|j| (j.mode() == Mode::Lazy) == lazy) {
+                    run.push(j);
+                }
+                commit_batch(&db, &mut log, run, lazy);
+            }
         }));
     }
 }
 
-/// Applies `batch` in one transaction and commits it; a write that fails is
-/// answered with its error and the others are applied again without it.
-fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>) {
+/// Applies `batch` in one transaction and commits it (through the log
+/// unless `lazy`); a write that fails is answered with its error and the
+/// others are applied again without it.
+fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>, lazy: bool) {
     while !batch.is_empty() {
         let txn = match db.begin_write() {
             Ok(t) => t,
@@ -306,25 +369,37 @@ fn commit_batch(db: &Database, log: &mut Log, mut batch: Vec<Box<dyn Job>>) {
                 return;
             }
         };
-        let tx = Tx::new(&txn, std::mem::take(&mut log.redo));
+        let tx = if lazy {
+            Tx::unrecorded(&txn)
+        } else {
+            Tx::new(&txn, std::mem::take(&mut log.redo))
+        };
         let failed = batch
             .iter_mut()
             .enumerate()
             .find_map(|(i, j)| j.run(&tx).err().map(|e| (i, e)));
         let redo = tx.into_redo();
+        if !lazy {
+            log.redo = redo;
+        }
         match failed {
             Some((i, e)) => {
                 // Whatever the failed write changed goes with the abort.
                 let _ = txn.abort();
-                log.redo = redo;
                 if i < batch.len() {
                     batch.remove(i).finish(Err(e));
                 }
             }
             None => {
-                let sync = batch.iter().any(|j| j.durable());
-                let outcome = log.commit(db, txn, &redo, sync);
-                log.redo = redo;
+                let outcome = if lazy {
+                    log.commit_lazy(db, txn)
+                } else {
+                    let sync = batch.iter().any(|j| j.mode() == Mode::Durable);
+                    let redo = std::mem::take(&mut log.redo);
+                    let outcome = log.commit(db, txn, &redo, sync);
+                    log.redo = redo;
+                    outcome
+                };
                 for j in batch {
                     j.finish(outcome.clone());
                 }
@@ -450,6 +525,7 @@ impl EmbeddedStore {
         let log = Log {
             wal,
             checkpointed: std::time::Instant::now(),
+            lazy: false,
             redo: Vec::new(),
         };
         let (writes, jobs) = std::sync::mpsc::channel();
@@ -481,7 +557,7 @@ impl EmbeddedStore {
         }
         Ok(Self {
             threads: Arc::new(threads),
-            durable: true,
+            mode: Mode::Durable,
             log_syncs,
             clock,
             revocations: Arc::default(),
@@ -495,14 +571,13 @@ impl EmbeddedStore {
         &'a self,
         f: impl FnMut(&Tx<'_>, u64) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        self.queue(self.durable, f)
+        self.queue(self.mode, f)
     }
 
-    /// [`EmbeddedStore::write`], answered once durable when `durable`,
-    /// else once applied.
+    /// [`EmbeddedStore::write`], answered as `mode` says.
     fn queue<'a, T: Send + 'static>(
         &'a self,
-        durable: bool,
+        mode: Mode,
         mut f: impl FnMut(&Tx<'_>, u64) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
         let now = self.now_ms();
@@ -510,7 +585,7 @@ impl EmbeddedStore {
         let job = Box::new(Pending {
             f: move |tx: &Tx<'_>| f(tx, now),
             out: None,
-            durable,
+            mode,
             done,
         });
         let queued = match &self.threads.writes {
@@ -1580,14 +1655,21 @@ impl Store for EmbeddedStore {
 
     fn write_behind(&self) -> Option<Arc<dyn Store>> {
         Some(Arc::new(Self {
-            durable: false,
+            mode: Mode::Behind,
+            ..self.clone()
+        }))
+    }
+
+    fn lazy(&self) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(Self {
+            mode: Mode::Lazy,
             ..self.clone()
         }))
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
         // A durable write of nothing: its group syncs the log.
-        self.queue(true, |_, _| Ok(()))
+        self.queue(Mode::Durable, |_, _| Ok(()))
     }
 
     fn revocations_since(&self, since: Option<u64>) -> StoreFuture<'_, Revocations> {

@@ -616,8 +616,18 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// A handle to this store whose writes are answered once applied (every
+    /// reader sees them), skip the store's log, and are durable at its next
+    /// checkpoint (within about a second); a crash before it loses them,
+    /// and [`Store::flush`] does not cover them. For records worth keeping
+    /// but not worth a sync (the console's sign-in activity). None where
+    /// writes cost no more that way.
+    fn lazy(&self) -> Option<Arc<dyn Store>> {
+        None
+    }
+
     /// Makes every write answered so far durable (see
-    /// [`Store::write_behind`]).
+    /// [`Store::write_behind`]; not lazy ones, see [`Store::lazy`]).
     fn flush(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }

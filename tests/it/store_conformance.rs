@@ -995,6 +995,78 @@ async fn embedded_write_behind_is_seen_at_once_and_made_durable_by_the_next_dura
     );
 }
 
+/// Lazy writes (the console's sign-in activity): seen at once, never in the
+/// log and never synced, even a batch far over the log's direct-commit size
+/// (which, logged, would have been a durable commit of its own), while a
+/// write-behind one is logged; durable at the next checkpoint, which comes
+/// within about a second (here: the writer's idle checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lazy_writes_skip_the_log_and_are_durable_at_the_next_checkpoint() {
+    use samlgate::store::DocSpace;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let store = EmbeddedStore::open(&live, Arc::new(SystemClock)).unwrap();
+    let lazy = store.lazy().expect("the embedded store writes lazily");
+    let behind = store.write_behind().unwrap();
+    let syncs = store.log_syncs();
+    // 400 documents of 1 KiB: 400 KiB in one write.
+    let docs: Vec<(String, Vec<u8>)> = (0..400)
+        .map(|i| {
+            let mut v = format!("lazy-marker-{i:04}").into_bytes();
+            v.resize(1024, b'.');
+            (format!("doc{i:04}"), v)
+        })
+        .collect();
+    lazy.put_docs(DocSpace::LastLogin, &docs).await.unwrap();
+    lazy.log_push("lazy-log", &[b"lazy-entry-marker".to_vec()], 10)
+        .await
+        .unwrap();
+    behind
+        .put_doc(DocSpace::LastLogin, "behind", b"behind-marker", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_doc(DocSpace::LastLogin, "doc0399")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(docs[399].1.as_slice()),
+        "seen at once"
+    );
+    assert_eq!(
+        store.log_recent("lazy-log", 5).await.unwrap(),
+        vec![b"lazy-entry-marker".to_vec()]
+    );
+    assert_eq!(store.log_syncs(), syncs, "lazy writes sync nothing");
+    let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
+    let holds = |needle: &[u8]| wal.windows(needle.len()).any(|w| w == needle);
+    assert!(holds(b"behind-marker"), "a write-behind write is logged");
+    assert!(!holds(b"lazy-marker-"), "a lazy write is not");
+    assert!(!holds(b"lazy-entry-marker"));
+    // Idle for over a second: the writer checkpoints. The crash: both files
+    // as they are on disk then.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&live, &copy).unwrap();
+    let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
+    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
+    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        reopened
+            .get_doc(DocSpace::LastLogin, "doc0000")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(docs[0].1.as_slice()),
+        "durable after the checkpoint"
+    );
+    assert_eq!(
+        reopened.log_recent("lazy-log", 5).await.unwrap(),
+        vec![b"lazy-entry-marker".to_vec()]
+    );
+}
+
 /// The embedded store's user insert with its vanity claim, in one write:
 /// the first free name of the list (or this email's own) is taken; an
 /// existing email inserts and claims nothing; with every name taken nothing
