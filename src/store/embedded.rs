@@ -240,8 +240,9 @@ impl Log {
         redo: &[u8],
         sync: bool,
     ) -> Result<(), StoreError> {
+        // The frame's number is recorded in the database by the next
+        // durable commit (a checkpoint), which includes this group.
         if !redo.is_empty() {
-            set_applied(&txn, self.wal.next_seq())?;
             if let Err(e) = self.wal.append(redo, sync) {
                 let _ = txn.abort();
                 return Err(e);
@@ -289,7 +290,11 @@ impl Log {
         let done = db
             .begin_write()
             .map_err(err)
-            .and_then(|t| t.commit().map_err(err))
+            .and_then(|t| {
+                // Every frame logged so far is applied.
+                set_applied(&t, self.wal.next_seq().saturating_sub(1))?;
+                t.commit().map_err(err)
+            })
             .and_then(|()| self.cleared());
         if let Err(e) = done {
             tracing::warn!(error = %e, "embedded store checkpoint failed; the log keeps the changes");

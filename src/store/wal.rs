@@ -11,7 +11,7 @@
 //! group instead of redb's sync of every page each commit touches.
 //!
 //! The log records effects, not operations: each insert is the key and the
-//! final value, each remove the key, in order. Every redb commit also
+//! final value, each remove the key, in order. Every durable redb commit
 //! records the last frame it includes ([`APPLIED`]), and a replay applies
 //! only the frames after it: a crash between a durable commit and the log's
 //! clearing replays nothing over newer values.
@@ -52,8 +52,8 @@ pub const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// would cost more than they save.
 pub const DIRECT_BYTES: usize = 64 * 1024;
 
-/// The key in the `meta` table naming the last frame a redb commit
-/// includes: every group's commit sets it, so a replay skips the frames the
+/// The key in the `meta` table naming the last frame a durable redb commit
+/// includes: every durable commit sets it, so a replay skips the frames the
 /// database already holds (a crash between a durable commit and the log's
 /// clearing must not replay older values over newer ones).
 pub const APPLIED: &str = "wal_applied";
@@ -197,6 +197,8 @@ pub struct Wal {
     unsynced: bool,
     /// Syncs of the log so far.
     syncs: Arc<AtomicU64>,
+    /// The frame being written (reused).
+    frame: Vec<u8>,
 }
 
 /// The log's header: magic, then the sequence number of its first frame.
@@ -253,6 +255,7 @@ impl Wal {
             next_seq,
             unsynced: false,
             syncs: Arc::default(),
+            frame: Vec::new(),
         };
         if frames.is_empty() {
             // A new file gets its header; an old one's stale frames are
@@ -284,9 +287,12 @@ impl Wal {
         seq.copy_from_slice(&self.next_seq.to_le_bytes());
         sum.copy_from_slice(&checksum(self.next_seq, payload));
         let at = self.end + FRAME_HEAD as u64;
+        // One write for the frame (a copy is cheaper than a second call).
+        self.frame.clear();
+        self.frame.extend_from_slice(&head);
+        self.frame.extend_from_slice(payload);
         self.file
-            .write_all_at(&head, self.end)
-            .and_then(|()| self.file.write_all_at(payload, at))
+            .write_all_at(&self.frame, self.end)
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
         self.unsynced = true;
         if sync {

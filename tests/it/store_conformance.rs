@@ -1067,6 +1067,46 @@ async fn embedded_lazy_writes_skip_the_log_and_are_durable_at_the_next_checkpoin
     );
 }
 
+/// A crash between a checkpoint's durable commit and the clearing of the
+/// log: the database already holds a newer value than the log's frame (a
+/// lazy write after it), and opening replays nothing over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_replay_after_a_checkpoint_skips_the_frames_it_holds() {
+    use samlgate::store::DocSpace;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let store = EmbeddedStore::open(&live, Arc::new(SystemClock)).unwrap();
+    assert!(
+        store
+            .put_doc(DocSpace::LastLogin, "k", b"logged", false)
+            .await
+            .unwrap()
+    );
+    let lazy = store.lazy().unwrap();
+    assert!(
+        lazy.put_doc(DocSpace::LastLogin, "k", b"lazy", false)
+            .await
+            .unwrap()
+    );
+    // The log as it was before the checkpoint cleared it.
+    let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
+    assert!(wal.windows(6).any(|w| w == b"logged"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
+    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        reopened
+            .get_doc(DocSpace::LastLogin, "k")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"lazy"[..]),
+        "the logged frame is older than the database"
+    );
+}
+
 /// The embedded store's user insert with its vanity claim, in one write:
 /// the first free name of the list (or this email's own) is taken; an
 /// existing email inserts and claims nothing; with every name taken nothing
