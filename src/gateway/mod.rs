@@ -1040,20 +1040,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         if !fresh {
             return Err(SamlError::Replayed(verified.assertion_id().to_owned()).into());
         }
-        let owners = self.accounts.snapshot();
-        let admission = provisioning::decide_read(
-            behind,
-            cfg,
-            acct,
-            owners.as_ref(),
-            &mapped,
-            now,
-            true,
-            Some(user),
-        )
-        .await?;
         let name_id = verified.name_id().map(|n| n.value.clone());
-        let email = admission.user.email.clone();
         let nid = verified.name_id();
         let facts = session::LoginFacts {
             name_id: name_id.clone(),
@@ -1064,10 +1051,34 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
             session_not_on_or_after: verified.session_not_on_or_after(),
             admin: mapped.admin,
         };
-        let session_id = self
-            .sessions
-            .create(self.store.as_ref(), acct, admission.user, facts, now)
-            .await?;
+        // A new user's first session goes in the same durable write as the
+        // user where the store has one (one hand-off and commit less).
+        let (first_id, then) = match session::Sessions::first_session(acct, facts.clone(), now) {
+            Some((id, keys)) => (Some(id), Some(keys)),
+            None => (None, None),
+        };
+        let owners = self.accounts.snapshot();
+        let (admission, written) = provisioning::decide_then(
+            behind,
+            cfg,
+            acct,
+            owners.as_ref(),
+            &mapped,
+            now,
+            true,
+            Some(user),
+            then,
+        )
+        .await?;
+        let email = admission.user.email.clone();
+        let session_id = match first_id {
+            Some(id) if written => id,
+            _ => {
+                self.sessions
+                    .create(self.store.as_ref(), acct, admission.user, facts, now)
+                    .await?
+            }
+        };
         Ok(LoginDone {
             session_id,
             target,

@@ -188,9 +188,54 @@ pub fn slo_key(account: &str, name_id: &str) -> String {
 }
 
 fn ttl(data: &SessionData, account: &Account, now: i64) -> Duration {
-    let idle = i64::try_from(account.session.idle_timeout_secs).unwrap_or(i64::MAX);
+    idle_ttl(data, account.session.idle_timeout_secs, now)
+}
+
+fn idle_ttl(data: &SessionData, idle_timeout_secs: u64, now: i64) -> Duration {
+    let idle = i64::try_from(idle_timeout_secs).unwrap_or(i64::MAX);
     let left = (data.expires - now).min(idle).max(1);
     Duration::from_secs(u64::try_from(left).unwrap_or(1))
+}
+
+/// A session of `user` on `account` opened at `now` (Unix seconds).
+fn session_data(account: &Account, user: UserRecord, login: LoginFacts, now: i64) -> SessionData {
+    build_session(&account.id, account.session.lifetime_secs, user, login, now)
+}
+
+fn build_session(
+    account: &str,
+    lifetime_secs: u64,
+    user: UserRecord,
+    login: LoginFacts,
+    now: i64,
+) -> SessionData {
+    let LoginFacts {
+        name_id,
+        name_id_format,
+        name_qualifier,
+        sp_name_qualifier,
+        session_index,
+        session_not_on_or_after,
+        admin,
+    } = login;
+    let mut expires = now + i64::try_from(lifetime_secs).unwrap_or(i64::MAX / 2);
+    if let Some(cap) = session_not_on_or_after {
+        expires = expires.min(cap.timestamp());
+    }
+    SessionData {
+        account: account.to_owned(),
+        email: user.email.clone(),
+        user,
+        name_id,
+        name_id_format,
+        name_qualifier,
+        sp_name_qualifier,
+        session_index,
+        created: now,
+        expires,
+        touched: now,
+        admin,
+    }
 }
 
 impl Sessions {
@@ -381,38 +426,12 @@ impl Sessions {
         login: LoginFacts,
         now: DateTime<Utc>,
     ) -> Result<String, StoreError> {
-        let LoginFacts {
-            name_id,
-            name_id_format,
-            name_qualifier,
-            sp_name_qualifier,
-            session_index,
-            session_not_on_or_after,
-            admin,
-        } = login;
         let id = new_session_id();
         let n = now.timestamp();
-        let mut expires = n + i64::try_from(account.session.lifetime_secs).unwrap_or(i64::MAX / 2);
-        if let Some(cap) = session_not_on_or_after {
-            expires = expires.min(cap.timestamp());
-        }
-        let data = SessionData {
-            account: account.id.clone(),
-            email: user.email.clone(),
-            user,
-            name_id,
-            name_id_format,
-            name_qualifier,
-            sp_name_qualifier,
-            session_index,
-            created: n,
-            expires,
-            touched: n,
-            admin,
-        };
+        let data = session_data(account, user, login, n);
         let json = serde_json::to_vec(&data).unwrap_or_default();
         let key = token_hash(&id);
-        let lifetime = Duration::from_secs(u64::try_from((expires - n).max(1)).unwrap_or(1));
+        let lifetime = Duration::from_secs(u64::try_from((data.expires - n).max(1)).unwrap_or(1));
         // Findable by its NameID for Single Logout, only when the account
         // can take part in it (an SP signing key): no write otherwise.
         if account.sp.key.is_some()
@@ -431,6 +450,39 @@ impl Sessions {
             .put_ephemeral(Ephemeral::Session, &key, &json, ttl(&data, account, n))
             .await?;
         Ok(id)
+    }
+
+    /// A new user's first session, to write with the user in one store
+    /// write ([`Store::insert_user_claiming_then`]): its id, and the keys
+    /// to write made of the user as inserted (none unless it is active).
+    /// None when the session also needs a Single Logout index entry (a set
+    /// member: written by [`Sessions::create`]).
+    pub fn first_session(
+        account: &Account,
+        login: LoginFacts,
+        now: DateTime<Utc>,
+    ) -> Option<(String, crate::store::KeysOf)> {
+        if account.sp.key.is_some() && login.name_id.is_some() {
+            return None;
+        }
+        let id = new_session_id();
+        let key = token_hash(&id);
+        let n = now.timestamp();
+        let (account_id, lifetime, idle) = (
+            account.id.clone(),
+            account.session.lifetime_secs,
+            account.session.idle_timeout_secs,
+        );
+        let keys: crate::store::KeysOf = Arc::new(move |user: &UserRecord| {
+            if user.status != crate::store::UserStatus::Active {
+                return Vec::new();
+            }
+            let data = build_session(&account_id, lifetime, user.clone(), login.clone(), n);
+            let ttl = idle_ttl(&data, idle, n);
+            let json = serde_json::to_vec(&data).unwrap_or_default();
+            vec![(Ephemeral::Session, key.clone(), json, ttl)]
+        });
+        Some((id, keys))
     }
 
     /// The live session for `id` on `account`, re-checking the user and

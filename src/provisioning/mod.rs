@@ -466,8 +466,29 @@ pub async fn decide_read(
     mapped: &MappedUser,
     now: DateTime<Utc>,
     write: bool,
-    mut read: Option<Option<UserRecord>>,
+    read: Option<Option<UserRecord>>,
 ) -> Result<Admission, Refusal> {
+    decide_then(store, cfg, account, owners, mapped, now, write, read, None)
+        .await
+        .map(|(a, _)| a)
+}
+
+/// [`decide_read`], and when a new user is created, `then`'s keys (its
+/// first session) in the same store write where the store has one
+/// ([`Store::insert_user_claiming_then`]). Also answers whether they were
+/// written (else the caller writes the session itself).
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_then(
+    store: &dyn Store,
+    cfg: &Config,
+    account: &Account,
+    owners: &dyn DomainOwners,
+    mapped: &MappedUser,
+    now: DateTime<Utc>,
+    write: bool,
+    mut read: Option<Option<UserRecord>>,
+    then: Option<crate::store::KeysOf>,
+) -> Result<(Admission, bool), Refusal> {
     // Already canonical (`crate::email`); lowercased again for callers
     // that built the mapped user themselves.
     let email = mapped.email.to_ascii_lowercase();
@@ -496,26 +517,35 @@ pub async fn decide_read(
             };
             let changed = apply_mapped(&mut user, mapped, account);
             if !changed {
-                return Ok(Admission {
-                    user,
-                    action: Action::Unchanged,
-                });
+                return Ok((
+                    Admission {
+                        user,
+                        action: Action::Unchanged,
+                    },
+                    false,
+                ));
             }
             user.updated_at = now.to_rfc3339();
             if !write {
-                return Ok(Admission {
-                    user,
-                    action: Action::WouldUpdate,
-                });
+                return Ok((
+                    Admission {
+                        user,
+                        action: Action::WouldUpdate,
+                    },
+                    false,
+                ));
             }
             if user.license == License::Licensed && user.vanity.is_none() {
                 assign_vanities(store, std::slice::from_mut(&mut user)).await?;
             }
             store.put_users(std::slice::from_ref(&user)).await?;
-            return Ok(Admission {
-                user,
-                action: Action::Updated,
-            });
+            return Ok((
+                Admission {
+                    user,
+                    action: Action::Updated,
+                },
+                false,
+            ));
         }
         if domain_of_other_account(owners, account, &email) {
             return Err(Refusal::DomainOfOtherAccount(email));
@@ -531,10 +561,13 @@ pub async fn decide_read(
         user.features.clone_from(&mapped.features);
         if !write {
             check_status(&user)?;
-            return Ok(Admission {
-                user,
-                action: Action::WouldCreate,
-            });
+            return Ok((
+                Admission {
+                    user,
+                    action: Action::WouldCreate,
+                },
+                false,
+            ));
         }
         // One atomic write where the store has it (embedded): the claim and
         // the insert together, nothing to give back when the email exists.
@@ -546,9 +579,22 @@ pub async fn decide_read(
         } else {
             Vec::new()
         };
-        let claimed = match store.insert_user_claiming(&user, &names) {
-            Some(insert) => Some(insert.await?),
-            None => None,
+        // With the first session where the store writes both at once.
+        let mut with_keys = false;
+        let claimed = {
+            let one_write = match then.as_ref().and_then(|t| {
+                store.insert_user_claiming_then(&user, &names, std::sync::Arc::clone(t))
+            }) {
+                Some(insert) => {
+                    with_keys = true;
+                    Some(insert)
+                }
+                None => store.insert_user_claiming(&user, &names),
+            };
+            match one_write {
+                Some(insert) => Some(insert.await?),
+                None => None,
+            }
         };
         let inserted = if let Some(claimed) = claimed {
             match claimed {
@@ -572,10 +618,13 @@ pub async fn decide_read(
                 send_verification(store, cfg, account, &email).await?;
             }
             check_status(&user)?;
-            return Ok(Admission {
-                user,
-                action: Action::Created,
-            });
+            return Ok((
+                Admission {
+                    user,
+                    action: Action::Created,
+                },
+                with_keys,
+            ));
         }
         // Lost the race: give back the vanity name (unless the winner holds
         // it) and read the winner's record on the next pass.

@@ -50,8 +50,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::wal::{self, Tx, Wal};
 
 use super::{
-    AccountChanges, Ephemeral, Expect, PutAccount, Store, StoreError, StoreFuture, StoredAccount,
-    TokenRecord, UserRecord, decode_user, encode_user,
+    AccountChanges, Ephemeral, Expect, KeysOf, PutAccount, Store, StoreError, StoreFuture,
+    StoredAccount, TokenRecord, UserRecord, decode_user, encode_user,
 };
 use super::{DEFAULT_SCAN_FACTOR, DocSpace, Revocations, indexed, revocations_after};
 use crate::clock::Clock;
@@ -605,6 +605,64 @@ impl EmbeddedStore {
         })
     }
 
+    /// The one-write user insert with its vanity claim (see
+    /// [`Store::insert_user_claiming`]), and `then`'s keys with it.
+    fn claiming<'a>(
+        &'a self,
+        mode: Mode,
+        user: &UserRecord,
+        names: &[String],
+        then: Option<KeysOf>,
+    ) -> StoreFuture<'a, Option<UserRecord>> {
+        let (user, names) = (user.clone(), names.to_vec());
+        self.queue(mode, move |txn, now| {
+            let mut tables = user_tables(txn)?;
+            if tables.0.get(user.email.as_str()).map_err(err)?.is_some() {
+                return Ok(None);
+            }
+            let mut u = user.clone();
+            if !names.is_empty() {
+                let mut vanity = txn.open_table(VANITY).map_err(err)?;
+                let mut claimed = None;
+                for name in &names {
+                    let owner = vanity
+                        .get(name.as_str())
+                        .map_err(err)?
+                        .map(|o| o.value() == u.email);
+                    match owner {
+                        Some(true) => {}
+                        Some(false) => continue,
+                        None => {
+                            vanity
+                                .insert(name.as_str(), u.email.as_str())
+                                .map_err(err)?;
+                        }
+                    }
+                    claimed = Some(name.clone());
+                    break;
+                }
+                let Some(name) = claimed else {
+                    return Err(StoreError::Unavailable(
+                        "could not claim a free vanity name".into(),
+                    ));
+                };
+                u.vanity = Some(name);
+            }
+            insert_user_row(&mut tables, &u)?;
+            if let Some(then) = &then {
+                let mut t = txn.open_table(EPHEMERAL).map_err(err)?;
+                for (kind, key, value, ttl) in then(&u) {
+                    t.insert(
+                        eph_key(kind, &key).as_str(),
+                        expiry_value(now, ttl, &value).as_slice(),
+                    )
+                    .map_err(err)?;
+                }
+            }
+            Ok(Some(u))
+        })
+    }
+
     /// How many times the log was synced since the store opened (a
     /// group's frame, or write-behind frames made durable); for benchmarks
     /// and tests.
@@ -790,43 +848,16 @@ impl Store for EmbeddedStore {
         user: &'a UserRecord,
         names: &'a [String],
     ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
-        let (user, names) = (user.clone(), names.to_vec());
-        Some(self.write(move |txn, _| {
-            let mut tables = user_tables(txn)?;
-            if tables.0.get(user.email.as_str()).map_err(err)?.is_some() {
-                return Ok(None);
-            }
-            let mut u = user.clone();
-            if !names.is_empty() {
-                let mut vanity = txn.open_table(VANITY).map_err(err)?;
-                let mut claimed = None;
-                for name in &names {
-                    let owner = vanity
-                        .get(name.as_str())
-                        .map_err(err)?
-                        .map(|o| o.value() == u.email);
-                    match owner {
-                        Some(true) => {}
-                        Some(false) => continue,
-                        None => {
-                            vanity
-                                .insert(name.as_str(), u.email.as_str())
-                                .map_err(err)?;
-                        }
-                    }
-                    claimed = Some(name.clone());
-                    break;
-                }
-                let Some(name) = claimed else {
-                    return Err(StoreError::Unavailable(
-                        "could not claim a free vanity name".into(),
-                    ));
-                };
-                u.vanity = Some(name);
-            }
-            insert_user_row(&mut tables, &u)?;
-            Ok(Some(u))
-        }))
+        Some(self.claiming(self.mode, user, names, None))
+    }
+
+    fn insert_user_claiming_then<'a>(
+        &'a self,
+        user: &'a UserRecord,
+        names: &'a [String],
+        then: KeysOf,
+    ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
+        Some(self.claiming(Mode::Durable, user, names, Some(then)))
     }
 
     fn put_users<'a>(&'a self, users: &'a [UserRecord]) -> StoreFuture<'a, ()> {

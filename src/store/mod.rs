@@ -187,6 +187,12 @@ fn default_account() -> String {
     crate::account::DEFAULT_ID.to_owned()
 }
 
+/// Short-lived keys to write with a user (kind, key, value, time to
+/// live), made from the user as written; see
+/// [`Store::insert_user_claiming_then`]. Pure: it may run more than once.
+pub type KeysOf =
+    Arc<dyn Fn(&UserRecord) -> Vec<(Ephemeral, String, Vec<u8>, Duration)> + Send + Sync>;
+
 /// Kinds of short-lived keys; each has its own key space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ephemeral {
@@ -602,6 +608,21 @@ pub trait Store: Send + Sync {
         names: &'a [String],
     ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
         let _ = (user, names);
+        None
+    }
+
+    /// [`Store::insert_user_claiming`], and in the same write, when the
+    /// user is inserted, the short-lived keys `then` makes of the user as
+    /// inserted (a new user's first session): one durable write for both,
+    /// whatever this handle's durability. None where the store has no such
+    /// write.
+    fn insert_user_claiming_then<'a>(
+        &'a self,
+        user: &'a UserRecord,
+        names: &'a [String],
+        then: KeysOf,
+    ) -> Option<StoreFuture<'a, Option<UserRecord>>> {
+        let _ = (user, names, then);
         None
     }
 

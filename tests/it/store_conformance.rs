@@ -1107,6 +1107,78 @@ async fn embedded_replay_after_a_checkpoint_skips_the_frames_it_holds() {
     );
 }
 
+/// A new user's first session in the same write as the user: the keys are
+/// made of the user as inserted (with its vanity name), the write is
+/// durable (synced) even through a write-behind handle, and an existing
+/// email writes neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_inserts_a_user_with_its_first_session_in_one_durable_write() {
+    use samlgate::store::KeysOf;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("s.db");
+    let store = EmbeddedStore::open(&live, Arc::new(SystemClock)).unwrap();
+    let behind = store.write_behind().unwrap();
+    let keys = |key: &'static str| -> KeysOf {
+        Arc::new(move |u: &UserRecord| {
+            vec![(
+                Ephemeral::Session,
+                key.to_owned(),
+                u.vanity.clone().unwrap_or_default().into_bytes(),
+                Duration::from_secs(60),
+            )]
+        })
+    };
+    let names: Vec<String> = vec!["carol.jones".into()];
+    let carol = user("carol.jones@example.com");
+    let syncs = store.log_syncs();
+    let created = behind
+        .insert_user_claiming_then(&carol, &names, keys("s-carol"))
+        .expect("the embedded store has the one-write insert")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.vanity.as_deref(), Some("carol.jones"));
+    assert_eq!(store.log_syncs(), syncs + 1, "durable: the log was synced");
+    // The crash: both files as they are on disk now.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&live, &copy).unwrap();
+    let wal = std::fs::read(dir.path().join("s.db.wal")).unwrap();
+    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
+    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        reopened
+            .get_ephemeral(Ephemeral::Session, "s-carol")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"carol.jones"[..]),
+        "the session, made of the user as inserted"
+    );
+    assert!(
+        reopened
+            .get_user("carol.jones@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The same email again: nothing inserted, no session.
+    assert_eq!(
+        store
+            .insert_user_claiming_then(&carol, &names, keys("s-again"))
+            .unwrap()
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .get_ephemeral(Ephemeral::Session, "s-again")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// The embedded store's user insert with its vanity claim, in one write:
 /// the first free name of the list (or this email's own) is taken; an
 /// existing email inserts and claims nothing; with every name taken nothing
