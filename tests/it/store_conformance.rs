@@ -899,6 +899,20 @@ async fn embedded_store_replays_its_log_after_a_crash() {
     );
 }
 
+/// The crash: the store at `live` opened again from a copy of its database
+/// file as on disk now and of its log (`wal`, or the log file as on disk
+/// now).
+fn crash_copy(live: &std::path::Path, wal: Option<&[u8]>) -> EmbeddedStore {
+    let copy = live.with_file_name("copy.db");
+    std::fs::copy(live, &copy).unwrap();
+    let wal = match wal {
+        Some(w) => w.to_vec(),
+        None => std::fs::read(live.with_extension("db.wal")).unwrap(),
+    };
+    std::fs::write(copy.with_extension("db.wal"), &wal).unwrap();
+    EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap()
+}
+
 /// Write-behind (a login's writes before its session): answered once
 /// applied and seen at once by every reader, no sync of their own; the next
 /// durable write syncs once for the chain, `flush` makes them durable too,
@@ -962,12 +976,7 @@ async fn embedded_write_behind_is_seen_at_once_and_made_durable_by_the_next_dura
         .await
         .unwrap();
     behind.flush().await.unwrap();
-    // The crash: both files as they are on disk now.
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&live, &copy).unwrap();
-    let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
-    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
-    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    let reopened = crash_copy(&live, None);
     for email in ["wb@example.com", "wb2@example.com"] {
         assert!(reopened.get_user(email).await.unwrap().is_some(), "{email}");
     }
@@ -1047,11 +1056,7 @@ async fn embedded_lazy_writes_skip_the_log_and_are_durable_at_the_next_checkpoin
     // Idle for over a second: the writer checkpoints. The crash: both files
     // as they are on disk then.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&live, &copy).unwrap();
-    let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
-    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
-    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    let reopened = crash_copy(&live, None);
     assert_eq!(
         reopened
             .get_doc(DocSpace::LastLogin, "doc0000")
@@ -1092,10 +1097,7 @@ async fn embedded_replay_after_a_checkpoint_skips_the_frames_it_holds() {
     let wal = std::fs::read(dir.path().join("live.db.wal")).unwrap();
     assert!(wal.windows(6).any(|w| w == b"logged"));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&live, &copy).unwrap();
-    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
-    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    let reopened = crash_copy(&live, Some(&wal));
     assert_eq!(
         reopened
             .get_doc(DocSpace::LastLogin, "k")
@@ -1139,12 +1141,7 @@ async fn embedded_inserts_a_user_with_its_first_session_in_one_durable_write() {
         .unwrap();
     assert_eq!(created.vanity.as_deref(), Some("carol.jones"));
     assert_eq!(store.log_syncs(), syncs + 1, "durable: the log was synced");
-    // The crash: both files as they are on disk now.
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&live, &copy).unwrap();
-    let wal = std::fs::read(dir.path().join("s.db.wal")).unwrap();
-    std::fs::write(dir.path().join("copy.db.wal"), &wal).unwrap();
-    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    let reopened = crash_copy(&live, None);
     assert_eq!(
         reopened
             .get_ephemeral(Ephemeral::Session, "s-carol")
@@ -1267,10 +1264,7 @@ async fn embedded_store_replays_no_frame_over_a_newer_durable_commit() {
     many.push(x);
     store.put_users(&many).await.unwrap();
     // The crash: the database file as committed, the log not yet cleared.
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&live, &copy).unwrap();
-    std::fs::write(dir.path().join("copy.db.wal"), &logged).unwrap();
-    let reopened = EmbeddedStore::open(&copy, Arc::new(SystemClock)).unwrap();
+    let reopened = crash_copy(&live, Some(&logged));
     assert_eq!(
         reopened
             .get_user("x@example.com")
