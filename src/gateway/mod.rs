@@ -1053,7 +1053,12 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         };
         // A new user's first session goes in the same durable write as the
         // user where the store has one (one hand-off and commit less).
-        let (first_id, then) = match session::Sessions::first_session(acct, facts.clone(), now) {
+        let first = if user.is_none() {
+            session::Sessions::first_session(acct, facts.clone(), now)
+        } else {
+            None
+        };
+        let (first_id, then) = match first {
             Some((id, keys)) => (Some(id), Some(keys)),
             None => (None, None),
         };
