@@ -1058,10 +1058,7 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         } else {
             None
         };
-        let (first_id, then) = match first {
-            Some((id, keys)) => (Some(id), Some(keys)),
-            None => (None, None),
-        };
+        let then = first.as_ref().map(|(_, keys)| Arc::clone(keys));
         let owners = self.accounts.snapshot();
         let (admission, written) = provisioning::decide_then(
             behind,
@@ -1076,8 +1073,8 @@ ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>
         )
         .await?;
         let email = admission.user.email.clone();
-        let session_id = match first_id {
-            Some(id) if written => id,
+        let session_id = match first {
+            Some((id, _)) if written => id,
             _ => {
                 self.sessions
                     .create(self.store.as_ref(), acct, admission.user, facts, now)

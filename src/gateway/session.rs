@@ -197,11 +197,8 @@ fn idle_ttl(data: &SessionData, idle_timeout_secs: u64, now: i64) -> Duration {
     Duration::from_secs(u64::try_from(left).unwrap_or(1))
 }
 
-/// A session of `user` on `account` opened at `now` (Unix seconds).
-fn session_data(account: &Account, user: UserRecord, login: LoginFacts, now: i64) -> SessionData {
-    build_session(&account.id, account.session.lifetime_secs, user, login, now)
-}
-
+/// A session of `user` on account `account` (sessions of
+/// `lifetime_secs`) opened at `now` (Unix seconds).
 fn build_session(
     account: &str,
     lifetime_secs: u64,
@@ -428,7 +425,7 @@ impl Sessions {
     ) -> Result<String, StoreError> {
         let id = new_session_id();
         let n = now.timestamp();
-        let data = session_data(account, user, login, n);
+        let data = build_session(&account.id, account.session.lifetime_secs, user, login, n);
         let json = serde_json::to_vec(&data).unwrap_or_default();
         let key = token_hash(&id);
         let lifetime = Duration::from_secs(u64::try_from((data.expires - n).max(1)).unwrap_or(1));

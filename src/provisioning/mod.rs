@@ -452,31 +452,17 @@ pub async fn decide(
     now: DateTime<Utc>,
     write: bool,
 ) -> Result<Admission, Refusal> {
-    decide_read(store, cfg, account, owners, mapped, now, write, None).await
-}
-
-/// [`decide`] with the user's record already read (`read`: Some(None) when
-/// there is none), as the ACS reads it with its replay entry.
-#[allow(clippy::too_many_arguments)]
-pub async fn decide_read(
-    store: &dyn Store,
-    cfg: &Config,
-    account: &Account,
-    owners: &dyn DomainOwners,
-    mapped: &MappedUser,
-    now: DateTime<Utc>,
-    write: bool,
-    read: Option<Option<UserRecord>>,
-) -> Result<Admission, Refusal> {
-    decide_then(store, cfg, account, owners, mapped, now, write, read, None)
+    decide_then(store, cfg, account, owners, mapped, now, write, None, None)
         .await
         .map(|(a, _)| a)
 }
 
-/// [`decide_read`], and when a new user is created, `then`'s keys (its
-/// first session) in the same store write where the store has one
-/// ([`Store::insert_user_claiming_then`]). Also answers whether they were
-/// written (else the caller writes the session itself).
+/// [`decide`] with the user's record already read (`read`: Some(None) when
+/// there is none), as the ACS reads it with its replay entry; and when a
+/// new user is created, `then`'s keys (its first session) in the same store
+/// write where the store has one ([`Store::insert_user_claiming_then`]).
+/// Also answers whether they were written (else the caller writes the
+/// session itself).
 #[allow(clippy::too_many_arguments)]
 pub async fn decide_then(
     store: &dyn Store,
